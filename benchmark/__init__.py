@@ -1,0 +1,1 @@
+"""SSL pre-training benchmark suite."""
