@@ -1,0 +1,138 @@
+"""Image readers for real on-disk layouts, and deterministic, resumable sampling.
+
+- :class:`ImageFiles`: every image below a folder, labels unused (COCO ``train2017/``,
+  ADE20k ``images/training/``, or an ImageFolder's ``train/`` for pre-training on it);
+- torchvision's ``ImageFolder`` for labelled ``root/<class>/<image>`` sets.
+
+Augmentation randomness is tied to (seed, epoch, index) by :class:`SeededTransform`, and the
+order of samples to (seed, epoch) by :class:`EpochSampler`, so a run resumed at any step sees
+exactly the images and crops an uninterrupted run would have seen, for any number of workers.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class DataError(ValueError):
+    """A data set that is missing or not in the expected layout."""
+
+
+def list_images(root: str | Path, layout_hint: str = "any folder of .jpg/.png images") -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory (expected {layout_hint})")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no images found (expected {layout_hint})")
+    return files
+
+
+class ImageFiles(Dataset):
+    """Every image below ``root`` (sorted, recursive); each item is ``(PIL image, 0)``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.files = list_images(root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with Image.open(self.files[index]) as img:
+            return img.convert("RGB"), 0
+
+
+def fraction_subset(num_items: int, fraction: float, seed: int, labels: Sequence[int] | None = None) -> list[int]:
+    """A deterministic subset of ``fraction`` of the indices (at least one per class).
+
+    With ``labels``, the subset is class-balanced: each class keeps ``fraction`` of its items.
+    The same (num_items, fraction, seed, labels) always gives the same indices, for every method.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return list(range(num_items))
+    gen = torch.Generator().manual_seed(seed)
+    groups: dict[int, list[int]] = {}
+    for index in range(num_items):
+        groups.setdefault(labels[index] if labels is not None else 0, []).append(index)
+    chosen: list[int] = []
+    for members in groups.values():
+        keep = max(1, round(len(members) * fraction))
+        order = torch.randperm(len(members), generator=gen)[:keep]
+        chosen.extend(members[i] for i in order.tolist())
+    return sorted(chosen)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (stable across processes, unlike ``hash``)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+class SeededTransform(Dataset):
+    """Applies ``transform`` to ``dataset[index]`` with RNG seeded by (seed, epoch, index).
+
+    Items are requested as ``(epoch, index)`` (see :class:`EpochSampler`). The global RNG
+    states of torch and ``random`` are restored afterwards, so the caller's are untouched.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Any], seed: int, indices: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+        self.indices = list(indices) if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[Any, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image, label = self.dataset[self.indices[index]]
+        seed = mix_seed(self.seed, epoch, index)
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.transform(image), label
+            finally:
+                random.setstate(state)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` forever: a fresh permutation per epoch, seeded by (seed, epoch).
+
+    ``start`` skips that many samples of the stream (what a resumed run has already consumed).
+    With ``num_replicas > 1`` each rank takes every ``num_replicas``-th sample of the stream.
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, num_replicas: int = 1) -> None:
+        self.size, self.seed, self.start = size, seed, start
+        self.rank, self.num_replicas = rank, num_replicas
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, offset = divmod(self.start, self.size)
+        position = self.start
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
+            for index in order[offset:].tolist():
+                if position % self.num_replicas == self.rank:
+                    yield epoch, index
+                position += 1
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:  # a stream; the engine counts steps, not epochs
+        return self.size

@@ -1,0 +1,96 @@
+"""``python -m benchmark doctor``: is the stack installed and working? One line per check,
+and for each problem one line saying what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib import metadata
+from typing import Callable
+
+# (distribution, import name, pinned version or None)
+PACKAGES = [
+    ("torch", "torch", "2.13.0"),
+    ("torchvision", "torchvision", "0.28.0"),
+    ("timm", "timm", None),
+    ("mmengine", "mmengine", "0.10.7"),
+    ("mmcv", "mmcv", "2.1.0"),
+    ("mmdet", "mmdet", "3.3.0"),
+    ("mmsegmentation", "mmseg", "1.2.2"),
+    ("setuptools", "pkg_resources", None),
+    ("pandas", "pandas", None),
+    ("matplotlib", "matplotlib", None),
+]
+FIX_STACK = "run ./run_tests.sh or 'bash scripts/bootstrap.sh' to (re)install the project's .venv"
+
+
+def _check_torchvision_ops() -> None:
+    import torch
+    import torchvision.ops
+
+    torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+
+
+def _check_mmcv_ops() -> None:
+    import torch
+    from mmcv.ops import RoIAlign, nms
+
+    nms(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1.0]), 0.5)
+    RoIAlign((2, 2), 1.0)(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0]]))
+
+
+def _check_setuptools() -> None:
+    major = int(metadata.version("setuptools").split(".")[0])
+    if major >= 81:
+        raise RuntimeError(f"setuptools {major} has no pkg_resources")
+
+
+def run_doctor() -> int:
+    problems: list[str] = []
+    print(f"python       {sys.version.split()[0]}")
+    for dist, module, pinned in PACKAGES:
+        try:
+            version = metadata.version(dist)
+            importlib.import_module(module)
+        except Exception as err:  # any import failure is a finding, not a crash
+            print(f"{dist:<12} MISSING ({type(err).__name__}: {err})")
+            problems.append(f"{dist} does not import: {FIX_STACK}")
+            continue
+        note = ""
+        if pinned and version.split("+")[0] != pinned:
+            note = f" (expected {pinned})"
+            problems.append(f"{dist} is {version}, the suite needs {pinned}: {FIX_STACK}")
+        print(f"{dist:<12} {version}{note}")
+
+    checks: list[tuple[str, Callable[[], None], str]] = [
+        ("torchvision ops", _check_torchvision_ops,
+         "torchvision's compiled ops do not load: torch and torchvision builds do not match (a '+cpu' torch?); " + FIX_STACK),
+        ("mmcv ops", _check_mmcv_ops,
+         "mmcv was installed without its compiled ops (mmcv-lite or a failed build); reinstall with "
+         "MMCV_WITH_OPS=1 pip install --no-build-isolation mmcv==2.1.0"),
+        ("pkg_resources", _check_setuptools,
+         "mmcv and mmengine's mmdet::/mmseg:: configs need pkg_resources: pip install 'setuptools>=77.0.3,<81'"),
+    ]
+    for name, check, fix in checks:
+        try:
+            check()
+            print(f"{name:<16} ok")
+        except Exception as err:
+            print(f"{name:<16} FAILED ({type(err).__name__}: {err})")
+            problems.append(fix)
+
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible (runs use the CPU)"
+        print(f"GPU              {gpu}")
+    except Exception:
+        pass
+
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for line in problems:
+            print(f"  - {line}")
+        return 1
+    print("\nall checks passed")
+    return 0

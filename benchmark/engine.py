@@ -1,0 +1,172 @@
+"""What every training loop in the suite shares: configs, seeding, the optimiser and schedule
+built from timm, checkpoints, progress and the JSON-lines log."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.nn as nn
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+
+from benchmark.utils.io import torch_save, write_json
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist or a value of the wrong type."""
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Builds dataclass ``cls`` from ``values``, rejecting unknown keys (with the nearest valid
+    key suggested) and values of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in values.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{cls.__name__}: unknown key {key!r}{hint}")
+        expected = fields[key].type if isinstance(fields[key].type, str) else fields[key].type.__name__
+        if not _type_ok(value, expected):
+            raise ConfigError(f"{cls.__name__}: {key}={value!r} should be of type {expected}")
+    return cls(**values)
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    allowed = {
+        "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
+    }
+    options = [a.strip() for a in annotation.replace("Optional[", "").rstrip("]").split("|")]
+    for option in options:
+        base = option.split("[")[0]
+        if base == "None" and value is None:
+            return True
+        if base in allowed and isinstance(value, allowed[base]) and not (base != "bool" and isinstance(value, bool)):
+            return True
+        if base not in allowed and base != "None":
+            return True  # complex annotations are not checked
+    return False
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs that support it; a no-op context on CPU."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.Optimizer:
+    """AdamW from timm: no weight decay on norms, biases and ``model.no_weight_decay()``;
+    optional layer-wise learning-rate decay (timm's ``layer_decay``)."""
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, betas=betas)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr: float) -> CosineLRScheduler:
+    """Linear warm-up then cosine decay, stepped once per optimiser step (``step_update``)."""
+    return CosineLRScheduler(
+        optimizer, t_initial=max(1, total_steps), lr_min=min_lr, warmup_t=warmup_steps,
+        warmup_lr_init=min_lr, warmup_prefix=True, t_in_epochs=False,
+    )
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def check_finite(loss: torch.Tensor, step: int, checkpoint: Path) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLoss(
+            f"the loss is {loss.item()} at step {step}; stopping. The last good checkpoint is {checkpoint} "
+            "(lower the learning rate or raise the warm-up, then resume)"
+        )
+
+
+def save_state(path: Path, **state: Any) -> None:
+    """Writes a training checkpoint atomically. Holds tensors and plain values only, so that
+    ``torch.load(weights_only=True)`` reads it back."""
+    torch_save(state, path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class RunLog:
+    """A JSON-lines log (one object per line) plus a one-line progress display on stderr with
+    loss, learning rate, images/s and time left."""
+
+    def __init__(self, path: Path, total_steps: int, start_step: int, desc: str, every: int = 10) -> None:
+        self.path = path
+        self.total, self.start, self.desc, self.every = total_steps, start_step, desc, every
+        self.t0 = time.time()
+        self.images = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a")
+
+    def step(self, step: int, batch_size: int, **scalars: float) -> None:
+        self.images += batch_size
+        done = step + 1
+        if done % self.every and done != self.total:
+            return
+        elapsed = max(time.time() - self.t0, 1e-9)
+        rate = self.images / elapsed
+        left = (self.total - done) * elapsed / max(done - self.start, 1)
+        record = {"step": done, "time": round(elapsed, 3), "img_per_s": round(rate, 2), **{k: float(v) for k, v in scalars.items()}}
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        shown = " ".join(f"{k} {float(v):.4g}" for k, v in scalars.items())
+        print(f"[{self.desc}] step {done}/{self.total} {shown} | {rate:.1f} img/s | ETA {_fmt_time(left)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def write_config(path: Path, config: Any) -> None:
+    write_json(path, dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config)

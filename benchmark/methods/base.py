@@ -1,0 +1,61 @@
+"""The interface every pre-training method implements.
+
+A method wraps a timm ViT (``self.encoder``, the only part exported for downstream use) and
+adds its own parts (decoders, heads, tokenizers, EMA targets). The training engine only sees:
+
+- ``prepare(batches)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
+- ``forward(images, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
+  all of the method's randomness (masks, splits) is drawn from ``generator`` so that a resumed
+  run repeats it exactly;
+- ``after_step(step, total_steps)``: per-step updates outside the gradient (EMA, schedules).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+import torch
+import torch.nn as nn
+
+
+class PretrainMethod(nn.Module):
+    name: ClassVar[str]
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.encoder.patch_embed.patch_size[0])
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.encoder.patch_embed.num_patches)
+
+    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fits data-dependent parts on a few batches of training images. Default: nothing."""
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after each optimiser step. Default: nothing."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay besides norms and biases (timm's rule)."""
+        return {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus position embedding: (B, prefix + N, D), prefix (cls) tokens first."""
+        return self.encoder._pos_embed(self.encoder.patch_embed(images))
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Runs the encoder's blocks and final norm on an already embedded token sequence."""
+        enc = self.encoder
+        return enc.norm(enc.blocks(enc.norm_pre(enc.patch_drop(tokens))))
+
+
+def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """tokens (B, N, D), index (B, K) -> (B, K, D): the tokens at ``index``, per sample."""
+    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

@@ -1,0 +1,130 @@
+"""SplitMask: split, inpaint, match (El-Nouby et al., 2021).
+
+Per image, the patches are split at random into two disjoint subsets A and B (each holding
+``keep_ratio`` of the patches: 0.5 by default, 0.25 for small data sets). The shared ViT encoder
+sees each subset alone, without mask tokens; both subsets go through it in one batched pass.
+A shallow decoder takes one subset's encoded patches plus mask tokens at the other subset's
+positions and predicts the other subset's visual tokens (cross-entropy, as in BEiT). The decoder
+outputs of each branch are average-pooled into a global descriptor, and the two descriptors of
+an image are matched with InfoNCE against the other images of the batch.
+
+    loss = CE(A -> tokens of B) / 2 + CE(B -> tokens of A) / 2 + contrastive_weight * InfoNCE
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+
+from benchmark.methods.base import PretrainMethod, gather_tokens
+from benchmark.methods.losses import info_nce
+from benchmark.tokenizers import PatchCodebookTokenizer, build_tokenizer
+
+
+def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random subsets of ``keep`` patch indices each, per sample: (B, keep) twice."""
+    if not 0 < keep <= num_patches // 2:
+        raise ValueError(f"each subset must hold between 1 and {num_patches // 2} of {num_patches} patches, got {keep}")
+    order = torch.rand(batch, num_patches, generator=generator).argsort(dim=1)
+    return order[:, :keep], order[:, keep : 2 * keep]
+
+
+class SplitMask(PretrainMethod):
+    name = "splitmask"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        vocab_size: int = 8192,
+        tokenizer: str = "random-patches",
+        keep_ratio: float = 0.5,
+        decoder_depth: int = 2,
+        decoder_dim: int | None = None,
+        decoder_heads: int | None = None,
+        temperature: float = 0.2,
+        contrastive_weight: float = 1.0,
+        tokenizer_seed: int = 0,
+    ) -> None:
+        super().__init__(encoder)
+        dim = encoder.embed_dim
+        decoder_dim = decoder_dim or dim
+        decoder_heads = decoder_heads or encoder.blocks[0].attn.num_heads
+        self.keep = max(1, int(round(self.num_patches * keep_ratio)))
+        self.vocab_size = vocab_size
+        self.tokenizer_name = tokenizer
+        self.tokenizer_seed = tokenizer_seed
+        self.temperature = temperature
+        self.contrastive_weight = contrastive_weight
+        split_patches(1, self.num_patches, self.keep, torch.Generator())  # validates keep_ratio early
+
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, decoder_dim))
+        self.decoder = nn.Sequential(*[Block(decoder_dim, decoder_heads, qkv_bias=True) for _ in range(decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.token_head = nn.Linear(decoder_dim, vocab_size)
+        # The tokenizer's codebook is fitted in prepare() and saved with the method's state.
+        self.register_buffer("codebook", torch.zeros(vocab_size, 3 * self.patch_size**2))
+        self._init_new_parts()
+
+    def _init_new_parts(self) -> None:
+        trunc_normal_(self.mask_token, std=0.02)
+        trunc_normal_(self.decoder_pos_embed, std=0.02)
+        for module in [self.decoder_embed, self.decoder, self.decoder_norm, self.token_head]:
+            module.apply(_init_weights)
+
+    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+        tokenizer = build_tokenizer(self.tokenizer_name, batches, self.vocab_size, self.patch_size, self.tokenizer_seed)
+        self.codebook.copy_(tokenizer.codebook)
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {"mask_token", "decoder_pos_embed"}
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
+        return PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        b = images.shape[0]
+        targets = self.tokenize(images)  # (B, N)
+        idx_a, idx_b = (i.to(images.device) for i in split_patches(b, self.num_patches, self.keep, generator))
+
+        tokens = self.embed_patches(images)
+        n_prefix = self.encoder.num_prefix_tokens
+        prefix, patches = tokens[:, :n_prefix], tokens[:, n_prefix:]
+        # One batched encoder pass over both subsets: rows [0, B) are A, rows [B, 2B) are B.
+        visible = torch.cat([idx_a, idx_b])
+        hidden = torch.cat([prefix, prefix]) if n_prefix else prefix.new_zeros(2 * b, 0, prefix.shape[-1])
+        encoded = self.encode_tokens(torch.cat([hidden, gather_tokens(torch.cat([patches, patches]), visible)], dim=1))
+        encoded = encoded[:, n_prefix:]
+
+        # Each branch decodes its own encoded patches plus mask tokens at the other's positions.
+        hidden_idx = torch.cat([idx_b, idx_a])
+        dec_pos = self.decoder_pos_embed.expand(2 * b, -1, -1)
+        seen = self.decoder_embed(encoded) + gather_tokens(dec_pos, visible)
+        masked = self.mask_token + gather_tokens(dec_pos, hidden_idx)
+        decoded = self.decoder_norm(self.decoder(torch.cat([seen, masked], dim=1)))
+
+        logits = self.token_head(decoded[:, self.keep :])  # predictions for the other subset
+        target = gather_tokens(torch.cat([targets, targets]).unsqueeze(-1), hidden_idx).squeeze(-1)
+        mim = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())
+        descriptor = decoded.mean(dim=1)
+        nce = info_nce(descriptor[:b], descriptor[b:], self.temperature)
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == target).float().mean()
+        return {"loss": mim + self.contrastive_weight * nce, "mim": mim.detach(), "nce": nce.detach(), "token_acc": accuracy}
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,378 @@
+"""Shared code of ``python -m benchmark.detect`` and ``python -m benchmark.segment``.
+
+One run = check the data, resolve the checkpoint (an encoder export is converted to
+``WORK_DIR/mm_backbone.pth`` first), load the mmengine config and fill in the run-time values
+(data root, class names and counts, backbone arch / img_size / checkpoint, in_channels, seed,
+work dir), train with mmengine's Runner, take the validation metrics of the end of training and
+write ``WORK_DIR/result.json``.
+
+Bad input (missing data, unknown checkpoint format, mismatching checkpoint) raises
+:class:`InputError` or :class:`benchmark.convert.CheckpointError`; the CLIs print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from benchmark.convert import CheckpointError, to_mm
+
+if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
+    from mmengine.config import Config
+
+_RUN_COUNTER = itertools.count()
+_DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
+
+
+class InputError(ValueError):
+    """Bad input to a run: missing data, a missing config, an unusable argument."""
+
+
+# ---------------------------------------------------------------------------- data sets
+
+
+def _require(paths: Sequence[Path], what: str, root: Path) -> None:
+    if not root.is_dir():
+        raise InputError(f"{root}: data root does not exist or is not a directory")
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{root}: not a {what} directory (missing {path.relative_to(root)})")
+
+
+def coco_classes(root: Path) -> tuple[str, ...]:
+    """Checks a COCO directory and returns its category names, in category-id order."""
+    ann = root / "annotations" / "instances_train2017.json"
+    _require([ann, root / "annotations" / "instances_val2017.json", root / "train2017", root / "val2017"], "COCO", root)
+    try:
+        cats = json.loads(ann.read_text())["categories"]
+        names = tuple(str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"])))
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{ann}: not a COCO instances file ({err})") from None
+    if not names:
+        raise InputError(f"{ann}: no categories")
+    return names
+
+
+def ade_classes(root: Path) -> tuple[str, ...]:
+    """Checks an ADE20k directory and returns its class names (label values 1.. in order).
+
+    Synthetic data names its classes in ``synthetic.json`` beside the data set; anything else
+    is taken to be the real ADE20k with its 150 classes.
+    """
+    _require(
+        [root / "images" / "training", root / "images" / "validation",
+         root / "annotations" / "training", root / "annotations" / "validation"],
+        "ADE20k", root,
+    )
+    from benchmark.data.synthetic import read_manifest
+
+    manifest = read_manifest(root.parent)
+    if manifest and manifest.get("ade20k", {}).get("path") == root.name and manifest["ade20k"].get("classes"):
+        return tuple(str(c) for c in manifest["ade20k"]["classes"])
+    from mmseg.datasets import ADE20KDataset
+
+    return tuple(ADE20KDataset.METAINFO["classes"])
+
+
+def _leaf_dataset(dataset: dict[str, Any]) -> dict[str, Any]:
+    while dataset.get("type") in _DATASET_WRAPPERS and "dataset" in dataset:
+        dataset = dataset["dataset"]
+    return dataset
+
+
+def _dataloaders(cfg: Config) -> list[dict[str, Any]]:
+    return [cfg[k] for k in ("train_dataloader", "val_dataloader", "test_dataloader") if cfg.get(k)]
+
+
+def _set_data(cfg: Config, root: Path, classes: tuple[str, ...]) -> None:
+    for loader in _dataloaders(cfg):
+        dataset = _leaf_dataset(loader["dataset"])
+        dataset["data_root"] = str(root)
+        dataset["metainfo"] = dict(classes=classes)
+
+
+def _set_heads(heads: Any, **values: Any) -> None:
+    """Sets ``values`` on a head config or on each of a list of them."""
+    for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+        if head:
+            for key, value in values.items():
+                head[key] = value
+
+
+def _configure_detect(cfg: Config, root: Path, classes: tuple[str, ...], embed_dim: int) -> None:
+    _set_data(cfg, root, classes)
+    for name in ("val_evaluator", "test_evaluator"):
+        evaluators = cfg.get(name)
+        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            if ev and ev.get("type") == "CocoMetric":
+                ev["ann_file"] = str(root / "annotations" / "instances_val2017.json")
+    roi = cfg.model.get("roi_head")
+    if roi:
+        _set_heads(roi.get("bbox_head"), num_classes=len(classes))
+        _set_heads(roi.get("mask_head"), num_classes=len(classes))
+    neck = cfg.model.get("neck")
+    if neck and "in_channels" in neck:
+        neck["in_channels"] = [embed_dim] * len(neck["in_channels"])
+
+
+def _configure_segment(cfg: Config, root: Path, classes: tuple[str, ...], embed_dim: int) -> None:
+    _set_data(cfg, root, classes)
+    for key in ("decode_head", "auxiliary_head"):
+        heads = cfg.model.get(key)
+        _set_heads(heads, num_classes=len(classes))
+        for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+            if head and "in_channels" in head:
+                ins = head["in_channels"]
+                head["in_channels"] = [embed_dim] * len(ins) if isinstance(ins, (list, tuple)) else embed_dim
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between detection and segmentation."""
+
+    kind: str  # result.json "kind"
+    scope: str  # mmengine default scope
+    classes: Callable[[Path], tuple[str, ...]]
+    configure: Callable[["Config", Path, tuple[str, ...], int], None]
+    metrics: dict[str, tuple[str, float]]  # our name -> (suffix of the mm metric key, scale to 0-100)
+
+
+DETECT = Task(
+    kind="detect",
+    scope="mmdet",
+    classes=coco_classes,
+    configure=_configure_detect,
+    metrics={
+        "bbox_mAP": ("bbox_mAP", 100.0),
+        "bbox_mAP_50": ("bbox_mAP_50", 100.0),
+        "segm_mAP": ("segm_mAP", 100.0),
+        "segm_mAP_50": ("segm_mAP_50", 100.0),
+    },
+)
+SEGMENT = Task(
+    kind="segment",
+    scope="mmseg",
+    classes=ade_classes,
+    configure=_configure_segment,
+    metrics={"mIoU": ("mIoU", 1.0), "aAcc": ("aAcc", 1.0)},
+)
+
+
+# ---------------------------------------------------------------------------- checkpoint and config
+
+
+def resolve_checkpoint(ckpt: str | Path | None, work_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """``(mm backbone checkpoint, model spec)``; an encoder export is converted into ``work_dir``.
+
+    ``None`` or ``"none"`` means random initialisation: ``(None, None)``.
+    """
+    if ckpt is None or str(ckpt).lower() == "none":
+        return None, None
+    from benchmark.mm.backbone import read_checkpoint
+
+    path = Path(ckpt)
+    _, spec, fmt = read_checkpoint(path)  # raises CheckpointError on anything unusable
+    if fmt == "encoder.safetensors":
+        work_dir.mkdir(parents=True, exist_ok=True)
+        path = to_mm(path, work_dir / "mm_backbone.pth")
+    return path, spec
+
+
+def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
+    """The mmengine config at ``config`` with ``cfg_options`` (dotted keys) merged in."""
+    from mmengine.config import Config
+
+    if not Path(config).is_file():
+        raise InputError(f"{config}: no such config file")
+    cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | None, explicit: set[str]) -> int:
+    """Puts checkpoint, arch and img_size into the backbone config; returns its embed_dim.
+
+    The checkpoint's model spec decides arch and img_size unless ``--cfg-options`` set them
+    explicitly (a mismatching explicit arch is an error).
+    """
+    from benchmark.mm.backbone import vit_embed_dim
+
+    backbone = cfg.model.backbone
+    if backbone.get("type") != "ViTPyramid":
+        raise InputError(f"config backbone is {backbone.get('type')!r}, expected 'ViTPyramid'")
+    backbone["checkpoint"] = str(ckpt) if ckpt else None
+    if spec:
+        if "model.backbone.arch" in explicit and backbone.get("arch") != spec.get("arch"):
+            raise CheckpointError(
+                f"{ckpt}: checkpoint arch {spec.get('arch')!r} does not match model.backbone.arch={backbone.get('arch')!r}"
+            )
+        backbone["arch"] = spec["arch"]
+        if "model.backbone.img_size" not in explicit:
+            backbone["img_size"] = int(spec["img_size"])
+    if not backbone.get("arch"):
+        raise InputError("model.backbone.arch is not set and there is no checkpoint to take it from")
+    try:
+        return vit_embed_dim(backbone["arch"])
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def plain(obj: Any) -> Any:
+    """A config (or part of one) as JSON-friendly plain values."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _metrics_hook() -> Any:
+    """A hook that remembers the metrics of the latest validation and the iteration it ran at."""
+    from mmengine.hooks import Hook
+
+    class LastValMetrics(Hook):
+        priority = "LOWEST"
+
+        def __init__(self) -> None:
+            self.metrics: dict[str, Any] | None = None
+            self.at_iter = -1
+
+        def after_val_epoch(self, runner: Any, metrics: dict[str, Any] | None = None) -> None:
+            self.metrics = dict(metrics or {})
+            self.at_iter = runner.iter
+
+    return LastValMetrics()
+
+
+def _pick_metrics(task: Task, raw: dict[str, Any], logger: logging.Logger) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, (suffix, scale) in task.metrics.items():
+        keys = [k for k in raw if k == suffix or k.endswith("/" + suffix)]
+        if not keys:
+            # mmdet's CocoMetric reports nothing when a model makes no detection at all: AP is 0 then
+            logger.warning(f"metric {suffix!r} missing from the evaluation ({sorted(raw)}); recording 0.0")
+            out[name] = 0.0
+            continue
+        value = float(raw[keys[0]]) * scale
+        out[name] = value if math.isfinite(value) else 0.0
+    return out
+
+
+def _close_log_files(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logger.removeHandler(handler)
+
+
+def run(
+    task: Task,
+    ckpt: str | Path | None,
+    config: str | Path,
+    data_root: str | Path,
+    work_dir: str | Path,
+    seed: int = 0,
+    cfg_options: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Trains and evaluates one model; writes ``work_dir/result.json`` and returns its metrics."""
+    started = time.time()
+    data_root, work_dir = Path(data_root).resolve(), Path(work_dir).resolve()
+    classes = task.classes(data_root)  # data first: the cheapest check
+    mm_ckpt, spec = resolve_checkpoint(ckpt, work_dir)
+    cfg = load_config(config, cfg_options)
+    embed_dim = _configure_backbone(cfg, mm_ckpt, spec, set(cfg_options or {}))
+    task.configure(cfg, data_root, classes, embed_dim)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = "none"
+    cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
+    cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
+
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    try:
+        recorder = _metrics_hook()
+        runner.register_hook(recorder)
+        runner.train()
+        raw = recorder.metrics if recorder.metrics is not None and recorder.at_iter == runner.iter else runner.val()
+        metrics = _pick_metrics(task, raw or {}, runner.logger)
+        runner.logger.info(f"{task.kind} metrics: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    finally:
+        _close_log_files(runner.logger)
+    write_result(work_dir, task, metrics, cfg, seed, started, ckpt)
+    return metrics
+
+
+def write_result(
+    work_dir: Path, task: Task, metrics: dict[str, float], cfg: Config, seed: int, started: float,
+    ckpt: str | Path | None,
+) -> Path:
+    """``work_dir/result.json`` with the resolved config as plain values."""
+    from benchmark.results import write_result as _write
+
+    checkpoint = None if ckpt is None or str(ckpt).lower() == "none" else str(ckpt)
+    return _write(work_dir, kind=task.kind, metrics=metrics, config=plain(cfg.to_dict()), seed=seed,
+                  started=started, checkpoint=checkpoint)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _cfg_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``k=v`` pairs parsed as mmengine's ``--cfg-options`` does (lists, tuples, numbers, bools)."""
+    if not pairs:
+        return {}
+    from mmengine.config import DictAction
+
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise InputError(f"--cfg-options expects KEY=VALUE pairs, got {bad[0]!r}")
+    namespace = argparse.Namespace()
+    DictAction(option_strings=["--cfg-options"], dest="cfg_options")(None, namespace, list(pairs))
+    return dict(namespace.cfg_options)
+
+
+def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
+    """The CLI of one task; returns the exit code (2 on bad input)."""
+    parser = _Parser(prog=f"python -m benchmark.{task.kind}",
+                     description=f"Train and evaluate a ViT backbone ({task.kind}) with {task.scope}; writes WORK_DIR/result.json.")
+    parser.add_argument("--ckpt", required=True, help="encoder .safetensors, mm_backbone .pth, or 'none' (random init)")
+    parser.add_argument("--config", required=True, help="mmengine config file")
+    parser.add_argument("--data-root", required=True, help=data_help)
+    parser.add_argument("--work-dir", required=True, help="output directory (logs, result.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="config overrides, e.g. train_cfg.max_epochs=1")
+    args = parser.parse_args(argv)
+    try:
+        options = _cfg_options(args.cfg_options)
+        metrics = run(task, args.ckpt, args.config, args.data_root, args.work_dir, args.seed, options)
+    except (InputError, CheckpointError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps({"result": str(Path(args.work_dir) / "result.json"), "metrics": metrics}))
+    return 0

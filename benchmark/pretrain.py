@@ -1,0 +1,172 @@
+"""Self-supervised pre-training of a timm ViT with one of the suite's methods.
+
+    python -m benchmark.pretrain --config CONFIG.json --out RUN_DIR [--resume auto|never]
+
+A run directory holds ``config.json`` (the resolved config), ``log.jsonl``, ``checkpoint.pth``
+(the whole training state, rewritten atomically every ``checkpoint_every`` steps) and, once
+finished, ``encoder.safetensors`` (the encoder alone, loadable by timm's ViT of the same size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import create_transform
+from torch.utils.data import DataLoader
+
+from benchmark.convert import save_encoder
+from benchmark.data.folders import DataError, EpochSampler, ImageFiles, SeededTransform, fraction_subset, mix_seed
+from benchmark.engine import (
+    ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
+    config_from_dict, load_state, pick_device, rng_state, save_state, seed_everything, set_rng_state, write_config,
+)
+from benchmark.methods import build_method
+from benchmark.models import create_vit, model_spec
+
+CHECKPOINT = "checkpoint.pth"
+ENCODER = "encoder.safetensors"
+
+
+@dataclass
+class PretrainConfig:
+    data_root: str                       # a folder of images (labels, if any, are not used)
+    method: str = "splitmask"
+    method_args: dict = field(default_factory=dict)
+    arch: str = "vit-s16"
+    img_size: int = 224
+    fraction: float = 1.0                # deterministic subset of the images
+    steps: int = 1000                    # optimiser steps (schedules are in iterations)
+    batch_size: int = 256                # global batch
+    accum_steps: int = 1                 # gradient accumulation: micro-batch = batch_size / accum_steps
+    blr: float = 1.5e-3                  # base learning rate for a batch of 256 (lr = blr * batch / 256)
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    clip_grad: float = 3.0
+    drop_path: float = 0.1
+    crop_scale_min: float = 0.08         # RandomResizedCrop scale range [min, max]
+    crop_scale_max: float = 1.0
+    color_jitter: float = 0.4
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    device: str = "auto"
+
+    @property
+    def lr(self) -> float:
+        return self.blr * self.batch_size / 256
+
+
+def train_transform(cfg: PretrainConfig):
+    return create_transform(
+        input_size=cfg.img_size, is_training=True, scale=(cfg.crop_scale_min, cfg.crop_scale_max),
+        hflip=0.5, color_jitter=cfg.color_jitter, auto_augment=None, re_prob=0.0,
+    )
+
+
+def plain_transform(cfg: PretrainConfig):
+    return create_transform(input_size=cfg.img_size, is_training=False, crop_pct=1.0)
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> Path:
+    """Runs (or resumes, or skips if finished) a pre-training; returns the encoder export."""
+    out = Path(out_dir)
+    if (out / ENCODER).is_file():
+        print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
+        return out / ENCODER
+    if cfg.batch_size % cfg.accum_steps:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.json", cfg)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+
+    images = ImageFiles(cfg.data_root)
+    subset = fraction_subset(len(images), cfg.fraction, cfg.seed)
+    micro = cfg.batch_size // cfg.accum_steps
+    if len(subset) < micro:
+        raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, fewer than one batch of {micro}")
+
+    encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
+    method = build_method(cfg.method, encoder, **cfg.method_args).to(device)
+    optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
+
+    start = 0
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        state = load_state(ckpt_path)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)
+    else:
+        plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
+        fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers)
+        method.prepare(batch.to(device) for batch, _ in itertools.islice(fit_loader, 8))
+
+    data = SeededTransform(images, train_transform(cfg), cfg.seed, subset)
+    sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size)
+    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+                             pin_memory=device.type == "cuda", drop_last=True))
+    log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every)
+    method.train()
+    try:
+        for step in range(start, cfg.steps):
+            generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step))
+            scalars: dict[str, float] = {}
+            for _ in range(cfg.accum_steps):
+                batch, _ = next(loader)
+                with autocast(device):
+                    losses = method(batch.to(device, non_blocking=True), generator)
+                check_finite(losses["loss"], step, ckpt_path)
+                (losses["loss"] / cfg.accum_steps).backward()
+                for key, value in losses.items():
+                    scalars[key] = scalars.get(key, 0.0) + float(value) / cfg.accum_steps
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step_update(step + 1)
+            method.after_step(step, cfg.steps)
+            log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **scalars)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                save_state(ckpt_path, model=method.state_dict(), optimizer=optimizer.state_dict(),
+                           scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(),
+                           config=dataclasses.asdict(cfg))
+    finally:
+        log.close()
+    return save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.pretrain", description="Self-supervised pre-training of a ViT.")
+    parser.add_argument("--config", required=True, help="a JSON file of PretrainConfig fields")
+    parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--resume", choices=["auto", "never"], default="auto")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_dict(PretrainConfig, json.loads(Path(args.config).read_text()))
+        started = time.time()
+        path = pretrain(cfg, args.out, resume=args.resume == "auto")
+    except (ConfigError, DataError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[pretrain] wrote {path} in {time.time() - started:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

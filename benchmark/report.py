@@ -1,0 +1,167 @@
+"""Rebuild tables/, plots/ and REPORT.md from the run directories alone.
+
+    python -m benchmark.report [--runs-dir runs] [--tables tables] [--plots plots] [--out REPORT.md]
+
+Every evaluation run directory holds ``run.json`` (written by the driver: artifact, scale, tags)
+and ``result.json`` (written by the evaluation). For each artifact of the registry the report
+writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, arch, downstream
+task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
+paper's value from ``tables/paper/reference.csv`` and the difference. A planned run without a
+result shows "—"; a paper value that is not known shows "unknown". Nothing is filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.experiments import ARTIFACTS, plan_runs
+from benchmark.results import ResultError, load_result
+from benchmark.utils.io import atomic_path, write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ["method", "pretrain_data", "arch", "downstream", "metric", "scale"]
+# The metrics each evaluation kind reports in the tables (result.json may hold more).
+TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
+MISSING, UNKNOWN = "—", "unknown"
+
+
+def collect(runs_dir: Path) -> pd.DataFrame:
+    """One row per metric of every finished evaluation below ``runs_dir``."""
+    rows = []
+    for result_path in sorted(runs_dir.rglob("result.json")):
+        run_path = result_path.with_name("run.json")
+        if not run_path.is_file():
+            continue  # an evaluation run by hand, outside the registry
+        try:
+            result = load_result(result_path)
+        except ResultError as err:
+            print(f"[report] skipping {err}", file=sys.stderr)
+            continue
+        run = json.loads(run_path.read_text())
+        tags = run["tags"]
+        for metric in TABLE_METRICS.get(result["kind"], sorted(result["metrics"])):
+            if metric in result["metrics"]:
+                rows.append({**{k: tags.get(k, UNKNOWN) for k in KEYS if k != "metric"}, "artifact": tags["artifact"],
+                             "metric": metric, "value": result["metrics"][metric], "seed": result["seed"],
+                             "created": result["created"], "run_dir": str(result_path.parent)})
+    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_dir"])
+
+
+def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
+    """The rows the registry plans for ``artifact`` at ``scales`` (results or not)."""
+    rows = []
+    for scale in scales:
+        if scale not in ARTIFACTS[artifact].scales:
+            continue
+        for run in plan_runs(artifact, scale):
+            for metric in TABLE_METRICS.get(run.kind, []):
+                rows.append({**{k: run.tags.get(k, UNKNOWN) for k in KEYS if k != "metric"}, "metric": metric})
+    return pd.DataFrame(rows, columns=KEYS)
+
+
+def load_paper(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=["artifact", "method", "pretrain_data", "arch", "downstream", "metric", "value", "status"])
+    return pd.read_csv(path, dtype=str)
+
+
+def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, scales: list[str]) -> pd.DataFrame:
+    """Ours (mean, std, n) beside the paper's value for every planned or finished row."""
+    ours = results[results.artifact == artifact]
+    stats = (ours.groupby(KEYS)["value"].agg(["mean", "std", "count"]).reset_index()
+             if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count"]))
+    table = expected_rows(artifact, scales).merge(stats, on=KEYS, how="outer")
+    refs = paper[paper.artifact == artifact].rename(columns={"value": "paper", "status": "paper_status"})
+    # The paper's rows appear even where we have no run at this scale; the paper has no scale.
+    table = table.merge(refs.drop(columns=["artifact"]), on=["method", "pretrain_data", "arch", "downstream", "metric"], how="outer")
+    out = pd.DataFrame({k: table[k].fillna(UNKNOWN if k != "scale" else MISSING) for k in KEYS})
+    have = table["count"].fillna(0) > 0
+    paper_value = pd.to_numeric(table["paper"], errors="coerce")
+    out["ours_mean"] = [f"{v:.2f}" if h else MISSING for v, h in zip(table["mean"], have)]
+    out["ours_std"] = [f"{v:.2f}" if h and pd.notna(v) else MISSING for v, h in zip(table["std"], have)]
+    out["n_runs"] = table["count"].fillna(0).astype(int)
+    out["paper"] = [f"{v:.1f}" if pd.notna(v) else UNKNOWN for v in paper_value]
+    out["paper_status"] = table["paper_status"].fillna(UNKNOWN)
+    out["diff"] = [f"{m - p:+.2f}" if h and pd.notna(p) else MISSING for m, p, h in zip(table["mean"], paper_value, have)]
+    return out.sort_values(KEYS).reset_index(drop=True)
+
+
+def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
+    """A bar chart: one panel per (downstream, metric), one bar per method, paper values as marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = table.groupby(["downstream", "metric"], sort=True)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, ((downstream, metric), rows) in zip(axes[0], panels):
+        labels = [f"{m}\n({d}, {s})" for m, d, s in zip(rows.method, rows.pretrain_data, rows.scale)]
+        ours = pd.to_numeric(rows.ours_mean, errors="coerce")
+        err = pd.to_numeric(rows.ours_std, errors="coerce").fillna(0)
+        xs = range(len(rows))
+        ax.bar(xs, ours.fillna(0), yerr=err, color="tab:blue", alpha=0.8, label="ours")
+        paper = pd.to_numeric(rows.paper, errors="coerce")
+        if paper.notna().any():
+            ax.scatter(xs, paper, marker="_", s=400, color="black", label="paper", zorder=3)
+        for x, value in zip(xs, ours):
+            ax.annotate(MISSING if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_title(f"{downstream}: {metric}", fontsize=9)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{artifact}: {ARTIFACTS[artifact].title}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path: Path) -> dict[str, pd.DataFrame]:
+    runs_dir, tables_dir, plots_dir = Path(runs_dir), Path(tables_dir), Path(plots_dir)
+    results = collect(runs_dir)
+    scales = sorted(set(results.scale)) or ["smoke"]
+    paper = load_paper(tables_dir / "paper" / "reference.csv")
+    tables = {name: artifact_table(name, results, paper, scales) for name in ARTIFACTS}
+    lines = [
+        "# Report", "",
+        f"Rebuilt {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by `python -m benchmark.report` from "
+        f"{len(results)} metric values in `{runs_dir}`, scales: {', '.join(scales)}.", "",
+        f"\"{MISSING}\": the run has not happened. \"{UNKNOWN}\": the paper's value is not known. Paper values are "
+        "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
+    ]
+    for name, table in tables.items():
+        with atomic_path(tables_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        plot_artifact(name, table, plots_dir / f"{name}.png")
+        runs = results[results.artifact == name]
+        when = f"runs from {runs.created.min()} to {runs.created.max()}" if len(runs) else "no runs yet"
+        missing = int((table.ours_mean == MISSING).sum())
+        lines += [f"## {name}: {ARTIFACTS[name].title}", "", f"{when}; {missing} of {len(table)} rows missing. "
+                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "", table.to_markdown(index=False), ""]
+    write_text(report_path, "\n".join(lines))
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.report", description="Rebuild tables, plots and REPORT.md.")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    parser.add_argument("--tables", default=str(ROOT / "tables"))
+    parser.add_argument("--plots", default=str(ROOT / "plots"))
+    parser.add_argument("--out", default=str(ROOT / "REPORT.md"))
+    args = parser.parse_args(argv)
+    tables = build_report(Path(args.runs_dir), Path(args.tables), Path(args.plots), Path(args.out))
+    for name, table in tables.items():
+        print(f"{name}: {int((table.ours_mean != MISSING).sum())}/{len(table)} rows with results -> {args.tables}/{name}.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

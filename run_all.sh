@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job: runs the experiments of the paper's artifacts and rebuilds tables/, plots/ and
+# REPORT.md. Sets up the project's .venv on first use.
+#
+#   ./run_all.sh                      the default subset (smoke: the whole chain on synthetic data)
+#   ./run_all.sh --subset smoke       the same, named
+#   ./run_all.sh --dry-run            print the plan: every run and whether it is done
+#   ./run_all.sh --help               all options (python -m benchmark.run --help)
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck disable=SC1091
+source scripts/bootstrap.sh
+exec python -m benchmark.run "$@"

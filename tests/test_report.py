@@ -1,0 +1,68 @@
+"""The report rebuilds tables and plots from run directories alone."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.experiments import plan_runs
+from benchmark.report import MISSING, UNKNOWN, build_report
+from benchmark.results import write_result
+from benchmark.utils.io import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_run(runs_dir: Path, name: str, kind: str, tags: dict, metrics: dict, seed: int) -> None:
+    run_dir = runs_dir / kind / f"{name}-seed{seed}"
+    write_json(run_dir / "run.json", {"name": name, "kind": kind, "key": "k", "tags": tags, "config": {}})
+    write_result(run_dir, kind, metrics, {"seed": seed}, seed=seed, started=time.time())
+
+
+def _fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    runs, tables, plots = tmp_path / "runs", tmp_path / "tables", tmp_path / "plots"
+    (tables / "paper").mkdir(parents=True)
+    shutil.copy(ROOT / "tables" / "paper" / "reference.csv", tables / "paper" / "reference.csv")
+    by_name = {r.name: r for r in plan_runs("smoke", "smoke")}
+    for seed, top1 in [(0, 40.0), (1, 50.0)]:
+        _fake_run(runs, "finetune-splitmask-smoke", "finetune", by_name["finetune-splitmask-smoke"].tags, {"top1": top1}, seed)
+    _fake_run(runs, "detect-splitmask-smoke", "detect", by_name["detect-splitmask-smoke"].tags,
+              {"bbox_mAP": 1.5, "segm_mAP": 0.5, "bbox_mAP_50": 3.0}, 0)
+    return runs, tables, plots, tmp_path / "REPORT.md"
+
+
+def test_report_from_fixture_results(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
+    rows = {(r.method, r.downstream, r.metric): r for r in table.itertuples()}
+    ft = rows[("splitmask", "synthetic-cls-finetune", "top1")]
+    assert (ft.ours_mean, ft.ours_std, ft.n_runs) == ("45.00", "7.07", "2")
+    assert ft.paper == UNKNOWN and ft.diff == MISSING  # the paper has no smoke-scale numbers
+    # Planned but not run: shown as missing, never as a number.
+    for key in [("random-init", "synthetic-cls-finetune", "top1"), ("splitmask", "synthetic-ade20k-upernet", "mIoU")]:
+        assert rows[key].ours_mean == MISSING and rows[key].n_runs == "0"
+    assert rows[("splitmask", "synthetic-coco-maskrcnn", "segm_mAP")].ours_mean == "0.50"
+    assert ("splitmask", "synthetic-coco-maskrcnn", "bbox_mAP_50") not in rows  # not a table metric
+    assert (plots / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.read_text()
+    assert "## smoke" in text and "45.00" in text and MISSING in text
+
+
+def test_report_is_reproducible(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    first = (tables / "smoke.csv").read_bytes()
+    build_report(runs, tables, plots, report)
+    assert (tables / "smoke.csv").read_bytes() == first
+
+
+def test_report_without_runs_shows_only_missing(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    shutil.rmtree(runs)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
+    assert len(table) > 0 and (table.ours_mean == MISSING).all()

@@ -1,0 +1,99 @@
+"""SplitMask: the split, the losses, and that pre-training learns and exports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmark.methods import build_method
+from benchmark.methods.losses import info_nce
+from benchmark.methods.splitmask import split_patches
+from benchmark.models import create_vit
+from benchmark.pretrain import PretrainConfig, pretrain
+
+
+@pytest.mark.parametrize("num_patches,keep", [(16, 8), (196, 98), (196, 49)])
+def test_split_is_disjoint_and_sized(num_patches: int, keep: int) -> None:
+    a, b = split_patches(64, num_patches, keep, torch.Generator().manual_seed(0))
+    assert a.shape == b.shape == (64, keep)
+    for row_a, row_b in zip(a.tolist(), b.tolist()):
+        assert len(set(row_a)) == keep and len(set(row_b)) == keep
+        assert not set(row_a) & set(row_b)
+        if 2 * keep == num_patches:  # half and half: together they cover every patch
+            assert set(row_a) | set(row_b) == set(range(num_patches))
+
+
+def test_split_differs_between_samples_and_repeats_with_seed() -> None:
+    a1, _ = split_patches(8, 16, 8, torch.Generator().manual_seed(3))
+    a2, _ = split_patches(8, 16, 8, torch.Generator().manual_seed(3))
+    assert torch.equal(a1, a2)
+    assert len({tuple(sorted(r)) for r in a1.tolist()}) > 1
+
+
+def test_split_rejects_overlapping_sizes() -> None:
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        split_patches(2, 16, 9, torch.Generator())
+
+
+def test_info_nce_matches_hand_computation() -> None:
+    # Orthonormal descriptors, temperature 1: each row's logits are (1, 0) with the positive first,
+    # so each cross-entropy term is -log(e / (e + 1)) = log(1 + e^-1).
+    a = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # norms differ: info_nce normalises
+    assert info_nce(a, a.clone(), temperature=1.0).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    # Temperature 0.2 divides the logits by 0.2: log(1 + e^-5).
+    assert info_nce(a, a.clone(), temperature=0.2).item() == pytest.approx(math.log(1 + math.exp(-5)), abs=1e-6)
+    # Swapped pairs: the positive has logit 0 and the negative 1/0.2.
+    assert info_nce(a, a.flip(0), temperature=0.2).item() == pytest.approx(math.log(1 + math.exp(5)), abs=1e-5)
+
+
+def test_forward_backward_reaches_encoder_and_decoder() -> None:
+    method = build_method("splitmask", create_vit("vit-smoke", 64), vocab_size=32)
+    method.prepare([torch.randn(8, 3, 64, 64)])
+    out = method(torch.randn(4, 3, 64, 64), torch.Generator().manual_seed(0))
+    assert set(out) >= {"loss", "mim", "nce"} and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert method.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert method.token_head.weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def smoke_pretrain(synthetic_root, tmp_path_factory):
+    cfg = PretrainConfig(
+        data_root=str(synthetic_root / "classification" / "train"), method="splitmask",
+        method_args={"vocab_size": 64}, arch="vit-smoke", img_size=64, steps=60, batch_size=32, blr=4e-3,
+        warmup_steps=5, drop_path=0.0, crop_scale_min=0.5, checkpoint_every=30, log_every=1, seed=0,
+    )
+    out = tmp_path_factory.mktemp("pretrain")
+    return cfg, out, pretrain(cfg, out)
+
+
+def test_loss_falls_on_synthetic_data(smoke_pretrain) -> None:
+    _, out, _ = smoke_pretrain
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records]
+    assert len(losses) == 60 and all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 0.3, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_export_loads_into_timm_strictly(smoke_pretrain) -> None:
+    cfg, out, encoder_path = smoke_pretrain
+    state = load_file(str(encoder_path))
+    vit = create_vit(cfg.arch, cfg.img_size, num_classes=0)
+    vit.load_state_dict(state, strict=True)
+    assert not any(k.startswith(("decoder", "token_head", "mask_token")) for k in state)
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    trained = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    assert trained.keys() == state.keys()
+    assert all(torch.equal(trained[k], state[k]) for k in state)
+
+
+def test_finished_run_is_not_repeated(smoke_pretrain) -> None:
+    cfg, out, encoder_path = smoke_pretrain
+    before = encoder_path.stat().st_mtime_ns
+    assert pretrain(cfg, out) == encoder_path
+    assert encoder_path.stat().st_mtime_ns == before

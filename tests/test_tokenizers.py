@@ -1,0 +1,43 @@
+"""Patch tokenizers: patch order, nearest-centre assignment, k-means fitting."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.tokenizers import kmeans_codebook, patchify, random_patch_codebook
+
+
+def test_patchify_row_major_order() -> None:
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    patches = patchify(images, 16)
+    assert patches.shape == (2, 4, 3 * 16 * 16)
+    # Patch 1 is the top-right 16x16 block; its first value is channel 0, row 0, column 16.
+    assert patches[0, 1, 0] == images[0, 0, 0, 16]
+    assert patches[1, 2, 0] == images[1, 0, 16, 0]
+
+
+def test_kmeans_assigns_each_patch_to_its_nearest_centre() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randn(4, 3, 32, 32, generator=gen) for _ in range(3)]
+    tokenizer = kmeans_codebook(images, vocab_size=10, patch_size=16, seed=0, iters=5)
+    test = torch.randn(5, 3, 32, 32, generator=gen)
+    tokens = tokenizer(test)
+    brute = torch.cdist(patchify(test, 16), tokenizer.codebook.unsqueeze(0).expand(5, -1, -1)).argmin(-1)
+    assert torch.equal(tokens, brute)
+
+
+def test_kmeans_lowers_the_quantisation_error_of_random_patches() -> None:
+    gen = torch.Generator().manual_seed(1)
+    # Patches drawn around 4 well separated centres: k-means with k=4 should find them.
+    centres = torch.randn(4, 3 * 16 * 16, generator=gen) * 5
+    patches = centres[torch.randint(0, 4, (256,), generator=gen)] + 0.1 * torch.randn(256, 3 * 16 * 16, generator=gen)
+    images = [p.reshape(1, 3, 16, 16) for p in patches]
+
+    def error(tok) -> float:
+        flat = torch.cat([patchify(i, 16) for i in images]).squeeze(1)
+        return float(((flat - tok.codebook[tok(torch.cat(images)).squeeze(1)]) ** 2).sum(-1).mean())
+
+    fitted = kmeans_codebook(images, vocab_size=4, patch_size=16, seed=0, iters=10)
+    random = random_patch_codebook(images, vocab_size=4, patch_size=16, seed=0)
+    assert error(fitted) <= error(random)
+    assert error(fitted) < 0.1**2 * 3 * 16 * 16 * 1.5  # about the noise level: every centre found
