@@ -164,7 +164,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
-            log.step(step, batch, loss=float(loss), lr=optimizer.param_groups[-1]["lr"])
+            log.step(step, batch, loss=float(loss.detach()), lr=optimizer.param_groups[-1]["lr"])
     finally:
         log.close()
     metrics = evaluate(model, val_loader, device, num_classes)

@@ -134,7 +134,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                 check_finite(losses["loss"], step, ckpt_path)
                 (losses["loss"] / cfg.accum_steps).backward()
                 for key, value in losses.items():
-                    scalars[key] = scalars.get(key, 0.0) + float(value) / cfg.accum_steps
+                    scalars[key] = scalars.get(key, 0.0) + float(value.detach()) / cfg.accum_steps
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
             optimizer.step()

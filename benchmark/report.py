@@ -111,7 +111,7 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
         if paper.notna().any():
             ax.scatter(xs, paper, marker="_", s=400, color="black", label="paper", zorder=3)
         for x, value in zip(xs, ours):
-            ax.annotate(MISSING if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
+            ax.annotate(f"{MISSING} not run" if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
                         ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs), labels, fontsize=7)
         ax.set_title(f"{downstream}: {metric}", fontsize=9)

@@ -77,10 +77,10 @@ def random_patch_codebook(
 def kmeans_codebook(
     images: Iterable[torch.Tensor], vocab_size: int, patch_size: int, seed: int = 0, iters: int = 10
 ) -> PatchCodebookTokenizer:
-    """A codebook fitted by Lloyd's k-means on the patches of ``images``, seeded with random patches."""
+    """A codebook fitted by Lloyd's k-means (k-means++ seeding) on the patches of ``images``."""
     gen = torch.Generator().manual_seed(seed)
     pool = _patch_pool(images, patch_size, vocab_size)
-    centres = pool[torch.randperm(pool.shape[0], generator=gen)[:vocab_size]].clone()
+    centres = kmeans_plus_plus(pool, vocab_size, gen)
     for _ in range(iters):
         assign = nearest(pool, centres)
         sums = torch.zeros_like(centres).index_add_(0, assign, pool)
@@ -88,6 +88,20 @@ def kmeans_codebook(
         # An empty cluster keeps its previous centre.
         centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
     return PatchCodebookTokenizer(centres, patch_size)
+
+
+def kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: each new centre drawn with probability proportional to the squared
+    distance to the nearest centre so far (avoids two seeds in one cluster)."""
+    first = int(torch.randint(points.shape[0], (1,), generator=generator))
+    centres = [points[first]]
+    dist = ((points - points[first]) ** 2).sum(-1)
+    for _ in range(1, k):
+        weights = dist if dist.sum() > 0 else torch.ones_like(dist)
+        pick = int(torch.multinomial(weights, 1, generator=generator))
+        centres.append(points[pick])
+        dist = torch.minimum(dist, ((points - points[pick]) ** 2).sum(-1))
+    return torch.stack(centres).clone()
 
 
 TOKENIZERS = {"random-patches": random_patch_codebook, "kmeans": kmeans_codebook}

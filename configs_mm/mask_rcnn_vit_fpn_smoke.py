@@ -16,6 +16,10 @@ data_root = 'data/coco/'  # replaced by --data-root
 image_size = (128, 128)
 num_classes = 80  # replaced by the number of categories in the annotation file
 embed_dim = 192  # vit-smoke / ViT-Ti width; replaced from the backbone's arch
+# Head widths: mmdet's standard Mask R-CNN uses 256 (FPN, RPN, RoI) and a 1024-wide box MLP;
+# the smoke config narrows them (and the RoI sample) to keep a CPU run around a minute.
+width = 128
+box_fc = 256
 backend_args = None
 
 model = dict(
@@ -38,12 +42,12 @@ model = dict(
     neck=dict(
         type='FPN',
         in_channels=[embed_dim] * 4,
-        out_channels=256,
+        out_channels=width,
         num_outs=5),
     rpn_head=dict(
         type='RPNHead',
-        in_channels=256,
-        feat_channels=256,
+        in_channels=width,
+        feat_channels=width,
         anchor_generator=dict(
             type='AnchorGenerator',
             scales=[8],
@@ -60,12 +64,12 @@ model = dict(
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=256,
+            out_channels=width,
             featmap_strides=[4, 8, 16, 32]),
         bbox_head=dict(
             type='Shared2FCBBoxHead',
-            in_channels=256,
-            fc_out_channels=1024,
+            in_channels=width,
+            fc_out_channels=box_fc,
             roi_feat_size=7,
             num_classes=num_classes,
             bbox_coder=dict(
@@ -78,13 +82,13 @@ model = dict(
         mask_roi_extractor=dict(
             type='SingleRoIExtractor',
             roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-            out_channels=256,
+            out_channels=width,
             featmap_strides=[4, 8, 16, 32]),
         mask_head=dict(
             type='FCNMaskHead',
             num_convs=4,
-            in_channels=256,
-            conv_out_channels=256,
+            in_channels=width,
+            conv_out_channels=width,
             num_classes=num_classes,
             loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
     train_cfg=dict(
@@ -107,7 +111,7 @@ model = dict(
             debug=False),
         rpn_proposal=dict(
             nms_pre=1000,
-            max_per_img=500,
+            max_per_img=300,
             nms=dict(type='nms', iou_threshold=0.7),
             min_bbox_size=0),
         rcnn=dict(
@@ -120,7 +124,7 @@ model = dict(
                 ignore_iof_thr=-1),
             sampler=dict(
                 type='RandomSampler',
-                num=256,
+                num=128,
                 pos_fraction=0.25,
                 neg_pos_ub=-1,
                 add_gt_as_proposals=True),
@@ -130,7 +134,7 @@ model = dict(
     test_cfg=dict(
         rpn=dict(
             nms_pre=500,
-            max_per_img=500,
+            max_per_img=300,
             nms=dict(type='nms', iou_threshold=0.7),
             min_bbox_size=0),
         rcnn=dict(
@@ -201,8 +205,6 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
         custom_keys={
             'backbone.vit.pos_embed': dict(decay_mult=0.0),
             'backbone.vit.cls_token': dict(decay_mult=0.0),

@@ -119,8 +119,6 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
         custom_keys={
             'backbone.vit.pos_embed': dict(decay_mult=0.0),
             'backbone.vit.cls_token': dict(decay_mult=0.0),

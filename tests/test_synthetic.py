@@ -115,6 +115,7 @@ def polygon_area(flat: list[float]) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")  # its numpy 2 copy= warning
 @pytest.mark.parametrize("split", ["train2017", "val2017"])
 def test_coco_instances(synthetic_root: Path, split: str) -> None:
     from pycocotools.coco import COCO
@@ -210,7 +211,7 @@ def test_classes_are_learnable(tmp_path: Path, seed: int) -> None:
     x_train, y_train = load_pixels(root, "train", 8)
     x_val, y_val = load_pixels(root, "val", 8)
     accuracy = ridge_accuracy(x_train, y_train, x_val, y_val)
-    # Measured 0.44 to 0.56 over seeds 0-9; chance is 1/6.
+    # Measured 0.40 to 0.55 over seeds 0-9 (0.47, 0.49, 0.55 for these three); chance is 1/6.
     assert accuracy > 1 / len(SHAPES) + 0.15, accuracy
     # Control: the same classifier on shuffled training labels stays near chance.
     shuffled = np.random.default_rng(seed).permutation(y_train)

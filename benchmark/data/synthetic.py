@@ -69,7 +69,10 @@ VERSION = 1
 JPEG_QUALITY = 90
 COCO_OBJECTS = (2, 4)  # objects per COCO image, inclusive
 ADE_OBJECTS = (2, 5)  # shapes per ADE20k image, inclusive
-COCO_VAL_ID_OFFSET = 1_000_000  # val image ids start above every train id, as in real COCO
+COCO_VAL_ID_OFFSET = 1_000_000  # val image ids start here, so ids are unique across splits
+
+Contours = list[np.ndarray]  # a shape's outline, then its holes: (n, 2) arrays of x, y
+Disc = tuple[float, float, float]  # centre x, centre y, radius
 
 _DATASET_TAG = {"classification": 1, "coco": 2, "ade20k": 3}
 _SPLIT_TAG = {"train": 0, "val": 1}
@@ -78,9 +81,9 @@ _SPLIT_TAG = {"train": 0, "val": 1}
 # --------------------------------------------------------------------------- randomness
 
 
-def _rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
-    """The generator of one image: independent of every count and of every other image."""
-    return np.random.default_rng([int(seed), _DATASET_TAG[dataset], _SPLIT_TAG[split], int(index)])
+def _rng(seed: int, dataset: str, split: str, *keys: int) -> np.random.Generator:
+    """The generator of one image, named by ``keys``: independent of every count and other image."""
+    return np.random.default_rng([int(seed), _DATASET_TAG[dataset], _SPLIT_TAG[split], *map(int, keys)])
 
 
 def _check_seed(seed: int) -> int:
@@ -161,7 +164,7 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray) -> Image.Image:
 # --------------------------------------------------------------------------- geometry
 
 
-def _unit_contours(shape: str) -> list[np.ndarray]:
+def _unit_contours(shape: str) -> Contours:
     """Contours of a shape inside the unit circle: the outline first, then any holes."""
     ring = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
     circle = np.stack([np.cos(ring), np.sin(ring)], axis=1)
@@ -180,12 +183,13 @@ def _unit_contours(shape: str) -> list[np.ndarray]:
         return [np.stack([r * np.cos(a), r * np.sin(a)], axis=1)]
     if shape == "cross":
         t, w = 0.95, 0.3
-        pts = [(t, -w), (t, w), (w, w), (w, t), (-w, t), (-w, w), (-t, w), (-t, -w), (-w, -w), (-w, -t), (w, -t), (w, -w)]
-        return [np.array(pts, np.float64)]
+        arm = np.array([(t, -w), (t, w), (w, w)])  # one arm and the corner after it
+        quarter = np.array([[0.0, -1.0], [1.0, 0.0]])  # a quarter turn
+        return [np.concatenate([arm @ np.linalg.matrix_power(quarter, k).T for k in range(4)])]
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _place(shape: str, cx: float, cy: float, r: float, rng: np.random.Generator) -> list[np.ndarray]:
+def _place(shape: str, cx: float, cy: float, r: float, rng: np.random.Generator) -> Contours:
     """The shape squashed, rotated, scaled to radius ``r`` and moved to ``(cx, cy)``; 2 decimals."""
     squash = rng.uniform(0.8, 1.0, size=2)
     angle = rng.uniform(0.0, 2.0 * np.pi)
@@ -193,14 +197,14 @@ def _place(shape: str, cx: float, cy: float, r: float, rng: np.random.Generator)
     return [np.round((c * squash) @ rot.T * r + (cx, cy), 2) for c in _unit_contours(shape)]
 
 
-def _random_disc(rng: np.random.Generator, size: int, rmin: float, rmax: float) -> tuple[float, float, float]:
+def _random_disc(rng: np.random.Generator, size: int, rmin: float, rmax: float) -> Disc:
     """Centre and radius of a disc that lies at least one pixel inside the image."""
     r = rng.uniform(rmin, rmax) * size
     cx, cy = rng.uniform(r + 1.0, size - 1.0 - r, size=2)
     return float(cx), float(cy), float(r)
 
 
-def _mask(contours: list[np.ndarray], size: int) -> np.ndarray:
+def _mask(contours: Contours, size: int) -> np.ndarray:
     """Pixels inside the outline and outside its holes."""
     inside = np.zeros((size, size), bool)
     for contour in contours:
@@ -210,7 +214,7 @@ def _mask(contours: list[np.ndarray], size: int) -> np.ndarray:
     return inside
 
 
-def _outline(contours: list[np.ndarray], size: int) -> np.ndarray:
+def _outline(contours: Contours, size: int) -> np.ndarray:
     """The one-pixel outlines of every contour."""
     layer = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(layer)
@@ -225,7 +229,7 @@ def _shoelace(points: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def _coco_polygon(contours: list[np.ndarray]) -> list[float]:
+def _coco_polygon(contours: Contours) -> list[float]:
     """One flat COCO polygon; a hole is joined to the outline by a zero-width cut."""
     outer = contours[0]
     points = [outer]
@@ -241,7 +245,9 @@ def _coco_polygon(contours: list[np.ndarray]) -> list[float]:
 # --------------------------------------------------------------------------- scenes
 
 
-def _scene(rng: np.random.Generator, size: int, objects: list[tuple[int, list[np.ndarray]]]) -> tuple[Image.Image, list[np.ndarray]]:
+def _scene(
+    rng: np.random.Generator, size: int, objects: list[tuple[int, Contours]]
+) -> tuple[Image.Image, list[np.ndarray]]:
     """Paints ``(class, contours)`` objects over a textured background, in order.
 
     Returns the image and each object's full (pre-occlusion) mask.
@@ -256,16 +262,16 @@ def _scene(rng: np.random.Generator, size: int, objects: list[tuple[int, list[np
     return _finish(rng, canvas), masks
 
 
-def _classification_image(seed: int, split: str, index: int, cls: int, size: int) -> Image.Image:
-    rng = _rng(seed, "classification", split, index)
+def _classification_image(seed: int, split: str, cls: int, index: int, size: int) -> Image.Image:
+    rng = _rng(seed, "classification", split, cls, index)
     cx, cy, r = _random_disc(rng, size, 0.22, 0.42)
     image, _ = _scene(rng, size, [(cls, _place(SHAPES[cls], cx, cy, r, rng))])
     return image
 
 
-def _disjoint_discs(rng: np.random.Generator, size: int, count: int, rmin: float, rmax: float) -> list[tuple[float, float, float]]:
+def _disjoint_discs(rng: np.random.Generator, size: int, count: int, rmin: float, rmax: float) -> list[Disc]:
     """Up to ``count`` discs whose bounding squares keep two pixels apart (at least one)."""
-    discs: list[tuple[float, float, float]] = []
+    discs: list[Disc] = []
     for attempt in range(200):
         if len(discs) == count:
             break
@@ -276,7 +282,7 @@ def _disjoint_discs(rng: np.random.Generator, size: int, count: int, rmin: float
     return discs
 
 
-def _coco_image(seed: int, split: str, index: int, size: int) -> tuple[Image.Image, list[tuple[int, list[np.ndarray]]]]:
+def _coco_image(seed: int, split: str, index: int, size: int) -> tuple[Image.Image, list[tuple[int, Contours]]]:
     rng = _rng(seed, "coco", split, index)
     count = int(rng.integers(COCO_OBJECTS[0], COCO_OBJECTS[1] + 1))
     classes = [index % len(SHAPES)] + [int(c) for c in rng.integers(len(SHAPES), size=count - 1)]
@@ -286,15 +292,20 @@ def _coco_image(seed: int, split: str, index: int, size: int) -> tuple[Image.Ima
     return image, objects
 
 
+def _ade_value(name: str) -> int:
+    """The label value of an ADE class: 1-based, 0 being "other"."""
+    return ADE_CLASSES.index(name) + 1
+
+
 def _ade_image(seed: int, split: str, index: int, size: int) -> tuple[Image.Image, Image.Image]:
     rng = _rng(seed, "ade20k", split, index)
     count = int(rng.integers(ADE_OBJECTS[0], ADE_OBJECTS[1] + 1))
     classes = [index % len(SHAPES)] + [int(c) for c in rng.integers(len(SHAPES), size=count - 1)]
     objects = [(cls, _place(SHAPES[cls], *_random_disc(rng, size, 0.1, 0.3), rng)) for cls in classes]
     image, masks = _scene(rng, size, objects)
-    label = np.full((size, size), ADE_CLASSES.index("background"), np.uint8)
+    label = np.full((size, size), _ade_value("background"), np.uint8)
     for (cls, contours), mask in zip(objects, masks):
-        label[mask] = cls + 2
+        label[mask] = _ade_value(SHAPES[cls])
         label[_outline(contours, size)] = 0
     return image, Image.fromarray(label, "L")
 
@@ -362,8 +373,7 @@ def make_classification(out: Path, seed: int, train_per_class: int, val_per_clas
                 folder = stage / split / shape
                 folder.mkdir(parents=True)
                 for j in range(per_class):
-                    index = cls * 1_000_000 + j
-                    _save_png(_classification_image(seed, split, index, cls, size), folder / f"{j:05d}.png")
+                    _save_png(_classification_image(seed, split, cls, j, size), folder / f"{j:05d}.png")
     return target
 
 
@@ -534,7 +544,7 @@ def _refusal(out: Path, seed: int, scale: str, overwrite: bool) -> tuple[int, st
     manifest = read_manifest(out)
     if manifest is None:
         if any(out.iterdir()):
-            return 1, f"error: --out {out} is a non-empty directory not made by this tool; pass --overwrite to write into it"
+            return 1, f"error: --out {out} is a non-empty directory not made by this tool; pass --overwrite to use it"
         return None
     complete = all((out / name).is_dir() for name in _DATASET_TAG)
     if manifest.get("seed") == seed and manifest.get("scale") == scale and complete:

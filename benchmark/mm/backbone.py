@@ -41,8 +41,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:2] != b"PK":  # torch.save writes a zip archive; anything else must be safetensors
+        head = fh.read(9)
+    if head[:2] != b"PK":  # torch.save writes a zip archive
+        if len(head) < 9 or head[8:9] != b"{":  # safetensors: 8-byte header length, then JSON
+            raise CheckpointError(
+                f"{path}: unknown checkpoint format (expected an encoder export .safetensors "
+                "or an mm backbone checkpoint .pth)"
+            )
         state, spec = load_encoder(path)
         return state, spec, "encoder.safetensors"
     try:

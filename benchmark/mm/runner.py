@@ -45,13 +45,13 @@ def _require(paths: Sequence[Path], what: str, root: Path) -> None:
         raise InputError(f"{root}: data root does not exist or is not a directory")
     for path in paths:
         if not path.exists():
-            raise InputError(f"{root}: not a {what} directory (missing {path.relative_to(root)})")
+            raise InputError(f"{root}: not {what} data root (missing {path.relative_to(root)})")
 
 
 def coco_classes(root: Path) -> tuple[str, ...]:
     """Checks a COCO directory and returns its category names, in category-id order."""
     ann = root / "annotations" / "instances_train2017.json"
-    _require([ann, root / "annotations" / "instances_val2017.json", root / "train2017", root / "val2017"], "COCO", root)
+    _require([ann, root / "annotations" / "instances_val2017.json", root / "train2017", root / "val2017"], "a COCO", root)
     try:
         cats = json.loads(ann.read_text())["categories"]
         names = tuple(str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"])))
@@ -71,7 +71,7 @@ def ade_classes(root: Path) -> tuple[str, ...]:
     _require(
         [root / "images" / "training", root / "images" / "validation",
          root / "annotations" / "training", root / "annotations" / "validation"],
-        "ADE20k", root,
+        "an ADE20k", root,
     )
     from benchmark.data.synthetic import read_manifest
 
@@ -94,6 +94,10 @@ def _dataloaders(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _set_data(cfg: Config, root: Path, classes: tuple[str, ...]) -> None:
+    # top-level helper variables of the config file, so that the recorded config tells no stale values
+    for key, value in (("data_root", str(root)), ("num_classes", len(classes))):
+        if key in cfg:
+            cfg[key] = value
     for loader in _dataloaders(cfg):
         dataset = _leaf_dataset(loader["dataset"])
         dataset["data_root"] = str(root)
@@ -173,21 +177,26 @@ SEGMENT = Task(
 # ---------------------------------------------------------------------------- checkpoint and config
 
 
-def resolve_checkpoint(ckpt: str | Path | None, work_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """``(mm backbone checkpoint, model spec)``; an encoder export is converted into ``work_dir``.
+def resolve_checkpoint(ckpt: str | Path | None) -> tuple[Path | None, dict[str, Any] | None, str | None]:
+    """``(path, model spec, format)`` of a checkpoint; ``(None, None, None)`` for ``None`` / ``"none"``.
 
-    ``None`` or ``"none"`` means random initialisation: ``(None, None)``.
+    Raises :class:`CheckpointError` for a missing file or an unknown format.
     """
     if ckpt is None or str(ckpt).lower() == "none":
-        return None, None
+        return None, None, None
     from benchmark.mm.backbone import read_checkpoint
 
     path = Path(ckpt)
-    _, spec, fmt = read_checkpoint(path)  # raises CheckpointError on anything unusable
-    if fmt == "encoder.safetensors":
-        work_dir.mkdir(parents=True, exist_ok=True)
-        path = to_mm(path, work_dir / "mm_backbone.pth")
-    return path, spec
+    _, spec, fmt = read_checkpoint(path)
+    return path, spec, fmt
+
+
+def mm_checkpoint(path: Path | None, fmt: str | None, work_dir: Path) -> Path | None:
+    """The mm backbone checkpoint to load: ``path`` itself, or an encoder export converted into ``work_dir``."""
+    if path is None or fmt != "encoder.safetensors":
+        return path
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return to_mm(path, work_dir / "mm_backbone.pth")
 
 
 def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
@@ -203,7 +212,7 @@ def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None) -
 
 
 def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | None, explicit: set[str]) -> int:
-    """Puts checkpoint, arch and img_size into the backbone config; returns its embed_dim.
+    """Puts arch and img_size into the backbone config; returns its embed_dim.
 
     The checkpoint's model spec decides arch and img_size unless ``--cfg-options`` set them
     explicitly (a mismatching explicit arch is an error).
@@ -213,7 +222,6 @@ def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | N
     backbone = cfg.model.backbone
     if backbone.get("type") != "ViTPyramid":
         raise InputError(f"config backbone is {backbone.get('type')!r}, expected 'ViTPyramid'")
-    backbone["checkpoint"] = str(ckpt) if ckpt else None
     if spec:
         if "model.backbone.arch" in explicit and backbone.get("arch") != spec.get("arch"):
             raise CheckpointError(
@@ -271,8 +279,11 @@ def _pick_metrics(task: Task, raw: dict[str, Any], logger: logging.Logger) -> di
             logger.warning(f"metric {suffix!r} missing from the evaluation ({sorted(raw)}); recording 0.0")
             out[name] = 0.0
             continue
-        value = float(raw[keys[0]]) * scale
-        out[name] = value if math.isfinite(value) else 0.0
+        value = round(float(raw[keys[0]]) * scale, 4)  # mmdet rounds to 3 decimals of 0-1: no float noise
+        if not math.isfinite(value):
+            logger.warning(f"metric {suffix!r} is {value}; recording 0.0")
+            value = 0.0
+        out[name] = value
     return out
 
 
@@ -296,9 +307,13 @@ def run(
     started = time.time()
     data_root, work_dir = Path(data_root).resolve(), Path(work_dir).resolve()
     classes = task.classes(data_root)  # data first: the cheapest check
-    mm_ckpt, spec = resolve_checkpoint(ckpt, work_dir)
+    src, spec, fmt = resolve_checkpoint(ckpt)
     cfg = load_config(config, cfg_options)
-    embed_dim = _configure_backbone(cfg, mm_ckpt, spec, set(cfg_options or {}))
+    embed_dim = _configure_backbone(cfg, src, spec, set(cfg_options or {}))  # checks arch before converting
+    mm_ckpt = mm_checkpoint(src, fmt, work_dir)
+    cfg.model.backbone["checkpoint"] = str(mm_ckpt) if mm_ckpt else None
+    if "embed_dim" in cfg:
+        cfg.embed_dim = embed_dim
     task.configure(cfg, data_root, classes, embed_dim)
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg.work_dir = str(work_dir)
