@@ -62,14 +62,14 @@ def _smoke_runs() -> list[Run]:
             "data_root": ref("synthetic-smoke", "classification/train"),
             "method": "splitmask",
             "method_args": {"vocab_size": 256, "keep_ratio": 0.5, "decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},
-            "arch": SMOKE_ARCH, "img_size": SMOKE_IMG, "steps": 150, "batch_size": 32, "blr": 4e-3,
-            "warmup_steps": 15, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 50, "seed": 0,
+            "arch": SMOKE_ARCH, "img_size": SMOKE_IMG, "steps": 400, "batch_size": 32, "blr": 4e-3,
+            "warmup_steps": 20, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 100, "seed": 0,
         },
         tags=_smoke_tags("splitmask", "synthetic-classification"),
     ))
     finetune = {
         "data_root": ref("synthetic-smoke", "classification"),
-        "arch": SMOKE_ARCH, "img_size": SMOKE_IMG, "epochs": 15, "batch_size": 32, "blr": 2e-3,
+        "arch": SMOKE_ARCH, "img_size": SMOKE_IMG, "epochs": 40, "batch_size": 32, "blr": 2e-3,
         "warmup_epochs": 2.0, "layer_decay": 0.75, "drop_path": 0.0, "rand_augment": None,
         "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.1, "seed": 0,
     }
@@ -82,12 +82,14 @@ def _smoke_runs() -> list[Run]:
     ckpt = ref("pretrain-splitmask-smoke", "encoder.safetensors")
     runs.append(Run(
         "detect-splitmask-smoke", "detect",
-        {"ckpt": ckpt, "config": "configs_mm/mask_rcnn_vit_fpn_smoke.py", "data_root": ref("synthetic-smoke", "coco"), "seed": 0},
+        {"ckpt": ckpt, "config": "configs_mm/mask_rcnn_vit_fpn_smoke.py", "data_root": ref("synthetic-smoke", "coco"), "seed": 0,
+         "cfg_options": {"train_cfg.max_epochs": 12, "train_cfg.val_interval": 12}},
         tags=_smoke_tags("splitmask", "synthetic-classification", "synthetic-coco-maskrcnn"),
     ))
     runs.append(Run(
         "segment-splitmask-smoke", "segment",
-        {"ckpt": ckpt, "config": "configs_mm/upernet_vit_smoke.py", "data_root": ref("synthetic-smoke", "ade20k"), "seed": 0},
+        {"ckpt": ckpt, "config": "configs_mm/upernet_vit_smoke.py", "data_root": ref("synthetic-smoke", "ade20k"), "seed": 0,
+         "cfg_options": {"train_cfg.max_iters": 160, "train_cfg.val_interval": 160, "param_scheduler.1.end": 160}},
         tags=_smoke_tags("splitmask", "synthetic-classification", "synthetic-ade20k-upernet"),
     ))
     return runs

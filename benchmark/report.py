@@ -6,7 +6,7 @@ Every evaluation run directory holds ``run.json`` (written by the driver: artifa
 and ``result.json`` (written by the evaluation). For each artifact of the registry the report
 writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, arch, downstream
 task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
-paper's value from ``tables/paper/reference.csv`` and the difference. A planned run without a
+paper's value from ``tables/paper/reference.csv`` and the difference, and the seeds behind ours. A planned run without a
 result shows "—"; a paper value that is not known shows "unknown". Nothing is filled in.
 """
 
@@ -74,8 +74,9 @@ def load_paper(path: Path) -> pd.DataFrame:
 def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, scales: list[str]) -> pd.DataFrame:
     """Ours (mean, std, n) beside the paper's value for every planned or finished row."""
     ours = results[results.artifact == artifact]
-    stats = (ours.groupby(KEYS)["value"].agg(["mean", "std", "count"]).reset_index()
-             if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count"]))
+    stats = (ours.groupby(KEYS).agg(mean=("value", "mean"), std=("value", "std"), count=("value", "count"),
+                                    seeds=("seed", lambda s: " ".join(str(x) for x in sorted(s)))).reset_index()
+             if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count", "seeds"]))
     table = expected_rows(artifact, scales).merge(stats, on=KEYS, how="outer")
     refs = paper[paper.artifact == artifact].rename(columns={"value": "paper", "status": "paper_status"})
     # The paper's rows appear even where we have no run at this scale; the paper has no scale.
@@ -86,6 +87,7 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     out["ours_mean"] = [f"{v:.2f}" if h else MISSING for v, h in zip(table["mean"], have)]
     out["ours_std"] = [f"{v:.2f}" if h and pd.notna(v) else MISSING for v, h in zip(table["std"], have)]
     out["n_runs"] = table["count"].fillna(0).astype(int)
+    out["seeds"] = table["seeds"].fillna(MISSING)
     out["paper"] = [f"{v:.1f}" if pd.notna(v) else UNKNOWN for v in paper_value]
     out["paper_status"] = table["paper_status"].fillna(UNKNOWN)
     out["diff"] = [f"{m - p:+.2f}" if h and pd.notna(p) else MISSING for m, p, h in zip(table["mean"], paper_value, have)]
@@ -130,10 +132,12 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     scales = sorted(set(results.scale)) or ["smoke"]
     paper = load_paper(tables_dir / "paper" / "reference.csv")
     tables = {name: artifact_table(name, results, paper, scales) for name in ARTIFACTS}
+    shown_dir = runs_dir.resolve().relative_to(ROOT) if runs_dir.resolve().is_relative_to(ROOT) else runs_dir
     lines = [
         "# Report", "",
         f"Rebuilt {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by `python -m benchmark.report` from "
-        f"{len(results)} metric values in `{runs_dir}`, scales: {', '.join(scales)}.", "",
+        f"{len(results)} metric values in `{shown_dir}`, scales: {', '.join(scales)}. Each run's config, log and "
+        "`result.json` (seed, versions, device, wall time) are in its run directory.", "",
         f"\"{MISSING}\": the run has not happened. \"{UNKNOWN}\": the paper's value is not known. Paper values are "
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
     ]
@@ -145,7 +149,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         when = f"runs from {runs.created.min()} to {runs.created.max()}" if len(runs) else "no runs yet"
         missing = int((table.ours_mean == MISSING).sum())
         lines += [f"## {name}: {ARTIFACTS[name].title}", "", f"{when}; {missing} of {len(table)} rows missing. "
-                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "", table.to_markdown(index=False), ""]
+                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "", table.to_markdown(index=False, disable_numparse=True), ""]
     write_text(report_path, "\n".join(lines))
     return tables
 

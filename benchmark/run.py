@@ -100,12 +100,13 @@ def execute(run: Run, config: dict[str, Any], run_dir: Path) -> None:
 
         finetune(config_from_dict(FinetuneConfig, {**config, "tags": run.tags}), run_dir)
     elif run.kind in ("detect", "segment"):
-        from benchmark.mm.runner import run_detection, run_segmentation
+        from benchmark.detect import run_detection
+        from benchmark.segment import run_segmentation
 
         fn = run_detection if run.kind == "detect" else run_segmentation
         config_path = Path(config["config"])
         fn(config["ckpt"], str(config_path if config_path.is_absolute() else ROOT / config_path),
-           config["data_root"], str(run_dir), seed=config.get("seed", 0))
+           config["data_root"], str(run_dir), seed=config.get("seed", 0), cfg_options=config.get("cfg_options"))
     else:
         raise ValueError(f"unknown run kind {run.kind!r}")
 
