@@ -9,6 +9,8 @@
   The same file serves MMDetection and MMSegmentation: both use
   :class:`benchmark.mm.backbone.ViTPyramid`, whose ViT lives under ``backbone.vit``.
 
+:func:`read_checkpoint` reads either format, recognised by content.
+
 Usage: ``python -m benchmark.convert ENCODER.safetensors OUT.pth``.
 """
 
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
 
 from benchmark.utils.io import atomic_path, torch_save
 
@@ -82,16 +85,50 @@ def to_mm(encoder_path: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def load_mm(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Reads an mm backbone checkpoint: (timm-keyed ViT state dict, model spec)."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """Reads an mm backbone checkpoint or an encoder export: (timm-keyed state, model spec, format).
+
+    The format is recognised from the file's content, not its name. Keys of an mm backbone
+    checkpoint that lie outside ``backbone.vit.`` are kept under their full name, so that the
+    caller reports them as unexpected instead of silently dropping them.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt.get("meta", {}):
-        raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected 'state_dict' and 'meta.model')")
-    state = {k[len(MM_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MM_PREFIX)}
-    return state, ckpt["meta"]["model"]
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[:2] != b"PK":  # torch.save writes a zip archive
+        if len(head) < 9 or head[8:9] != b"{":  # safetensors: 8-byte header length, then JSON
+            raise CheckpointError(
+                f"{path}: unknown checkpoint format (expected an encoder export .safetensors "
+                "or an mm backbone checkpoint .pth)"
+            )
+        state, spec = load_encoder(path)
+        return state, spec, "encoder.safetensors"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling / zip errors of many types
+        raise CheckpointError(f"{path}: not a weights-only mm backbone checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected a 'state_dict')")
+    meta = ckpt.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected 'meta.model', the model spec)")
+    state = {(k[len(MM_PREFIX):] if k.startswith(MM_PREFIX) else k): v for k, v in ckpt["state_dict"].items()}
+    return state, meta["model"], "mm_backbone.pth"
+
+
+def fit_pos_embed(state: dict[str, torch.Tensor], vit: nn.Module) -> str:
+    """Resamples ``state["pos_embed"]`` (in place, in torch) to ``vit``'s patch grid when the two
+    differ; returns a note saying what was done ("" when nothing was)."""
+    old = state.get("pos_embed")
+    if old is None or old.shape == vit.pos_embed.shape:
+        return ""
+    n_prefix = 0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens
+    old_grid = int(round((old.shape[1] - n_prefix) ** 0.5))
+    new_grid = list(vit.patch_embed.grid_size)
+    state["pos_embed"] = resample_abs_pos_embed(old, new_grid, [old_grid, old_grid], num_prefix_tokens=n_prefix)
+    return f"pos_embed resampled {old_grid}x{old_grid} -> {new_grid[0]}x{new_grid[1]}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from timm.data import Mixup, create_transform
-from timm.layers import resample_abs_pos_embed
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from benchmark.convert import CheckpointError, load_encoder
+from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
 from benchmark.data.folders import DataError, EpochSampler, SeededTransform, fraction_subset
 from benchmark.engine import (
     ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
@@ -65,13 +64,12 @@ class FinetuneConfig:
 
 
 def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
-    """Loads an encoder export into a classifier ViT; only the head may be missing."""
-    state, spec = load_encoder(checkpoint)
+    """Loads an encoder export (or mm backbone checkpoint) into a classifier ViT; only the
+    classifier head may be missing, and nothing may be left over."""
+    state, spec, _ = read_checkpoint(checkpoint)
     if spec["arch"] != arch:
         raise CheckpointError(f"{checkpoint}: holds a {spec['arch']} encoder, the config asks for {arch}")
-    if state["pos_embed"].shape != model.pos_embed.shape:
-        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], model.patch_embed.grid_size, num_prefix_tokens=prefix)
+    fit_pos_embed(state, model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

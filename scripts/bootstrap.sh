@@ -59,7 +59,7 @@ say "stage 1/4: build tools"
 "${pip[@]}" -q setuptools wheel ninja numpy
 
 say "stage 2/4: torch 2.13.0 + torchvision 0.28.0 (about 5 GB with their CUDA libraries)"
-"${pip[@]}" -q torch torchvision
+"${pip[@]}" torch torchvision
 if ! python -c 'import torch, torchvision.ops' 2>/dev/null; then
   say "error: torch and torchvision do not import together (a '+cpu' torch build?); delete $_sslbench_venv and run again"
   exit 1

@@ -9,10 +9,10 @@ from __future__ import annotations
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
-from benchmark.mm.backbone import ViTPyramid, checkpoint_spec, read_checkpoint, vit_embed_dim
+from benchmark.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
     # force=True keeps a re-import (importlib.reload, test runners) from raising KeyError
     _registry.register_module(name="ViTPyramid", module=ViTPyramid, force=True)
 
-__all__ = ["ViTPyramid", "checkpoint_spec", "read_checkpoint", "vit_embed_dim"]
+__all__ = ["ViTPyramid", "checkpoint_spec", "vit_embed_dim"]

@@ -24,43 +24,10 @@ from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
-from benchmark.convert import MM_PREFIX, CheckpointError, load_encoder
+from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
 from benchmark.models import ARCHS, create_vit
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """Reads an mm backbone checkpoint or an encoder export: (timm-keyed state, model spec, format).
-
-    The format is recognised from the file's content, not its name. Keys of an mm backbone
-    checkpoint that lie outside ``backbone.vit.`` are kept under their full name, so that the
-    caller reports them as unexpected instead of silently dropping them.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    if head[:2] != b"PK":  # torch.save writes a zip archive
-        if len(head) < 9 or head[8:9] != b"{":  # safetensors: 8-byte header length, then JSON
-            raise CheckpointError(
-                f"{path}: unknown checkpoint format (expected an encoder export .safetensors "
-                "or an mm backbone checkpoint .pth)"
-            )
-        state, spec = load_encoder(path)
-        return state, spec, "encoder.safetensors"
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling / zip errors of many types
-        raise CheckpointError(f"{path}: not a weights-only mm backbone checkpoint ({err})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected a 'state_dict')")
-    meta = ckpt.get("meta")
-    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
-        raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected 'meta.model', the model spec)")
-    state = {(k[len(MM_PREFIX):] if k.startswith(MM_PREFIX) else k): v for k, v in ckpt["state_dict"].items()}
-    return state, meta["model"], "mm_backbone.pth"
 
 
 def checkpoint_spec(path: str | Path) -> dict[str, Any]:
@@ -236,18 +203,8 @@ class ViTPyramid(BaseModule):
                 f"{path}: ViT keys do not match {self.arch}: missing {missing or 'none'}, unexpected {unexpected or 'none'}"
             )
         state = dict(state)
-        note = ""
-        if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-            from timm.layers import resample_abs_pos_embed
-
-            old = state["pos_embed"]
-            n_prefix = 0 if getattr(self.vit, "no_embed_class", False) else self.num_prefix_tokens
-            old_grid = int(round((old.shape[1] - n_prefix) ** 0.5))
-            new_grid = self.vit.patch_embed.grid_size
-            state["pos_embed"] = resample_abs_pos_embed(
-                old, list(new_grid), [old_grid, old_grid], num_prefix_tokens=n_prefix
-            )
-            note = f"; pos_embed resampled {old_grid}x{old_grid} -> {new_grid[0]}x{new_grid[1]}"
+        note = fit_pos_embed(state, self.vit)
+        note = f"; {note}" if note else ""
         bad = sorted(k for k in own if state[k].shape != own[k].shape)
         if bad:
             raise CheckpointError(

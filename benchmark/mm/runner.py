@@ -184,7 +184,7 @@ def resolve_checkpoint(ckpt: str | Path | None) -> tuple[Path | None, dict[str, 
     """
     if ckpt is None or str(ckpt).lower() == "none":
         return None, None, None
-    from benchmark.mm.backbone import read_checkpoint
+    from benchmark.convert import read_checkpoint
 
     path = Path(ckpt)
     _, spec, fmt = read_checkpoint(path)

@@ -1,0 +1,53 @@
+"""Checkpoint formats: an encoder export reaches every consumer with exact key accounting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.convert import CheckpointError, read_checkpoint, save_encoder, to_mm
+from benchmark.finetune import load_pretrained
+from benchmark.models import create_vit, model_spec
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    torch.manual_seed(0)
+    vit = create_vit("vit-smoke", 64, num_classes=0)
+    path = save_encoder(vit, model_spec("vit-smoke", 64), tmp_path / "encoder.safetensors")
+    return vit, path
+
+
+def test_both_formats_hold_the_same_weights(exported, tmp_path) -> None:
+    vit, path = exported
+    mm = to_mm(path, tmp_path / "mm_backbone.pth")
+    (a, spec_a, fmt_a), (b, spec_b, fmt_b) = read_checkpoint(path), read_checkpoint(mm)
+    assert (fmt_a, fmt_b) == ("encoder.safetensors", "mm_backbone.pth")
+    assert spec_a == spec_b == {"arch": "vit-smoke", "img_size": 64}
+    assert a.keys() == b.keys() == {k for k in vit.state_dict() if not k.startswith("head.")}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(mm, weights_only=True)["meta"]["model"] == spec_a  # plain values only
+
+
+def test_classifier_loads_export_at_another_resolution(exported) -> None:
+    vit, path = exported
+    clf = create_vit("vit-smoke", 96, num_classes=7)
+    load_pretrained(clf, path, "vit-smoke")
+    assert clf.pos_embed.shape[1] == 1 + 6 * 6
+    assert torch.equal(clf.blocks[2].mlp.fc1.weight, vit.blocks[2].mlp.fc1.weight)
+    # At the pre-training size nothing is resampled and the features are the source's.
+    same = create_vit("vit-smoke", 64, num_classes=7)
+    load_pretrained(same, path, "vit-smoke")
+    x = torch.randn(2, 3, 64, 64)
+    vit.eval(), same.eval()
+    assert torch.allclose(same.forward_features(x), vit.forward_features(x))
+
+
+def test_wrong_size_or_garbage_is_rejected(exported, tmp_path) -> None:
+    _, path = exported
+    with pytest.raises(CheckpointError, match="holds a vit-smoke encoder, the config asks for vit-ti16"):
+        load_pretrained(create_vit("vit-ti16", 64, num_classes=2), path, "vit-ti16")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        read_checkpoint(junk)
