@@ -30,6 +30,7 @@ from benchmark.engine import (
     config_from_dict, load_state, pick_device, rng_state, save_state, seed_everything, set_rng_state, write_config,
 )
 from benchmark.methods import build_method
+from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
 
 CHECKPOINT = "checkpoint.pth"
@@ -67,11 +68,11 @@ class PretrainConfig:
         return self.blr * self.batch_size / 256
 
 
-def train_transform(cfg: PretrainConfig):
-    return create_transform(
-        input_size=cfg.img_size, is_training=True, scale=(cfg.crop_scale_min, cfg.crop_scale_max),
-        hflip=0.5, color_jitter=cfg.color_jitter, auto_augment=None, re_prob=0.0,
-    )
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A tensor or a (nested) list of tensors, moved to ``device``."""
+    if isinstance(batch, (list, tuple)):
+        return [to_device(b, device) for b in batch]
+    return batch.to(device, non_blocking=True)
 
 
 def plain_transform(cfg: PretrainConfig):
@@ -117,7 +118,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers)
         method.prepare(batch.to(device) for batch, _ in itertools.islice(fit_loader, 8))
 
-    data = SeededTransform(images, train_transform(cfg), cfg.seed, subset)
+    aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter)
+    data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size)
     loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                              pin_memory=device.type == "cuda", drop_last=True))
@@ -130,13 +132,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             for _ in range(cfg.accum_steps):
                 batch, _ = next(loader)
                 with autocast(device):
-                    losses = method(batch.to(device, non_blocking=True), generator)
+                    losses = method(to_device(batch, device), generator)
                 check_finite(losses["loss"], step, ckpt_path)
                 (losses["loss"] / cfg.accum_steps).backward()
                 for key, value in losses.items():
                     scalars[key] = scalars.get(key, 0.0) + float(value.detach()) / cfg.accum_steps
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
+            method.before_optimizer_step(step, cfg.steps)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)

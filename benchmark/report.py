@@ -6,7 +6,7 @@ Every evaluation run directory holds ``run.json`` (written by the driver: artifa
 and ``result.json`` (written by the evaluation). For each artifact of the registry the report
 writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, arch, downstream
 task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
-paper's value from ``tables/paper/reference.csv`` and the difference, and the seeds behind ours. A planned run without a
+paper's value from ``tables/paper/reference.csv`` and the difference, and the seeds and run keys (config hashes) behind ours. A planned run without a
 result shows "—"; a paper value that is not known shows "unknown". Nothing is filled in.
 """
 
@@ -49,8 +49,8 @@ def collect(runs_dir: Path) -> pd.DataFrame:
             if metric in result["metrics"]:
                 rows.append({**{k: tags.get(k, UNKNOWN) for k in KEYS if k != "metric"}, "artifact": tags["artifact"],
                              "metric": metric, "value": result["metrics"][metric], "seed": result["seed"],
-                             "created": result["created"], "run_dir": str(result_path.parent)})
-    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_dir"])
+                             "created": result["created"], "run_key": run["key"]})
+    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key"])
 
 
 def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
@@ -71,12 +71,16 @@ def load_paper(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str)
 
 
+def _joined(values: pd.Series) -> str:
+    return " ".join(str(v) for v in sorted(values))
+
+
 def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, scales: list[str]) -> pd.DataFrame:
     """Ours (mean, std, n) beside the paper's value for every planned or finished row."""
     ours = results[results.artifact == artifact]
     stats = (ours.groupby(KEYS).agg(mean=("value", "mean"), std=("value", "std"), count=("value", "count"),
-                                    seeds=("seed", lambda s: " ".join(str(x) for x in sorted(s)))).reset_index()
-             if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count", "seeds"]))
+                                    seeds=("seed", _joined), run_keys=("run_key", _joined)).reset_index()
+             if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count", "seeds", "run_keys"]))
     table = expected_rows(artifact, scales).merge(stats, on=KEYS, how="outer")
     refs = paper[paper.artifact == artifact].rename(columns={"value": "paper", "status": "paper_status"})
     # The paper's rows appear even where we have no run at this scale; the paper has no scale.
@@ -88,6 +92,7 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     out["ours_std"] = [f"{v:.2f}" if h and pd.notna(v) else MISSING for v, h in zip(table["std"], have)]
     out["n_runs"] = table["count"].fillna(0).astype(int)
     out["seeds"] = table["seeds"].fillna(MISSING)
+    out["run_keys"] = table["run_keys"].fillna(MISSING)  # config hashes: runs/<kind>/<name>-<key>/
     out["paper"] = [f"{v:.1f}" if pd.notna(v) else UNKNOWN for v in paper_value]
     out["paper_status"] = table["paper_status"].fillna(UNKNOWN)
     out["diff"] = [f"{m - p:+.2f}" if h and pd.notna(p) else MISSING for m, p, h in zip(table["mean"], paper_value, have)]

@@ -1,21 +1,37 @@
-"""Pre-training methods, one module each, all with the :class:`PretrainMethod` interface."""
+"""Pre-training methods, one module each, all with the :class:`PretrainMethod` interface.
+
+The registry names each method's module and class; a module is imported only when its method
+is built, so a method's own dependencies never slow down the others.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch.nn as nn
 
 from benchmark.methods.base import PretrainMethod
-from benchmark.methods.splitmask import SplitMask
 
-METHODS: dict[str, type[PretrainMethod]] = {cls.name: cls for cls in (SplitMask,)}
+# name -> "module:Class" below benchmark.methods
+METHODS: dict[str, str] = {
+    "splitmask": "splitmask:SplitMask",
+    "beit": "beit:BEiT",
+    "mae": "mae:MAE",
+    "dino": "dino:DINO",
+    "byol": "byol:BYOL",
+}
+
+
+def method_class(name: str) -> type[PretrainMethod]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(f"benchmark.methods.{module}"), cls)
 
 
 def build_method(name: str, encoder: nn.Module, **kwargs: Any) -> PretrainMethod:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[name](encoder, **kwargs)
+    return method_class(name)(encoder, **kwargs)
 
 
-__all__ = ["METHODS", "PretrainMethod", "build_method"]
+__all__ = ["METHODS", "PretrainMethod", "build_method", "method_class"]

@@ -3,19 +3,34 @@
 A method wraps a timm ViT (``self.encoder``, the only part exported for downstream use) and
 adds its own parts (decoders, heads, tokenizers, EMA targets). The training engine only sees:
 
+- ``train_transform(aug)``: the augmentation of one image (a PIL image in, a tensor or a list
+  of tensors out, e.g. DINO's multi-crop); the engine batches its output and passes it on;
 - ``prepare(batches)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
-- ``forward(images, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
+- ``forward(batch, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
   all of the method's randomness (masks, splits) is drawn from ``generator`` so that a resumed
   run repeats it exactly;
+- ``before_optimizer_step(step, total_steps)``: after backward, before the update (e.g. DINO
+  freezing its last layer's gradient during the first epoch);
 - ``after_step(step, total_steps)``: per-step updates outside the gradient (EMA, schedules).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 import torch.nn as nn
+from timm.data import create_transform
+
+
+@dataclass
+class Augmentation:
+    """The augmentation settings of the pre-training config that every method may read."""
+
+    img_size: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    color_jitter: float = 0.4
 
 
 class PretrainMethod(nn.Module):
@@ -33,11 +48,21 @@ class PretrainMethod(nn.Module):
     def num_patches(self) -> int:
         return int(self.encoder.patch_embed.num_patches)
 
+    def train_transform(self, aug: Augmentation) -> Callable[[Any], Any]:
+        """Default (BEiT): random resized crop, horizontal flip, colour jitter, normalisation."""
+        return create_transform(
+            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=0.5,
+            color_jitter=aug.color_jitter, auto_augment=None, re_prob=0.0,
+        )
+
     def prepare(self, batches: Iterable[torch.Tensor]) -> None:
         """Fits data-dependent parts on a few batches of training images. Default: nothing."""
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def before_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called after backward and before the optimiser step. Default: nothing."""
 
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step. Default: nothing."""
