@@ -17,7 +17,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from benchmark.utils.io import torch_save, write_json
+from benchmark.utils.io import torch_save, write_json, write_text
 
 C = TypeVar("C")
 
@@ -140,6 +140,10 @@ class RunLog:
         self.t0 = time.time()
         self.images = 0
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            # A resumed run repeats the steps after its checkpoint: drop their old records.
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start_step]
+            write_text(path, "".join(f"{line}\n" for line in kept))
         self.fh = open(path, "a")
 
     def step(self, step: int, batch_size: int, **scalars: float) -> None:

@@ -103,14 +103,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
 
-    start = 0
+    start, state = 0, None
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
         state = load_state(ckpt_path)
+        if state["config"] != dataclasses.asdict(cfg):
+            changed = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(cfg).get(k))
+            raise ConfigError(f"{ckpt_path} was written with another config (differs in {changed}); "
+                              "use another --out, or --resume never to start over")
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         start = int(state["step"])
         print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)
     else:
@@ -123,6 +126,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size)
     loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                              pin_memory=device.type == "cuda", drop_last=True))
+    if state is not None:
+        # Restored only now: creating the loader's iterator above draws from the global RNG, as
+        # it did at the start of the uninterrupted run, whose stream the saved state continues.
+        set_rng_state(state["rng"])
     log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every)
     method.train()
     try:

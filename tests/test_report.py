@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _fake_run(runs_dir: Path, name: str, kind: str, tags: dict, metrics: dict, seed: int) -> None:
     run_dir = runs_dir / kind / f"{name}-seed{seed}"
-    write_json(run_dir / "run.json", {"name": name, "kind": kind, "key": "k", "tags": tags, "config": {}})
+    write_json(run_dir / "run.json", {"name": name, "kind": kind, "key": f"k{seed}", "tags": tags, "config": {}})
     write_result(run_dir, kind, metrics, {"seed": seed}, seed=seed, started=time.time())
 
 
@@ -40,7 +40,7 @@ def test_report_from_fixture_results(tmp_path) -> None:
     table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
     rows = {(r.method, r.downstream, r.metric): r for r in table.itertuples()}
     ft = rows[("splitmask", "synthetic-cls-finetune", "top1")]
-    assert (ft.ours_mean, ft.ours_std, ft.n_runs) == ("45.00", "7.07", "2")
+    assert (ft.ours_mean, ft.ours_std, ft.n_runs, ft.seeds, ft.run_keys) == ("45.00", "7.07", "2", "0 1", "k0 k1")
     assert ft.paper == UNKNOWN and ft.diff == MISSING  # the paper has no smoke-scale numbers
     # Planned but not run: shown as missing, never as a number.
     for key in [("random-init", "synthetic-cls-finetune", "top1"), ("splitmask", "synthetic-ade20k-upernet", "mIoU")]:

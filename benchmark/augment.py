@@ -1,0 +1,103 @@
+"""Multi-view augmentations of the joint-embedding methods, built from torchvision transforms.
+
+- :func:`view_transform`: one augmented view as in BYOL (Grill et al., 2020, Table 6) and DINO
+  (Caron et al., 2021, ``DataAugmentationDINO``): random resized crop (bicubic), horizontal
+  flip, colour jitter (brightness s, contrast s, saturation s/2, hue s/4, applied with p=0.8),
+  grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2], kernel ~10% of the crop), solarisation
+  (threshold 128), ImageNet normalisation;
+- :class:`TwoViews`: BYOL's two asymmetric views (blur p=1.0 / 0.1, solarise p=0.0 / 0.2);
+- :class:`MultiCrop`: DINO's global crops (same asymmetry as BYOL) plus smaller local crops
+  (blur p=0.5, no solarisation).
+
+All randomness comes from torch's global generator (torchvision draws with ``torch.rand``), which
+:class:`benchmark.data.folders.SeededTransform` seeds per item, so a resumed run repeats the crops.
+Each transform maps a PIL image to a list of tensors; the engine's default collate batches it
+into a list of (B, 3, H, W) tensors, one per view.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+
+def blur_kernel_size(size: int) -> int:
+    """An odd Gaussian kernel of about 10% of the crop size (BYOL: 23 pixels at 224), at least 3."""
+    k = int(round(0.1 * size))
+    return max(3, k if k % 2 else k + 1)
+
+
+def view_transform(
+    size: int,
+    scale: Sequence[float],
+    color_jitter: float = 0.4,
+    blur_p: float = 1.0,
+    solarize_p: float = 0.0,
+    hflip: float = 0.5,
+    color_p: float = 0.8,
+    gray_p: float = 0.2,
+) -> T.Compose:
+    """One augmented view: PIL image -> normalised (3, size, size) float tensor."""
+    ops: list[Any] = [
+        T.RandomResizedCrop(size, scale=tuple(scale), interpolation=InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=hflip),
+    ]
+    if color_jitter > 0 and color_p > 0:
+        s = color_jitter
+        ops.append(T.RandomApply([T.ColorJitter(brightness=s, contrast=s, saturation=s / 2, hue=min(s / 4, 0.5))], p=color_p))
+    if gray_p > 0:
+        ops.append(T.RandomGrayscale(p=gray_p))
+    if blur_p > 0:
+        ops.append(T.RandomApply([T.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
+    if solarize_p > 0:
+        ops.append(T.RandomSolarize(threshold=128, p=solarize_p))
+    ops += [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+    return T.Compose(ops)
+
+
+class TwoViews:
+    """BYOL's two views of an image: ``[view1, view2]`` with asymmetric blur and solarisation."""
+
+    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4) -> None:
+        self.views = [
+            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0),
+            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2),
+        ]
+
+    def __call__(self, image: Any) -> list[torch.Tensor]:
+        return [view(image) for view in self.views]
+
+
+class MultiCrop:
+    """DINO's multi-crop: ``global_crops`` crops of ``size`` (the first with blur p=1.0, the second
+    with blur p=0.1 and solarisation p=0.2, alternating beyond two) followed by ``local_crops``
+    crops of ``local_size`` (blur p=0.5). Returns the list ``[global..., local...]``."""
+
+    def __init__(
+        self,
+        size: int,
+        local_size: int,
+        global_crops: int = 2,
+        local_crops: int = 8,
+        global_scale: Sequence[float] = (0.4, 1.0),
+        local_scale: Sequence[float] = (0.05, 0.4),
+        color_jitter: float = 0.4,
+    ) -> None:
+        if global_crops < 1 or local_crops < 0:
+            raise ValueError(f"need at least one global crop and no negative count, got {global_crops} global, {local_crops} local")
+        self.global_crops, self.local_crops = global_crops, local_crops
+        self.size, self.local_size = size, local_size
+        self.global_views = [
+            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0),
+            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2),
+        ]
+        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0)
+
+    def __call__(self, image: Any) -> list[torch.Tensor]:
+        crops = [self.global_views[i % 2](image) for i in range(self.global_crops)]
+        crops += [self.local_view(image) for _ in range(self.local_crops)]
+        return crops

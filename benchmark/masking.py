@@ -1,0 +1,152 @@
+"""Masks and targets for masked image modelling, shared by BEiT, MAE (and SplitMask's targets).
+
+- :func:`blockwise_mask`: BEiT's blockwise masking (Bao et al. 2021, Algorithm 1): random
+  rectangles of at least ``min_patches`` patches, aspect ratio in [0.3, 1/0.3], added until about
+  ``ratio`` of the patches are masked. Vectorised over the batch: each round, every unfinished
+  sample proposes one rectangle, accepted under BEiT's rules.
+- :func:`random_mask`: MAE's per-sample uniform masking (argsort of uniform noise): exactly
+  ``int(N * (1 - ratio))`` visible patches per sample, with the permutation that undoes it.
+- :class:`VisualTokenTargets`: a mixin for methods whose targets are the discrete visual tokens
+  of a patch codebook (BEiT, SplitMask): the codebook buffer, ``prepare()`` and ``tokenize()``.
+
+All randomness comes from the ``generator`` argument (a CPU generator, as the engine passes);
+masks are returned on the CPU and the caller moves them to its device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, NamedTuple
+
+import torch
+
+from benchmark.tokenizers import TOKENIZERS, PatchCodebookTokenizer, build_tokenizer
+
+
+def blockwise_mask(
+    batch: int,
+    grid_h: int,
+    grid_w: int,
+    ratio: float,
+    generator: torch.Generator,
+    min_patches: int = 16,
+    max_patches: int | None = None,
+    min_aspect: float = 0.3,
+    max_aspect: float | None = None,
+    max_attempts: int = 10,
+) -> torch.Tensor:
+    """BEiT's blockwise masks: (B, grid_h * grid_w) bool, True = masked, row-major patch order.
+
+    The budget is ``round(ratio * N)`` patches. Per sample, as in BEiT's ``MaskingGenerator``:
+    a proposal draws an area uniformly between ``min_patches`` and the remaining budget (capped
+    by ``max_patches``), a log-uniform aspect ratio in [min_aspect, max_aspect] (default
+    1/min_aspect), a rectangle of that shape strictly smaller than the grid in both directions
+    and a uniform position; it is accepted if it masks at least one new patch and no more than
+    the remaining budget. A sample stops at its budget or after ``max_attempts`` proposals in a
+    row are rejected, so a mask never exceeds the budget and usually ends a little short of it.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    if min_aspect <= 0:
+        raise ValueError(f"min_aspect must be positive, got {min_aspect}")
+    n = grid_h * grid_w
+    budget_total = int(round(ratio * n))
+    mask = torch.zeros(batch, grid_h, grid_w, dtype=torch.bool)
+    if budget_total == 0 or batch == 0:
+        return mask.flatten(1)
+    log_lo = math.log(min_aspect)
+    log_hi = math.log(max_aspect if max_aspect is not None else 1.0 / min_aspect)
+    rows = torch.arange(grid_h).view(1, grid_h, 1)
+    cols = torch.arange(grid_w).view(1, 1, grid_w)
+    count = torch.zeros(batch, dtype=torch.long)
+    fails = torch.zeros(batch, dtype=torch.long)
+    active = torch.ones(batch, dtype=torch.bool)
+    # Each round accepts a rectangle (>= 1 new patch) or counts a failure for every active sample,
+    # so the loop ends after at most budget_total * max_attempts + max_attempts rounds.
+    while bool(active.any()):
+        u = torch.rand(batch, 4, generator=generator, dtype=torch.float64)
+        budget = budget_total - count
+        if max_patches is not None:
+            budget = budget.clamp(max=max_patches)
+        # random.uniform(a, b) = a + (b - a) * U, also when b < a (a small remaining budget).
+        area = min_patches + (budget.double() - min_patches) * u[:, 0]
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+        h = torch.round(torch.sqrt(area * aspect)).long()
+        w = torch.round(torch.sqrt(area / aspect)).long()
+        fits = (h < grid_h) & (w < grid_w)
+        top = (u[:, 2] * (grid_h - h + 1).clamp(min=1)).floor().long()
+        left = (u[:, 3] * (grid_w - w + 1).clamp(min=1)).floor().long()
+        top, left = top.view(-1, 1, 1), left.view(-1, 1, 1)
+        block = (rows >= top) & (rows < top + h.view(-1, 1, 1)) & (cols >= left) & (cols < left + w.view(-1, 1, 1))
+        new = (block & ~mask).flatten(1).sum(1)
+        accept = active & fits & (new > 0) & (new <= budget)
+        mask |= block & accept.view(-1, 1, 1)
+        count += torch.where(accept, new, 0)
+        fails = torch.where(accept, 0, fails + 1)
+        active &= (count < budget_total) & (fails < max_attempts)
+    return mask.flatten(1)
+
+
+class RandomMask(NamedTuple):
+    """A per-sample random permutation of the patches; its first ``num_visible`` are visible."""
+
+    order: torch.Tensor    # (B, N) patch indices in shuffled order
+    restore: torch.Tensor  # (B, N) inverse permutation: gather(x[order], restore) == x
+    mask: torch.Tensor     # (B, N) bool in the original order, True = masked
+    num_visible: int
+
+    @property
+    def visible(self) -> torch.Tensor:
+        """(B, num_visible) indices of the visible patches (in shuffled order)."""
+        return self.order[:, : self.num_visible]
+
+    def to(self, device: torch.device | str) -> "RandomMask":
+        return RandomMask(self.order.to(device), self.restore.to(device), self.mask.to(device), self.num_visible)
+
+
+def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Generator) -> RandomMask:
+    """MAE's masking: keeps ``int(num_patches * (1 - ratio))`` patches per sample, chosen by the
+    argsort of uniform noise (one permutation per sample, no Python loop)."""
+    keep = int(num_patches * (1 - ratio))
+    if not 0 < keep < num_patches:
+        raise ValueError(f"mask ratio {ratio} keeps {keep} of {num_patches} patches; at least one must be kept and one masked")
+    order = torch.rand(batch, num_patches, generator=generator).argsort(dim=1)
+    restore = order.argsort(dim=1)
+    mask = torch.ones(batch, num_patches, dtype=torch.bool)
+    mask[:, :keep] = False
+    mask = torch.gather(mask, 1, restore)  # back to the original patch order
+    return RandomMask(order, restore, mask, keep)
+
+
+class VisualTokenTargets:
+    """Mixin for a :class:`~benchmark.methods.base.PretrainMethod` whose targets are the visual
+    tokens of a patch codebook (BEiT, SplitMask).
+
+    Call ``self.init_visual_tokens(...)`` in ``__init__`` after ``super().__init__(encoder)``.
+    The codebook is a buffer (``codebook``, (vocab_size, C * p * p)) so that it is saved with the
+    method's state and a resumed run does not refit it; ``prepare()`` fits it with
+    :func:`benchmark.tokenizers.build_tokenizer` and ``tokenize()`` assigns each patch its
+    nearest entry. List it before ``PretrainMethod`` in the bases so its ``prepare`` wins.
+    """
+
+    codebook: torch.Tensor
+
+    def init_visual_tokens(self, vocab_size: int, tokenizer: str, tokenizer_seed: int) -> None:
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {sorted(TOKENIZERS)}")
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+        self.vocab_size = int(vocab_size)
+        self.tokenizer_name = tokenizer
+        self.tokenizer_seed = int(tokenizer_seed)
+        in_chans = int(self.encoder.patch_embed.proj.in_channels)
+        self.register_buffer("codebook", torch.zeros(self.vocab_size, in_chans * self.patch_size**2))
+
+    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+        tokenizer = build_tokenizer(self.tokenizer_name, batches, self.vocab_size, self.patch_size, self.tokenizer_seed)
+        self.codebook.copy_(tokenizer.codebook)
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N) visual token ids."""
+        return PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)

@@ -1,0 +1,87 @@
+"""A pre-training killed at a random step and resumed ends with the same weights, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmark.engine import ConfigError
+from benchmark.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 24
+
+
+def _config(data_root: Path) -> PretrainConfig:
+    # drop_path > 0 makes the run depend on the global RNG stream, which a resume must continue.
+    return PretrainConfig(
+        data_root=str(data_root), method="splitmask", method_args={"vocab_size": 32}, arch="vit-smoke",
+        img_size=64, steps=STEPS, batch_size=16, blr=4e-3, warmup_steps=3, drop_path=0.1,
+        checkpoint_every=3, log_every=1, seed=5,
+    )
+
+
+def _start(cfg_path: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchmark.pretrain", "--config", str(cfg_path), "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _logged_steps(out: Path) -> list[int]:
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return []
+    return [json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_weights(synthetic_root, tmp_path) -> None:
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(asdict(_config(synthetic_root / "classification" / "train"))))
+
+    whole = tmp_path / "whole"
+    proc = _start(cfg_path, whole)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+
+    killed = tmp_path / "killed"
+    kill_after = random.Random().randint(4, STEPS - 4)  # a different step each time the test runs
+    proc = _start(cfg_path, killed)
+    deadline = time.time() + 600
+    while (not _logged_steps(killed) or _logged_steps(killed)[-1] < kill_after) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "encoder.safetensors").exists(), "the run finished before it could be killed"
+    interrupted_at = torch.load(killed / "checkpoint.pth", weights_only=True)["step"]
+    assert 0 < interrupted_at < STEPS
+
+    proc = _start(cfg_path, killed)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    a, b = load_file(str(whole / "encoder.safetensors")), load_file(str(killed / "encoder.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"killed after step {kill_after}"
+    # The resumed log holds every step once, with the same losses as the uninterrupted run.
+    assert _logged_steps(killed) == list(range(1, STEPS + 1))
+    losses = lambda out: [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(killed) == losses(whole)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(synthetic_root, tmp_path) -> None:
+    cfg = _config(synthetic_root / "classification" / "train")
+    cfg.steps, cfg.checkpoint_every = 2, 1
+    pretrain(cfg, tmp_path)
+    (tmp_path / "encoder.safetensors").unlink()  # as if it had been killed before the export
+    cfg.blr = 1e-3
+    with pytest.raises(ConfigError, match=r"written with another config \(differs in \['blr'\]\)"):
+        pretrain(cfg, tmp_path)
