@@ -22,10 +22,9 @@ import torch.nn as nn
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
 from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
-from benchmark.data.folders import DataError, EpochSampler, SeededTransform, fraction_subset
+from benchmark.data.folders import DataError, EpochSampler, SeededTransform, fraction_subset, image_folder
 from benchmark.engine import (
     ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
     config_from_dict, pick_device, seed_everything, write_config,
@@ -76,16 +75,6 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None
         raise CheckpointError(f"{checkpoint}: missing keys {missing}, unexpected keys {unexpected}")
 
 
-def _folder(root: Path, split: str) -> ImageFolder:
-    path = root / split
-    if not path.is_dir():
-        raise DataError(f"{path}: no such directory (expected {IMAGEFOLDER_LAYOUT})")
-    try:
-        return ImageFolder(str(path))
-    except (FileNotFoundError, RuntimeError) as err:
-        raise DataError(f"{path}: {err} (expected {IMAGEFOLDER_LAYOUT})") from None
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> dict[str, float]:
     model.eval()
@@ -112,7 +101,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     root = Path(cfg.data_root)
-    train_set, val_set = _folder(root, "train"), _folder(root, "val")
+    train_set = image_folder(root / "train", IMAGEFOLDER_LAYOUT)
+    val_set = image_folder(root / "val", IMAGEFOLDER_LAYOUT)
     num_classes = len(train_set.classes)
     if val_set.classes != train_set.classes:
         raise DataError(f"{root}: train/ and val/ have different classes")

@@ -24,12 +24,14 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader
 
 from benchmark.convert import save_encoder
-from benchmark.data.folders import DataError, EpochSampler, ImageFiles, SeededTransform, fraction_subset, mix_seed
+from benchmark.data.folders import (
+    DataError, EpochSampler, ImageFiles, SeededTransform, fraction_subset, image_folder, mix_seed,
+)
 from benchmark.engine import (
     ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
     config_from_dict, load_state, pick_device, rng_state, save_state, seed_everything, set_rng_state, write_config,
 )
-from benchmark.methods import build_method
+from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
 
@@ -39,7 +41,7 @@ ENCODER = "encoder.safetensors"
 
 @dataclass
 class PretrainConfig:
-    data_root: str                       # a folder of images (labels, if any, are not used)
+    data_root: str                       # a folder of images; an ImageFolder for methods that use labels
     method: str = "splitmask"
     method_args: dict = field(default_factory=dict)
     arch: str = "vit-s16"
@@ -92,14 +94,21 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
 
-    images = ImageFiles(cfg.data_root)
-    subset = fraction_subset(len(images), cfg.fraction, cfg.seed)
+    method_cls = method_class(cfg.method)
+    method_args = dict(cfg.method_args)
+    if method_cls.needs_labels:
+        images = image_folder(cfg.data_root)
+        labels = images.targets
+        method_args.setdefault("num_classes", len(images.classes))
+    else:
+        images, labels = ImageFiles(cfg.data_root), None
+    subset = fraction_subset(len(images), cfg.fraction, cfg.seed, labels=labels)
     micro = cfg.batch_size // cfg.accum_steps
     if len(subset) < micro:
         raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, fewer than one batch of {micro}")
 
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
-    method = build_method(cfg.method, encoder, **cfg.method_args).to(device)
+    method = method_cls(encoder, **method_args).to(device)
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
 
@@ -137,9 +146,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step))
             scalars: dict[str, float] = {}
             for _ in range(cfg.accum_steps):
-                batch, _ = next(loader)
+                batch, labels = next(loader)
+                inputs = (batch, labels) if method.needs_labels else batch
                 with autocast(device):
-                    losses = method(to_device(batch, device), generator)
+                    losses = method(to_device(inputs, device), generator)
                 check_finite(losses["loss"], step, ckpt_path)
                 (losses["loss"] / cfg.accum_steps).backward()
                 for key, value in losses.items():

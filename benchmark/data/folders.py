@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from torchvision.datasets import ImageFolder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -34,6 +35,17 @@ def list_images(root: str | Path, layout_hint: str = "any folder of .jpg/.png im
     if not files:
         raise DataError(f"{root}: no images found (expected {layout_hint})")
     return files
+
+
+def image_folder(root: str | Path, layout_hint: str = "ROOT/<class>/<image> (ImageFolder)") -> ImageFolder:
+    """torchvision's ImageFolder at ``root``, with a one-line :class:`DataError` if it is not one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory (expected {layout_hint})")
+    try:
+        return ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DataError(f"{root}: {err} (expected {layout_hint})") from None
 
 
 class ImageFiles(Dataset):

@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "mae": "mae:MAE",
     "dino": "dino:DINO",
     "byol": "byol:BYOL",
+    "supervised": "supervised:Supervised",
 }
 
 

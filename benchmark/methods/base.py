@@ -35,6 +35,9 @@ class Augmentation:
 
 class PretrainMethod(nn.Module):
     name: ClassVar[str]
+    # True for methods that learn from labels (supervised): the engine then reads an ImageFolder
+    # and passes ``(images, labels)`` to forward, with ``num_classes`` among the method's arguments.
+    needs_labels: ClassVar[bool] = False
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

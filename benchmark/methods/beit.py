@@ -1,0 +1,120 @@
+"""BEiT: BERT pre-training of image transformers (Bao et al., 2021), the paper's denoising baseline.
+
+Per image, about ``mask_ratio`` of the patches are masked in blocks (BEiT's blockwise masking,
+:func:`benchmark.masking.blockwise_mask`). A learned mask token replaces the patch embedding of
+every masked patch *before* the position embedding is added; the encoder runs on the full
+sequence; a linear head on the final (normed) patch tokens predicts the visual token of each
+masked patch (cross-entropy over the masked patches only). The visual tokens come from a patch
+codebook (random patches or k-means, fitted in ``prepare()``; :class:`VisualTokenTargets`), which
+PROTOCOL.md reports to cost nothing significant against BEiT's DALL-E tokenizer.
+
+The method takes either encoder the engine can build:
+
+- timm's ``VisionTransformer`` (absolute position embedding; layer-scale with ``init_values``);
+- timm's ``Beit`` (relative position bias, per layer or shared, and layer-scale: BEiT's own
+  pre-training architecture is ``Beit`` with ``use_abs_pos_emb=False``,
+  ``use_shared_rel_pos_bias=True``, ``init_values=0.1``).
+
+If the encoder has no final norm over the tokens (``Beit`` or ViT with average pooling use a
+``fc_norm`` after pooling instead), the method owns one (``token_norm``), which, like BEiT's
+pre-training norm, is not exported with the encoder.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.beit import Beit
+
+from benchmark.masking import VisualTokenTargets, blockwise_mask
+from benchmark.methods.base import PretrainMethod
+
+
+class BEiT(VisualTokenTargets, PretrainMethod):
+    name = "beit"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        mask_ratio: float = 0.4,
+        vocab_size: int = 8192,
+        tokenizer: str = "random-patches",
+        tokenizer_seed: int = 0,
+        min_mask_patches: int = 16,
+        max_mask_patches: int | None = None,
+        mask_min_aspect: float = 0.3,
+    ) -> None:
+        is_beit = isinstance(encoder, Beit)
+        if not is_beit and not hasattr(encoder, "_pos_embed"):
+            raise TypeError(f"BEiT needs timm's VisionTransformer or Beit as encoder; got {type(encoder).__name__}")
+        super().__init__(encoder)
+        self._is_beit = is_beit
+        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed)
+        self.mask_ratio = float(mask_ratio)
+        self.mask_args = dict(min_patches=int(min_mask_patches), max_patches=max_mask_patches, min_aspect=float(mask_min_aspect))
+        self.grid = tuple(int(s) for s in encoder.patch_embed.grid_size)
+        # Validates the arguments early, and warns where the grid is too small for the blocks (e.g.
+        # 64 px images: a 4x4 grid, on which blocks of >= 16 patches cannot be placed).
+        achieved = float(self.make_mask(64, torch.Generator().manual_seed(0)).float().mean())
+        if achieved < 0.75 * self.mask_ratio:
+            warnings.warn(
+                f"blockwise masking reaches {achieved:.2f} of the patches on a {self.grid[0]}x{self.grid[1]} grid, "
+                f"short of mask_ratio {self.mask_ratio}; lower min_mask_patches (now {min_mask_patches})",
+                stacklevel=2,
+            )
+
+        dim = encoder.embed_dim
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.token_norm = nn.LayerNorm(dim, eps=1e-6) if isinstance(encoder.norm, nn.Identity) else None
+        self.token_head = nn.Linear(dim, self.vocab_size)
+        trunc_normal_(self.mask_token, std=0.02)
+        trunc_normal_(self.token_head.weight, std=0.02)
+        nn.init.zeros_(self.token_head.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {"mask_token"}
+
+    def make_mask(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """(B, N) bool blockwise mask, True = masked (on the CPU)."""
+        return blockwise_mask(batch, *self.grid, self.mask_ratio, generator, **self.mask_args)
+
+    def embed_masked(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings with the mask token at the masked patches, then prefix (cls) tokens
+        and position embedding: (B, prefix + N, D), the encoder's input."""
+        enc = self.encoder
+        x = enc.patch_embed(images)
+        x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        if not self._is_beit:
+            return enc._pos_embed(x)
+        x = torch.cat([enc.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        if enc.pos_embed is not None:
+            x = x + enc.pos_embed
+        return enc.pos_drop(x)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The encoder's blocks and final norm (plus ``token_norm`` where it has none)."""
+        if self._is_beit:
+            enc = self.encoder
+            shared = enc.rel_pos_bias() if enc.rel_pos_bias is not None else None
+            for block in enc.blocks:
+                tokens = block(tokens, shared_rel_pos_bias=shared)
+            tokens = enc.norm(tokens)
+        else:
+            tokens = super().encode_tokens(tokens)
+        return self.token_norm(tokens) if self.token_norm is not None else tokens
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        mask = self.make_mask(images.shape[0], generator).to(images.device)
+        targets = self.tokenize(images)  # (B, N)
+        encoded = self.encode_tokens(self.embed_masked(images, mask))[:, self.encoder.num_prefix_tokens :]
+        logits = self.token_head(encoded[mask])  # masked patches only, all samples together
+        target = targets[mask]
+        loss = F.cross_entropy(logits.float(), target)
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == target).float().mean()
+            ratio = mask.float().mean()
+        return {"loss": loss, "token_acc": accuracy, "mask_ratio": ratio}

@@ -1,0 +1,93 @@
+"""BYOL: bootstrap your own latent (Grill et al., 2020).
+
+Two augmented views of each image (asymmetric blur/solarisation, :class:`benchmark.augment.TwoViews`).
+The online network -- the ViT's pooled feature (class token), a projector MLP and a predictor
+MLP (Linear -> BatchNorm -> ReLU -> Linear each) -- predicts the target network's projection of
+the other view; the target (encoder + projector) is an EMA of the online network whose momentum
+follows a cosine from ``momentum`` to 1.0. The loss is the normalised regression of both
+directions, summed:
+
+    loss = (2 - 2 cos(q(z1), z2')) + (2 - 2 cos(q(z2), z1'))      (batch means)
+
+so it lies in [0, 8]. The online encoder is the one BYOL evaluates, and ``self.encoder`` (what the
+engine exports) is it. Batch norm normalises each view on its own (as BYOL, which runs each view
+through the network separately); the target keeps batch norm in train mode (batch statistics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.augment import TwoViews
+from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """BYOL's projector / predictor: Linear -> BatchNorm1d -> ReLU -> Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """2 - 2 cos(prediction, target), averaged over the batch (the target carries no gradient)."""
+    p = F.normalize(prediction.float(), dim=-1)
+    z = F.normalize(target.detach().float(), dim=-1)
+    return (2 - 2 * (p * z).sum(dim=-1)).mean()
+
+
+def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """The symmetric BYOL loss: predictions of view 1 against target projections of view 2 and
+    vice versa, summed."""
+    return regression_loss(p1, z2) + regression_loss(p2, z1)
+
+
+def _pooled(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return vit.forward_head(vit.forward_features(images), pre_logits=True)
+
+
+class BYOL(PretrainMethod):
+    name = "byol"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        proj_dim: int = 256,
+        proj_hidden: int = 4096,
+        pred_hidden: int = 4096,
+        momentum: float = 0.99,
+    ) -> None:
+        super().__init__(encoder)
+        self.momentum = momentum
+        self.projector = mlp(encoder.embed_dim, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim)
+        self.target_encoder = make_ema_copy(encoder)
+        self.target_projector = make_ema_copy(self.projector)
+
+    def train_transform(self, aug: Augmentation) -> TwoViews:
+        return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter)
+
+    def forward(self, views: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if isinstance(views, torch.Tensor) or len(views) != 2:
+            raise ValueError("BYOL expects a batch of two views [view1, view2]")
+        v1, v2 = views
+        b = v1.shape[0]
+        both = torch.cat([v1, v2])
+        h1, h2 = _pooled(self.encoder, both).split(b)  # one encoder pass (the ViT has no batch norm)
+        p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
+        with torch.no_grad():
+            t1, t2 = _pooled(self.target_encoder, both).split(b)
+            z1, z2 = self.target_projector(t1), self.target_projector(t2)
+        loss = byol_loss(p1, p2, z1, z2)
+        with torch.no_grad():
+            cos = 1 - loss.detach() / 4  # the mean cosine of both directions
+        return {"loss": loss, "cos": cos}
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        m = cosine_momentum(self.momentum, step, total_steps)
+        ema_update(self.target_encoder, self.encoder, m)
+        ema_update(self.target_projector, self.projector, m)

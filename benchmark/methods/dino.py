@@ -1,0 +1,291 @@
+"""DINO: self-distillation with no labels (Caron et al., 2021), the joint-embedding baseline of
+the SplitMask paper.
+
+A student (ViT + DINO head) sees every crop of an image (2 global crops at ``img_size`` and
+``local_crops`` smaller ones); a teacher of the same architecture, an EMA of the student, sees the
+global crops only. For every pair of *different* views (teacher view i, student view v != i):
+
+    CE = - sum_k softmax((t_i - c) / tau_t)_k * log_softmax(s_v / tau_s)_k
+
+averaged over the batch and over the pairs. ``c`` (the centre, a buffer) is an EMA of the batch
+mean of the teacher outputs (``center_momentum``); ``tau_t`` is warmed up linearly from
+``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``; the teacher's
+momentum follows a cosine from ``momentum_teacher`` to 1.0; the head's last layer gets no update
+during the first ``freeze_last_layer_steps`` steps.
+
+Head: MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear layer to ``out_dim``
+(magnitude fixed to 1 with ``norm_last_layer``).
+
+Export: DINO evaluates the *teacher* (its k-NN, linear and fine-tuning results all load the
+teacher's backbone, which is better than the student's throughout training), so by default
+(``export="teacher"``) ``self.encoder`` -- the module the engine exports -- IS the teacher's
+backbone and the student's backbone is ``self.student_encoder``. ``export="student"`` swaps
+the roles (``self.encoder`` the student, ``self.teacher_encoder`` the teacher).
+
+Local crops: the ViT must accept crops smaller than ``img_size``. If it was not built with
+``dynamic_img_size=True``, it is switched to timm's dynamic mode here (position embeddings
+resampled to the crop's grid); this changes no parameter, so the export still loads strictly
+into ``create_vit(arch, img_size, num_classes=0)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Format, trunc_normal_
+from torch.nn.utils.parametrizations import weight_norm
+
+from benchmark.augment import MultiCrop
+from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
+
+
+class DINOHead(nn.Module):
+    """MLP (``layers`` linear layers, GELU between) to a ``bottleneck`` dim, L2 normalisation,
+    then a weight-normalised linear layer (no bias) to ``out_dim``."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256, layers: int = 3,
+                 norm_last_layer: bool = True) -> None:
+        super().__init__()
+        layers = max(int(layers), 1)
+        if layers == 1:
+            self.mlp: nn.Module = nn.Linear(in_dim, bottleneck)
+        else:
+            mods: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.GELU()]
+            for _ in range(layers - 2):
+                mods += [nn.Linear(hidden, hidden), nn.GELU()]
+            mods.append(nn.Linear(hidden, bottleneck))
+            self.mlp = nn.Sequential(*mods)
+        self.mlp.apply(_init_linear)
+        self.last_layer = weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
+        magnitude = self.last_layer.parametrizations.weight.original0
+        with torch.no_grad():
+            magnitude.fill_(1.0)
+        if norm_last_layer:
+            magnitude.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1, p=2)
+        return self.last_layer(x)
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def enable_dynamic_img_size(vit: nn.Module) -> nn.Module:
+    """Switches a timm VisionTransformer built without ``dynamic_img_size`` to it (in place):
+    the patch embedding accepts any size divisible by the patch and the position embedding is
+    resampled to the input's grid, exactly as ``timm.create_model(..., dynamic_img_size=True)``
+    does. No parameter changes; at the training size the output is unchanged."""
+    if getattr(vit, "dynamic_img_size", False):
+        return vit
+    pe = getattr(vit, "patch_embed", None)
+    if pe is None or not all(hasattr(pe, a) for a in ("strict_img_size", "flatten", "output_fmt")) or not hasattr(vit, "_pos_embed"):
+        raise TypeError(
+            "DINO's local crops need a timm VisionTransformer that accepts smaller inputs; build the "
+            "encoder with create_vit(..., dynamic_img_size=True) or use local_crops=0"
+        )
+    vit.dynamic_img_size = True
+    pe.strict_img_size = False
+    pe.flatten = False
+    pe.output_fmt = Format.NHWC
+    return vit
+
+
+def default_local_size(img_size: int, patch_size: int) -> int:
+    """DINO's 96 px local crops at 224, scaled with ``img_size`` and rounded to whole patches."""
+    return max(patch_size, int(round(img_size * 96 // 224 / patch_size)) * patch_size)
+
+
+def teacher_probs(teacher_out: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax((t - c) / tau_t), in float32, without gradient."""
+    return F.softmax((teacher_out.detach().float() - center) / temperature, dim=-1)
+
+
+def dino_loss(student_out: torch.Tensor, probs: torch.Tensor, num_views: int, student_temp: float) -> tuple[torch.Tensor, int]:
+    """DINO's cross-entropy over every pair of different views.
+
+    ``student_out``: (V * B, K) raw student outputs, views stacked view-major (global crops
+    first); ``probs``: (G * B, K) teacher probabilities of the G global views, in the same order.
+    Returns (the mean over pairs (i, v), v != i, of the batch-mean cross-entropy, the number of
+    pairs G * (V - 1))."""
+    num_teacher = probs.shape[0] * num_views // student_out.shape[0]
+    log_p = F.log_softmax(student_out.float() / student_temp, dim=-1).chunk(num_views)
+    q = probs.chunk(num_teacher)
+    total = student_out.new_zeros((), dtype=torch.float32)
+    terms = 0
+    for i, q_i in enumerate(q):
+        for v, log_p_v in enumerate(log_p):
+            if v == i:  # the same view: skipped
+                continue
+            total = total + torch.sum(-q_i * log_p_v, dim=-1).mean()
+            terms += 1
+    if terms == 0:
+        raise ValueError("DINO needs at least two views (one global crop and one other crop)")
+    return total / terms, terms
+
+
+def _pooled(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The ViT's pooled feature (the class token for the suite's ViTs), whatever its head."""
+    return vit.forward_head(vit.forward_features(images), pre_logits=True)
+
+
+class DINO(PretrainMethod):
+    name = "dino"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        out_dim: int = 65536,
+        head_hidden: int = 2048,
+        head_bottleneck: int = 256,
+        head_layers: int = 3,
+        norm_last_layer: bool = True,
+        global_crops: int = 2,
+        local_crops: int = 8,
+        global_scale: Sequence[float] | None = None,
+        local_scale: Sequence[float] = (0.05, 0.4),
+        local_size: int | None = None,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_steps: int = 0,
+        center_momentum: float = 0.9,
+        momentum_teacher: float = 0.996,
+        freeze_last_layer_steps: int | None = None,
+        export: str = "teacher",
+    ) -> None:
+        super().__init__(encoder)
+        if export not in ("teacher", "student"):
+            raise ValueError(f"export must be 'teacher' or 'student', got {export!r}")
+        if global_crops < 1 or local_crops < 0 or global_crops + local_crops < 2:
+            raise ValueError(f"DINO needs >= 1 global crop and >= 2 crops in all, got {global_crops} global + {local_crops} local")
+        self.export = export
+        self.global_crops, self.local_crops = int(global_crops), int(local_crops)
+        # DINO's defaults; without local crops DINO recommends a wider global range (0.14, 1).
+        self.global_scale = tuple(global_scale) if global_scale is not None else ((0.4, 1.0) if local_crops else (0.14, 1.0))
+        self.local_scale = tuple(local_scale)
+        self.local_size = local_size
+        self.student_temp = student_temp
+        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
+        self.warmup_teacher_temp_steps = int(warmup_teacher_temp_steps)
+        self.center_momentum = center_momentum
+        self.momentum_teacher = momentum_teacher
+        self.freeze_last_layer_steps = freeze_last_layer_steps
+
+        student = encoder
+        if self.local_crops:
+            enable_dynamic_img_size(student)
+        self.student_head = DINOHead(student.embed_dim, out_dim, head_hidden, head_bottleneck, head_layers, norm_last_layer)
+        teacher = make_ema_copy(student)  # same weights, frozen, no drop-path
+        self.teacher_head = make_ema_copy(self.student_head)
+        if export == "teacher":
+            self.encoder = teacher  # what the engine exports
+            self.student_encoder = student
+        else:
+            self.teacher_encoder = teacher
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for the temperature schedule
+        self._center_sum: torch.Tensor | None = None  # teacher outputs of the current step, summed
+        self._center_rows = 0
+
+    # ----------------------------------------------------------------------------------- parts
+    @property
+    def student_backbone(self) -> nn.Module:
+        return self.student_encoder if self.export == "teacher" else self.encoder
+
+    @property
+    def teacher_backbone(self) -> nn.Module:
+        return self.encoder if self.export == "teacher" else self.teacher_encoder
+
+    def no_weight_decay(self) -> set[str]:
+        prefix = "student_encoder" if self.export == "teacher" else "encoder"
+        return {f"{prefix}.{name}" for name in self.student_backbone.no_weight_decay()}
+
+    def train_transform(self, aug: Augmentation) -> MultiCrop:
+        local_size = self.local_size or default_local_size(aug.img_size, self.patch_size)
+        if self.local_crops and local_size % self.patch_size:
+            raise ValueError(f"local_size {local_size} is not a multiple of the patch size {self.patch_size}")
+        return MultiCrop(aug.img_size, local_size, self.global_crops, self.local_crops,
+                         self.global_scale, self.local_scale, aug.color_jitter)
+
+    # ------------------------------------------------------------------------------- schedules
+    def teacher_temp_at(self, step: int) -> float:
+        """Linear warm-up from ``warmup_teacher_temp`` (step 0) to ``teacher_temp`` (step W and on)."""
+        w = self.warmup_teacher_temp_steps
+        if step >= w:
+            return self.teacher_temp
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * step / w
+
+    def freeze_steps(self, total_steps: int) -> int:
+        """Steps during which the last layer is frozen. Default: DINO's one epoch of its 300-epoch
+        ImageNet schedule, i.e. 1/300 of the run (the suite counts steps, not epochs)."""
+        if self.freeze_last_layer_steps is not None:
+            return int(self.freeze_last_layer_steps)
+        return total_steps // 300
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        """centre <- m * centre + (1 - m) * mean over rows of ``teacher_out`` (raw teacher outputs)."""
+        self._apply_center(teacher_out.detach().float().mean(dim=0, keepdim=True))
+
+    @torch.no_grad()
+    def _apply_center(self, batch_mean: torch.Tensor) -> None:
+        self.center.mul_(self.center_momentum).add_(batch_mean.to(self.center.dtype), alpha=1 - self.center_momentum)
+
+    # --------------------------------------------------------------------------------- training
+    def forward(self, crops: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if isinstance(crops, torch.Tensor):
+            crops = [crops]
+        crops = list(crops)
+        num_views = len(crops)
+        if num_views < self.global_crops or num_views < 2:
+            raise ValueError(f"DINO expects {self.global_crops} global crops and more views, got {num_views} views")
+        globals_ = torch.cat(crops[: self.global_crops])
+        feats = [_pooled(self.student_backbone, globals_)]
+        local = crops[self.global_crops :]
+        if local:
+            if len({tuple(c.shape[-2:]) for c in local}) > 1:
+                raise ValueError("DINO's local crops must share one size")
+            feats.append(_pooled(self.student_backbone, torch.cat(local)))
+        student_out = self.student_head(torch.cat(feats))
+
+        with torch.no_grad():
+            teacher_out = self.teacher_head(_pooled(self.teacher_backbone, globals_)).float()
+            temp = self.teacher_temp_at(int(self.steps_done))
+            probs = teacher_probs(teacher_out, self.center, temp)
+        loss, _ = dino_loss(student_out, probs, num_views, self.student_temp)
+
+        if self.training and torch.is_grad_enabled():  # the centre moves in after_step
+            total = teacher_out.sum(dim=0, keepdim=True)
+            self._center_sum = total if self._center_sum is None else self._center_sum + total
+            self._center_rows += teacher_out.shape[0]
+        with torch.no_grad():
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+            # Each teacher view meets the same number of student views, so the mean CE splits
+            # into the teacher's mean entropy plus the mean KL(teacher || student).
+            kl = loss.detach() - entropy
+        return {"loss": loss, "kl": kl, "teacher_entropy": entropy,
+                "teacher_temp": torch.tensor(temp)}
+
+    def before_optimizer_step(self, step: int, total_steps: int) -> None:
+        if step < self.freeze_steps(total_steps):
+            for param in self.student_head.last_layer.parameters():
+                param.grad = None  # as DINO: no update at all (AdamW skips parameters without grad)
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        m = cosine_momentum(self.momentum_teacher, step, total_steps)
+        ema_update(self.teacher_backbone, self.student_backbone, m)
+        ema_update(self.teacher_head, self.student_head, m)
+        if self._center_sum is not None and self._center_rows:
+            self._apply_center(self._center_sum / self._center_rows)
+        self._center_sum, self._center_rows = None, 0
+        self.steps_done.fill_(step + 1)

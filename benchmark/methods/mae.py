@@ -1,0 +1,153 @@
+"""MAE: masked autoencoders (He et al., 2021), beyond the paper: the best-known denoising autoencoder.
+
+Per image, ``mask_ratio`` of the patches are masked at random (argsort of uniform noise, one
+permutation per sample). The encoder (a timm VisionTransformer) sees the visible patches only,
+plus its prefix (cls) tokens. A light decoder embeds the encoded tokens, appends a shared mask
+token for every masked patch, unshuffles the sequence back to the patch order, adds its own fixed
+2-D sine-cosine position embedding and runs a few transformer blocks; a linear layer predicts each
+patch's pixels. The loss is the mean squared error on the masked patches only.
+
+Pixel targets are the patches of the *normalised* image the encoder sees (ImageNet mean/std), not
+of the raw [0, 1] image as in MAE; with ``norm_pix_loss`` (MAE's default, kept here) each target
+patch is further standardised by its own mean and variance, which removes that difference up to
+the per-channel scale of the normalisation.
+
+Differences from the MAE release: the encoder keeps timm's learned position embedding (MAE
+freezes a sine-cosine one), and the encoder's own initialisation is timm's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+
+from benchmark.masking import RandomMask, random_mask
+from benchmark.methods.base import PretrainMethod, gather_tokens
+from benchmark.tokenizers import patchify
+
+
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (grid_h * grid_w, dim), row-major patch order:
+    the first half of the channels encodes the row, the second half the column."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine embedding needs a dimension divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angle = pos.flatten()[:, None] * omega[None]
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the patches where ``mask`` is True of the per-patch mean squared error.
+    pred, target (B, N, D); mask (B, N) bool."""
+    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    weight = mask.to(per_patch.dtype)
+    return (per_patch * weight).sum() / weight.sum().clamp(min=1)
+
+
+class MAE(PretrainMethod):
+    name = "mae"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        norm_pix_loss: bool = True,
+        decoder_mlp_ratio: float = 4.0,
+    ) -> None:
+        if not hasattr(encoder, "_pos_embed") or not hasattr(encoder, "norm_pre"):
+            raise TypeError(
+                f"MAE drops the masked patches before the encoder, which needs timm's VisionTransformer "
+                f"(absolute position embeddings); got {type(encoder).__name__}"
+            )
+        super().__init__(encoder)
+        self.mask_ratio = float(mask_ratio)
+        self.norm_pix_loss = bool(norm_pix_loss)
+        random_mask(1, self.num_patches, self.mask_ratio, torch.Generator())  # validates mask_ratio early
+        dim = encoder.embed_dim
+        n_prefix = encoder.num_prefix_tokens
+        grid_h, grid_w = (int(s) for s in encoder.patch_embed.grid_size)
+        in_chans = int(encoder.patch_embed.proj.in_channels)
+
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        # Fixed (not learned) as in MAE; zeros at the prefix (cls) positions. Rebuilt, not saved.
+        pos = torch.cat([torch.zeros(n_prefix, decoder_dim), sincos_pos_embed_2d(decoder_dim, grid_h, grid_w)])
+        self.register_buffer("decoder_pos_embed", pos.unsqueeze(0), persistent=False)
+        self.decoder = nn.Sequential(*[
+            Block(decoder_dim, decoder_heads, mlp_ratio=decoder_mlp_ratio, qkv_bias=True)  # timm LayerNorm, eps 1e-6
+            for _ in range(decoder_depth)
+        ])
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(decoder_dim, in_chans * self.patch_size**2)
+        self._init_new_parts()
+
+    def _init_new_parts(self) -> None:
+        trunc_normal_(self.mask_token, std=0.02)  # MAE: normal(std=0.02)
+        for module in [self.decoder_embed, self.decoder, self.decoder_norm, self.decoder_pred]:
+            module.apply(_init_weights)
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {"mask_token"}
+
+    @torch.no_grad()
+    def pixel_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, C*p*p): the patches of the (normalised) input images, each
+        standardised by its own mean and (unbiased) variance when ``norm_pix_loss``."""
+        target = patchify(images.float(), self.patch_size)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        return target
+
+    def encode_visible(self, images: torch.Tensor, masking: RandomMask) -> torch.Tensor:
+        """The encoder on the prefix tokens and the visible patches: (B, prefix + K, D)."""
+        tokens = self.embed_patches(images)
+        n_prefix = self.encoder.num_prefix_tokens
+        prefix, patches = tokens[:, :n_prefix], tokens[:, n_prefix:]
+        return self.encode_tokens(torch.cat([prefix, gather_tokens(patches, masking.visible)], dim=1))
+
+    def restore_sequence(self, visible: torch.Tensor, masking: RandomMask) -> torch.Tensor:
+        """Visible tokens in shuffled order (B, K, Dd) -> the full sequence in patch order (B, N, Dd),
+        with the mask token at every masked patch."""
+        b, k, d = visible.shape
+        filler = self.mask_token.to(visible.dtype).expand(b, masking.order.shape[1] - k, d)
+        return gather_tokens(torch.cat([visible, filler], dim=1), masking.restore)
+
+    def decode(self, encoded: torch.Tensor, masking: RandomMask) -> torch.Tensor:
+        """Encoder output (B, prefix + K, D) -> pixel predictions for every patch (B, N, C*p*p)."""
+        n_prefix = self.encoder.num_prefix_tokens
+        x = self.decoder_embed(encoded)
+        x = torch.cat([x[:, :n_prefix], self.restore_sequence(x[:, n_prefix:], masking)], dim=1)
+        x = self.decoder_norm(self.decoder(x + self.decoder_pos_embed))
+        return self.decoder_pred(x[:, n_prefix:])
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        masking = random_mask(images.shape[0], self.num_patches, self.mask_ratio, generator).to(images.device)
+        pred = self.decode(self.encode_visible(images, masking), masking)
+        target = self.pixel_targets(images)
+        loss = masked_mse(pred, target, masking.mask)
+        with torch.no_grad():  # reconstruction of the patches the encoder saw: a diagnostic only
+            visible_mse = masked_mse(pred.detach(), target, ~masking.mask)
+        return {"loss": loss, "visible_mse": visible_mse}
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)  # as MAE's decoder
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
