@@ -15,13 +15,16 @@ import itertools
 import json
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 from timm.data import create_transform
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 from benchmark.convert import save_encoder
 from benchmark.data.folders import (
@@ -31,6 +34,7 @@ from benchmark.engine import (
     ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
     config_from_dict, load_state, pick_device, rng_state, save_state, seed_everything, set_rng_state, write_config,
 )
+from benchmark.distributed import barrier, init_distributed, local_device, mean_across, shutdown
 from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
@@ -81,77 +85,101 @@ def plain_transform(cfg: PretrainConfig):
     return create_transform(input_size=cfg.img_size, is_training=False, crop_pct=1.0)
 
 
+def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int] | None]:
+    """The pre-training images: an ImageFolder (with labels) or every image below a folder."""
+    if needs_labels:
+        folder = image_folder(cfg.data_root)
+        return folder, folder.targets
+    return ImageFiles(cfg.data_root), None
+
+
+def _restore(path: Path, cfg: PretrainConfig, method: nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Loads a training checkpoint into the run's objects; refuses one of another config."""
+    state = load_state(path)
+    if state["config"] != dataclasses.asdict(cfg):
+        changed = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(cfg).get(k))
+        raise ConfigError(f"{path} was written with another config (differs in {changed}); "
+                          "use another --out, or --resume never to start over")
+    method.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> Path:
-    """Runs (or resumes, or skips if finished) a pre-training; returns the encoder export."""
+    """Runs (or resumes, or skips if finished) a pre-training; returns the encoder export.
+
+    Under torchrun each process trains on its share of every global batch (DDP); rank 0 alone
+    writes the log, the checkpoints and the export.
+    """
     out = Path(out_dir)
     if (out / ENCODER).is_file():
         print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
         return out / ENCODER
-    if cfg.batch_size % cfg.accum_steps:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    ctx = init_distributed(device)
+    device = local_device(device, ctx)
+    if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
+                          f"= {cfg.accum_steps} x {ctx.world_size}")
+    micro = cfg.batch_size // (cfg.accum_steps * ctx.world_size)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out / "config.json", cfg)
+    seed_everything(cfg.seed)
 
     method_cls = method_class(cfg.method)
+    images, labels = _images(cfg, method_cls.needs_labels)
     method_args = dict(cfg.method_args)
     if method_cls.needs_labels:
-        images = image_folder(cfg.data_root)
-        labels = images.targets
         method_args.setdefault("num_classes", len(images.classes))
-    else:
-        images, labels = ImageFiles(cfg.data_root), None
     subset = fraction_subset(len(images), cfg.fraction, cfg.seed, labels=labels)
-    micro = cfg.batch_size // cfg.accum_steps
-    if len(subset) < micro:
-        raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, fewer than one batch of {micro}")
+    if len(subset) < cfg.batch_size:
+        raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, "
+                        f"fewer than one batch of {cfg.batch_size}")
 
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
     method = method_cls(encoder, **method_args).to(device)
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
 
-    start, state = 0, None
     ckpt_path = out / CHECKPOINT
-    if resume and ckpt_path.is_file():
-        state = load_state(ckpt_path)
-        if state["config"] != dataclasses.asdict(cfg):
-            changed = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(cfg).get(k))
-            raise ConfigError(f"{ckpt_path} was written with another config (differs in {changed}); "
-                              "use another --out, or --resume never to start over")
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
+    state = _restore(ckpt_path, cfg, method, optimizer, scheduler) if resume and ckpt_path.is_file() else None
+    start = int(state["step"]) if state else 0
+    if state:
         print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)
-    else:
+    else:  # data-dependent parts (a tokenizer's codebook), identical on every process
         plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
         fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers)
         method.prepare(batch.to(device) for batch, _ in itertools.islice(fit_loader, 8))
 
     aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter)
     data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
-    sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size)
+    sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size, rank=ctx.rank, num_replicas=ctx.world_size)
     loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                              pin_memory=device.type == "cuda", drop_last=True))
     if state is not None:
         # Restored only now: creating the loader's iterator above draws from the global RNG, as
         # it did at the start of the uninterrupted run, whose stream the saved state continues.
         set_rng_state(state["rng"])
-    log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every)
+    model = DistributedDataParallel(method) if ctx.distributed else method
+    log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every) if ctx.is_main else None
     method.train()
     try:
         for step in range(start, cfg.steps):
-            generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step))
+            # The method's own randomness (masks, splits): one stream per step and process.
+            generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank))
             scalars: dict[str, float] = {}
-            for _ in range(cfg.accum_steps):
-                batch, labels = next(loader)
-                inputs = (batch, labels) if method.needs_labels else batch
-                with autocast(device):
-                    losses = method(to_device(inputs, device), generator)
-                check_finite(losses["loss"], step, ckpt_path)
-                (losses["loss"] / cfg.accum_steps).backward()
+            for micro_step in range(cfg.accum_steps):
+                batch, batch_labels = next(loader)
+                inputs = (batch, batch_labels) if method.needs_labels else batch
+                # DDP reduces gradients on the last micro-step only.
+                sync = micro_step == cfg.accum_steps - 1 or not ctx.distributed
+                with nullcontext() if sync else model.no_sync():
+                    with autocast(device):
+                        losses = model(to_device(inputs, device), generator)
+                    check_finite(losses["loss"], step, ckpt_path)
+                    (losses["loss"] / cfg.accum_steps).backward()
                 for key, value in losses.items():
                     scalars[key] = scalars.get(key, 0.0) + float(value.detach()) / cfg.accum_steps
             if cfg.clip_grad > 0:
@@ -161,14 +189,21 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
             method.after_step(step, cfg.steps)
-            log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **scalars)
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                scalars = mean_across(scalars, ctx)
+            if log:
+                log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **scalars)
+            if ctx.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save_state(ckpt_path, model=method.state_dict(), optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(),
                            config=dataclasses.asdict(cfg))
     finally:
-        log.close()
-    return save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
+        if log:
+            log.close()
+    if ctx.is_main:
+        save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
+    barrier(ctx)
+    return out / ENCODER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--resume", choices=["auto", "never"], default="auto")
     args = parser.parse_args(argv)
+    started = time.time()
     try:
         cfg = config_from_dict(PretrainConfig, json.loads(Path(args.config).read_text()))
-        started = time.time()
         path = pretrain(cfg, args.out, resume=args.resume == "auto")
     except (ConfigError, DataError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     print(f"[pretrain] wrote {path} in {time.time() - started:.0f}s", file=sys.stderr)
     return 0
 

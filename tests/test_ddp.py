@@ -1,0 +1,60 @@
+"""DDP through torchrun: two gloo processes train as one process would on the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmark.engine import seed_everything
+from benchmark.models import create_vit
+from benchmark.pretrain import PretrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(cfg_path: Path, out: Path, processes: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "benchmark.pretrain", "--config", str(cfg_path), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(synthetic_root, tmp_path) -> None:
+    # Supervised without Mixup: no per-process randomness in the loss, so one process over the
+    # global batch and two processes over its halves must take the same steps (up to float sums).
+    cfg = PretrainConfig(
+        data_root=str(synthetic_root / "classification" / "train"), method="supervised",
+        method_args={"mixup": 0.0, "cutmix": 0.0, "rand_augment": None, "random_erase": 0.0},
+        arch="vit-smoke", img_size=64, steps=3, batch_size=16, accum_steps=2, blr=1e-3, warmup_steps=1,
+        drop_path=0.0, checkpoint_every=3, log_every=1, seed=3,
+    )
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(asdict(cfg)))
+    _run(cfg_path, tmp_path / "one", processes=1)
+    _run(cfg_path, tmp_path / "two", processes=2)
+
+    one, two = load_file(str(tmp_path / "one" / "encoder.safetensors")), load_file(str(tmp_path / "two" / "encoder.safetensors"))
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), key
+    # Adam's first moment is a running mean of the gradients: the same gradients on both sides.
+    moments = [torch.load(tmp_path / d / "checkpoint.pth", weights_only=True)["optimizer"]["state"] for d in ("one", "two")]
+    assert moments[0].keys() == moments[1].keys()
+    for index in moments[0]:
+        a, b = moments[0][index]["exp_avg"], moments[1][index]["exp_avg"]
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(a.abs().max()) + 1e-12), index
+    seed_everything(cfg.seed)  # the initial weights, as both runs built them
+    initial = create_vit(cfg.arch, cfg.img_size, num_classes=0).state_dict()
+    assert max(float((one[k] - initial[k]).abs().max()) for k in one) > 5e-5  # training moved them (lr ~6e-5)
+    logs = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    assert logs[0] == pytest.approx(logs[1], abs=1e-4)  # the logged loss is the mean over processes
