@@ -2,8 +2,8 @@
 
 - :func:`blockwise_mask`: BEiT's blockwise masking (Bao et al. 2021, Algorithm 1): random
   rectangles of at least ``min_patches`` patches, aspect ratio in [0.3, 1/0.3], added until about
-  ``ratio`` of the patches are masked. Vectorised over the batch: each round, every unfinished
-  sample proposes one rectangle, accepted under BEiT's rules.
+  ``ratio`` of the patches are masked. Vectorised over the batch and over BEiT's 10 attempts
+  per rectangle: a Python loop over rectangles only (a handful of rounds per batch).
 - :func:`random_mask`: MAE's per-sample uniform masking (argsort of uniform noise): exactly
   ``int(N * (1 - ratio))`` visible patches per sample, with the permutation that undoes it.
 - :class:`VisualTokenTargets`: a mixin for methods whose targets are the discrete visual tokens
@@ -19,6 +19,7 @@ import math
 from typing import Iterable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from benchmark.tokenizers import TOKENIZERS, PatchCodebookTokenizer, build_tokenizer
 
@@ -42,13 +43,14 @@ def blockwise_mask(
     by ``max_patches``), a log-uniform aspect ratio in [min_aspect, max_aspect] (default
     1/min_aspect), a rectangle of that shape strictly smaller than the grid in both directions
     and a uniform position; it is accepted if it masks at least one new patch and no more than
-    the remaining budget. A sample stops at its budget or after ``max_attempts`` proposals in a
-    row are rejected, so a mask never exceeds the budget and usually ends a little short of it.
+    the remaining budget; the first acceptable of ``max_attempts`` proposals is added. A sample
+    stops at its budget or when all ``max_attempts`` proposals of a round are rejected, so a mask
+    never exceeds the budget and usually ends a little short of it.
     """
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
-    if min_aspect <= 0:
-        raise ValueError(f"min_aspect must be positive, got {min_aspect}")
+    if min_aspect <= 0 or max_attempts < 1:
+        raise ValueError(f"min_aspect must be positive and max_attempts at least 1, got {min_aspect}, {max_attempts}")
     n = grid_h * grid_w
     budget_total = int(round(ratio * n))
     mask = torch.zeros(batch, grid_h, grid_w, dtype=torch.bool)
@@ -59,31 +61,42 @@ def blockwise_mask(
     rows = torch.arange(grid_h).view(1, grid_h, 1)
     cols = torch.arange(grid_w).view(1, 1, grid_w)
     count = torch.zeros(batch, dtype=torch.long)
-    fails = torch.zeros(batch, dtype=torch.long)
     active = torch.ones(batch, dtype=torch.bool)
-    # Each round accepts a rectangle (>= 1 new patch) or counts a failure for every active sample,
-    # so the loop ends after at most budget_total * max_attempts + max_attempts rounds.
+    # One round = one call of BEiT's ``_mask`` for every unfinished sample: its ``max_attempts``
+    # proposals are drawn and checked at once, and the first acceptable one is added. A sample
+    # whose proposals all fail, or that reached its budget, is done. Each round masks at least one
+    # new patch per active sample, so there are at most budget_total + 1 rounds.
     while bool(active.any()):
-        u = torch.rand(batch, 4, generator=generator, dtype=torch.float64)
+        u = torch.rand(batch, max_attempts, 4, generator=generator, dtype=torch.float64)
         budget = budget_total - count
         if max_patches is not None:
             budget = budget.clamp(max=max_patches)
+        budget = budget.view(-1, 1)
         # random.uniform(a, b) = a + (b - a) * U, also when b < a (a small remaining budget).
-        area = min_patches + (budget.double() - min_patches) * u[:, 0]
-        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+        area = min_patches + (budget.double() - min_patches) * u[..., 0]
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
         h = torch.round(torch.sqrt(area * aspect)).long()
         w = torch.round(torch.sqrt(area / aspect)).long()
-        fits = (h < grid_h) & (w < grid_w)
-        top = (u[:, 2] * (grid_h - h + 1).clamp(min=1)).floor().long()
-        left = (u[:, 3] * (grid_w - w + 1).clamp(min=1)).floor().long()
-        top, left = top.view(-1, 1, 1), left.view(-1, 1, 1)
-        block = (rows >= top) & (rows < top + h.view(-1, 1, 1)) & (cols >= left) & (cols < left + w.view(-1, 1, 1))
-        new = (block & ~mask).flatten(1).sum(1)
-        accept = active & fits & (new > 0) & (new <= budget)
-        mask |= block & accept.view(-1, 1, 1)
-        count += torch.where(accept, new, 0)
-        fails = torch.where(accept, 0, fails + 1)
-        active &= (count < budget_total) & (fails < max_attempts)
+        fits = (h < grid_h) & (w < grid_w)  # strictly smaller than the grid, as in BEiT
+        top = (u[..., 2] * (grid_h - h + 1).clamp(min=1)).floor().long()
+        left = (u[..., 3] * (grid_w - w + 1).clamp(min=1)).floor().long()
+        # Patches already masked inside each proposal, from the mask's integral image (no (B, A, H, W) tensor).
+        integral = F.pad(mask.long().cumsum(1).cumsum(2), (1, 0, 1, 0)).flatten(1)  # (B, (H+1)*(W+1))
+        bottom, right = (top + h).clamp(max=grid_h), (left + w).clamp(max=grid_w)
+
+        def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return torch.gather(integral, 1, r * (grid_w + 1) + c)
+
+        overlap = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
+        new = h * w - overlap  # (B, A)
+        ok = fits & (new > 0) & (new <= budget) & active.view(-1, 1)
+        found = ok.any(1)
+        first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first acceptable proposal
+        t, l, b, r = (x.gather(1, first).view(-1, 1, 1) for x in (top, left, bottom, right))
+        block = (rows >= t) & (rows < b) & (cols >= l) & (cols < r)  # (B, H, W)
+        mask |= block & found.view(-1, 1, 1)
+        count += torch.where(found, new.gather(1, first).squeeze(1), 0)
+        active &= found & (count < budget_total)
     return mask.flatten(1)
 
 

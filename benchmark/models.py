@@ -19,6 +19,15 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-ti16": ("vit_tiny_patch16_224", {}),
     "vit-s16": ("vit_small_patch16_224", {}),
     "vit-b16": ("vit_base_patch16_224", {}),
+    # BEiT's own encoder (timm's Beit): layer-scale 0.1, no absolute position embedding, one
+    # relative position bias shared by all blocks, as in BEiT's pre-training. Pre-training and
+    # fine-tuning at the pre-training size only for now; the MMDetection/MMSegmentation backbone
+    # takes the vit-* sizes.
+    "beit-smoke": ("beit_base_patch16_224", {"embed_dim": 192, "depth": 4, "num_heads": 3,
+                                             "use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
+    "beit-s16": ("beit_base_patch16_224", {"embed_dim": 384, "num_heads": 6,
+                                           "use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
+    "beit-b16": ("beit_base_patch16_224", {"use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
 }
 
 

@@ -34,7 +34,7 @@ def test_random_mask_keeps_exactly_the_unmasked_fraction(num_patches: int, ratio
     for row, mask_row in zip(m.visible.tolist(), m.mask):
         assert len(set(row)) == keep  # no patch kept twice
         assert set(row) == set(torch.nonzero(~mask_row).flatten().tolist())  # visible = not masked
-    assert len({tuple(sorted(r)) for r in m.visible.tolist()}) == 32  # each sample its own set
+    assert len({tuple(sorted(r)) for r in m.visible.tolist()}) > 16  # the samples' sets differ
 
 
 def test_random_mask_repeats_with_seed_and_rejects_degenerate_ratios() -> None:
@@ -100,7 +100,11 @@ def test_loss_touches_masked_patches_only() -> None:
     assert abs(loss_with(masked_changed) - base) > 0.1
 
     grads = {}
-    handle = method.decoder_pred.register_forward_hook(lambda _m, _i, out: out.register_hook(lambda g: grads.setdefault("pred", g)))
+
+    def keep_grad(_module, _inputs, out):
+        out.register_hook(lambda g: grads.setdefault("pred", g))
+
+    handle = method.decoder_pred.register_forward_hook(keep_grad)
     try:
         method(images, torch.Generator().manual_seed(3))["loss"].backward()
     finally:
@@ -138,6 +142,8 @@ def test_forward_backward_reaches_encoder_and_decoder() -> None:
     for param in [method.encoder.blocks[0].attn.qkv.weight, method.encoder.pos_embed, method.decoder[0].attn.qkv.weight,
                   method.decoder_pred.weight, method.mask_token]:
         assert param.grad is not None and param.grad.abs().sum() > 0
+    # Every trainable parameter takes part (DDP runs without find_unused_parameters).
+    assert not [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def test_default_decoder_is_maes_and_beit_encoders_are_refused() -> None:
@@ -153,19 +159,19 @@ def test_default_decoder_is_maes_and_beit_encoders_are_refused() -> None:
 def smoke_pretrain(synthetic_root, tmp_path_factory):
     cfg = PretrainConfig(
         data_root=str(synthetic_root / "classification" / "train"), method="mae", method_args=dict(SMALL_DECODER),
-        arch="vit-smoke", img_size=64, steps=50, batch_size=32, blr=4e-3, warmup_steps=5, drop_path=0.0,
-        crop_scale_min=0.5, checkpoint_every=50, log_every=1, seed=0,
+        arch="vit-smoke", img_size=64, steps=40, batch_size=32, blr=4e-3, warmup_steps=5, drop_path=0.0,
+        crop_scale_min=0.5, checkpoint_every=40, log_every=1, seed=0,
     )
     out = tmp_path_factory.mktemp("pretrain_mae")
     return cfg, out, pretrain(cfg, out)
 
 
 def test_loss_falls_on_synthetic_data(smoke_pretrain) -> None:
-    _, out, _ = smoke_pretrain
+    cfg, out, _ = smoke_pretrain
     losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len(losses) == 50 and all(math.isfinite(x) for x in losses)
+    assert len(losses) == cfg.steps and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < first - 0.1, f"loss went from {first:.3f} to {last:.3f}"
+    assert last < first - 0.15, f"loss went from {first:.3f} to {last:.3f}"
 
 
 def test_export_loads_into_timm_strictly(smoke_pretrain) -> None:

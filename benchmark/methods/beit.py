@@ -17,7 +17,8 @@ The method takes either encoder the engine can build:
 
 If the encoder has no final norm over the tokens (``Beit`` or ViT with average pooling use a
 ``fc_norm`` after pooling instead), the method owns one (``token_norm``), which, like BEiT's
-pre-training norm, is not exported with the encoder.
+pre-training norm, is not exported with the encoder; the encoder's unused ``fc_norm`` is frozen
+at its initial value during pre-training (BEiT's fine-tuning starts it fresh too).
 """
 
 from __future__ import annotations
@@ -69,7 +70,14 @@ class BEiT(VisualTokenTargets, PretrainMethod):
 
         dim = encoder.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.token_norm = nn.LayerNorm(dim, eps=1e-6) if isinstance(encoder.norm, nn.Identity) else None
+        self.token_norm = None
+        if isinstance(encoder.norm, nn.Identity):
+            self.token_norm = nn.LayerNorm(dim, eps=1e-6)
+            # The encoder's norm after pooling (fc_norm) takes no part in pre-training: frozen at its
+            # initial value, as fine-tuning would initialise it, and so that DDP (which expects every
+            # trainable parameter to get a gradient) needs no find_unused_parameters.
+            for param in getattr(encoder, "fc_norm", nn.Identity()).parameters():
+                param.requires_grad_(False)
         self.token_head = nn.Linear(dim, self.vocab_size)
         trunc_normal_(self.mask_token, std=0.02)
         trunc_normal_(self.token_head.weight, std=0.02)

@@ -8,10 +8,11 @@ global crops only. For every pair of *different* views (teacher view i, student 
     CE = - sum_k softmax((t_i - c) / tau_t)_k * log_softmax(s_v / tau_s)_k
 
 averaged over the batch and over the pairs. ``c`` (the centre, a buffer) is an EMA of the batch
-mean of the teacher outputs (``center_momentum``); ``tau_t`` is warmed up linearly from
-``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_steps``; the teacher's
-momentum follows a cosine from ``momentum_teacher`` to 1.0; the head's last layer gets no update
-during the first ``freeze_last_layer_steps`` steps.
+mean of the teacher outputs (``center_momentum``), moved once per optimiser step in ``after_step``
+with the mean over every micro-batch of the step and, under torch.distributed, every process;
+``tau_t`` is warmed up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
+``warmup_teacher_temp_steps``; the teacher's momentum follows a cosine from ``momentum_teacher``
+to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps.
 
 Head: MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear layer to ``out_dim``
 (magnitude fixed to 1 with ``norm_last_layer``).
@@ -33,6 +34,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Format, trunc_normal_
@@ -286,6 +288,12 @@ class DINO(PretrainMethod):
         ema_update(self.teacher_backbone, self.student_backbone, m)
         ema_update(self.teacher_head, self.student_head, m)
         if self._center_sum is not None and self._center_rows:
-            self._apply_center(self._center_sum / self._center_rows)
+            total, rows = self._center_sum, self._center_sum.new_tensor([float(self._center_rows)])
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # as DINO: the centre is the mean over the global batch, the same on every process
+                packed = torch.cat([total.flatten(), rows])
+                dist.all_reduce(packed)
+                total, rows = packed[:-1].view_as(total), packed[-1:]
+            self._apply_center(total / rows)
         self._center_sum, self._center_rows = None, 0
         self.steps_done.fill_(step + 1)

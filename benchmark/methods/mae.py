@@ -8,9 +8,9 @@ token for every masked patch, unshuffles the sequence back to the patch order, a
 patch's pixels. The loss is the mean squared error on the masked patches only.
 
 Pixel targets are the patches of the *normalised* image the encoder sees (ImageNet mean/std), not
-of the raw [0, 1] image as in MAE; with ``norm_pix_loss`` (MAE's default, kept here) each target
-patch is further standardised by its own mean and variance, which removes that difference up to
-the per-channel scale of the normalisation.
+of the raw [0, 1] image as in MAE. With ``norm_pix_loss`` (MAE's default, kept here) each target
+patch is further standardised by its own mean and variance (over all its pixels and channels), so
+what remains of that difference is only the per-channel affine map of the input normalisation.
 
 Differences from the MAE release: the encoder keeps timm's learned position embedding (MAE
 freezes a sine-cosine one), and the encoder's own initialisation is timm's.

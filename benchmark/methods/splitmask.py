@@ -13,17 +13,15 @@ an image are matched with InfoNCE against the other images of the batch.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
+from benchmark.masking import VisualTokenTargets
 from benchmark.methods.base import PretrainMethod, gather_tokens
 from benchmark.methods.losses import info_nce
-from benchmark.tokenizers import PatchCodebookTokenizer, build_tokenizer
 
 
 def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +32,7 @@ def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Gene
     return order[:, :keep], order[:, keep : 2 * keep]
 
 
-class SplitMask(PretrainMethod):
+class SplitMask(VisualTokenTargets, PretrainMethod):
     name = "splitmask"
 
     def __init__(
@@ -55,9 +53,7 @@ class SplitMask(PretrainMethod):
         decoder_dim = decoder_dim or dim
         decoder_heads = decoder_heads or encoder.blocks[0].attn.num_heads
         self.keep = max(1, int(round(self.num_patches * keep_ratio)))
-        self.vocab_size = vocab_size
-        self.tokenizer_name = tokenizer
-        self.tokenizer_seed = tokenizer_seed
+        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed)
         self.temperature = temperature
         self.contrastive_weight = contrastive_weight
         split_patches(1, self.num_patches, self.keep, torch.Generator())  # validates keep_ratio early
@@ -68,8 +64,6 @@ class SplitMask(PretrainMethod):
         self.decoder = nn.Sequential(*[Block(decoder_dim, decoder_heads, qkv_bias=True) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.token_head = nn.Linear(decoder_dim, vocab_size)
-        # The tokenizer's codebook is fitted in prepare() and saved with the method's state.
-        self.register_buffer("codebook", torch.zeros(vocab_size, 3 * self.patch_size**2))
         self._init_new_parts()
 
     def _init_new_parts(self) -> None:
@@ -78,16 +72,8 @@ class SplitMask(PretrainMethod):
         for module in [self.decoder_embed, self.decoder, self.decoder_norm, self.token_head]:
             module.apply(_init_weights)
 
-    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
-        tokenizer = build_tokenizer(self.tokenizer_name, batches, self.vocab_size, self.patch_size, self.tokenizer_seed)
-        self.codebook.copy_(tokenizer.codebook)
-
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"mask_token", "decoder_pos_embed"}
-
-    @torch.no_grad()
-    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        return PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         b = images.shape[0]

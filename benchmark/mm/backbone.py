@@ -103,6 +103,9 @@ class ViTPyramid(BaseModule):
                 img_size = int(spec.get("img_size", 224))
         if arch not in ARCHS:
             raise ValueError(f"ViTPyramid: unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+        if not arch.startswith("vit-"):
+            raise ValueError(f"ViTPyramid: {arch} (timm's Beit, with relative position bias) is not supported "
+                             "yet; use a vit-* size")
         self.arch = arch
         self.img_size = int(img_size)
         self.vit = create_vit(
