@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmark.mm.runner import DETECT, main as _main, run
+from benchmark.mm.runner import DETECT, run
+from benchmark.mm.runner import main as _main
 
 
 def run_detection(

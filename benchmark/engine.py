@@ -164,6 +164,12 @@ class RunLog:
         self.fh.close()
 
 
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl`` (written by :class:`RunLog`), in order."""
+    path = Path(run_dir) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -24,10 +24,25 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 
 from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
-from benchmark.data.folders import DataError, EpochSampler, SeededTransform, fraction_subset, image_folder
+from benchmark.data.folders import (
+    DataError,
+    EpochSampler,
+    SeededTransform,
+    fraction_subset,
+    image_folder,
+)
 from benchmark.engine import (
-    ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
-    config_from_dict, pick_device, seed_everything, write_config,
+    ConfigError,
+    NonFiniteLoss,
+    RunLog,
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    check_finite,
+    config_from_dict,
+    pick_device,
+    seed_everything,
+    write_config,
 )
 from benchmark.models import create_vit
 from benchmark.results import write_result

@@ -7,7 +7,8 @@ For each method and model size: the median time of a whole training step (forwar
 optimiser step and the method's own updates) on a batch made by the method's own augmentation,
 and beside it the *floor*: the same transformer blocks the method ran during that step, found
 with forward hooks and timed bare (forward and backward of each block on random tokens of the
-recorded shape). ``overhead = step / floor - 1`` is what the method's own work costs (masking,
+recorded shape; forward only for blocks the step ran without gradients, such as an EMA
+teacher's). ``overhead = step / floor - 1`` is what the method's own work costs (masking,
 tokenizing, gathering, losses, EMA updates, optimiser). Each time is a median over ``--steps``
 timed repetitions after ``--warmup``, with the interquartile range as the spread.
 """
@@ -77,11 +78,17 @@ def synthetic_batch(method: nn.Module, img_size: int, batch_size: int, seed: int
     return batch
 
 
-def record_blocks(model: nn.Module, run: Callable[[], None]) -> list[tuple[nn.Module, tuple[int, ...]]]:
-    """The transformer blocks ``run`` calls, in order, with the shape of their input tokens."""
-    calls: list[tuple[nn.Module, tuple[int, ...]]] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: calls.append((mod, tuple(args[0].shape))))
-             for m in model.modules() if isinstance(m, Block) or type(m).__name__ == "Block"]
+def record_blocks(model: nn.Module, run: Callable[[], None]) -> list[tuple[nn.Module, tuple[int, ...], bool]]:
+    """The transformer blocks ``run`` calls, in order: the block, the shape of its input tokens,
+    and whether the call is trained (gradients on) or forward only (an EMA teacher, a target)."""
+    calls: list[tuple[nn.Module, tuple[int, ...], bool]] = []
+
+    def hook(module: nn.Module, args: tuple, _out: Any) -> None:
+        trained = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+        calls.append((module, tuple(args[0].shape), trained))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, Block) or type(m).__name__ == "Block"]
     try:
         run()
     finally:
@@ -118,11 +125,12 @@ def measure(method_name: str, arch: str, img_size: int, batch_size: int, steps: 
     step, step_iqr = timed(train_step, device, steps, warmup)
 
     def bare_blocks() -> None:
-        for block, shape in calls:
-            x = torch.randn(shape, device=device, requires_grad=True)
-            with autocast(device):
+        for block, shape, trained in calls:
+            x = torch.randn(shape, device=device, requires_grad=trained)
+            with autocast(device), torch.set_grad_enabled(trained):
                 out = block(x)
-            out.float().sum().backward()
+            if trained:
+                out.float().sum().backward()
 
     floor, floor_iqr = timed(bare_blocks, device, steps, warmup)
     method.zero_grad(set_to_none=True)
@@ -131,7 +139,7 @@ def measure(method_name: str, arch: str, img_size: int, batch_size: int, steps: 
         "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
         "threads": torch.get_num_threads(), "step_ms": 1000 * step, "step_iqr_ms": 1000 * step_iqr,
         "img_per_s": batch_size / step, "blocks_ms": 1000 * floor, "blocks_iqr_ms": 1000 * floor_iqr,
-        "block_calls": len(calls), "block_tokens": sum(int(np.prod(s[:-1])) for _, s in calls),
+        "block_calls": len(calls), "block_tokens": sum(int(np.prod(s[:-1])) for _, s, _ in calls),
         "overhead": step / floor - 1,
     }
 

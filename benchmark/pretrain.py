@@ -28,13 +28,38 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmark.convert import save_encoder
 from benchmark.data.folders import (
-    DataError, EpochSampler, ImageFiles, SeededTransform, fraction_subset, image_folder, mix_seed,
+    DataError,
+    EpochSampler,
+    ImageFiles,
+    SeededTransform,
+    fraction_subset,
+    image_folder,
+    mix_seed,
+)
+from benchmark.distributed import (
+    barrier,
+    init_distributed,
+    local_device,
+    mean_across,
+    shutdown,
 )
 from benchmark.engine import (
-    ConfigError, NonFiniteLoss, RunLog, autocast, build_optimizer, build_scheduler, check_finite,
-    config_from_dict, load_state, pick_device, rng_state, save_state, seed_everything, set_rng_state, write_config,
+    ConfigError,
+    NonFiniteLoss,
+    RunLog,
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    check_finite,
+    config_from_dict,
+    load_state,
+    pick_device,
+    rng_state,
+    save_state,
+    seed_everything,
+    set_rng_state,
+    write_config,
 )
-from benchmark.distributed import barrier, init_distributed, local_device, mean_across, shutdown
 from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec

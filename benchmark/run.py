@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmark.experiments import SCALES, SUBSETS, ARTIFACTS, Run, plan_runs
+from benchmark.experiments import ARTIFACTS, SCALES, SUBSETS, Run, plan_runs
 from benchmark.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,6 @@ that pre-training learns and exports, with timm's VisionTransformer and timm's B
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from benchmark import models
+from benchmark.engine import read_log
 from benchmark.masking import blockwise_mask
 from benchmark.methods import build_method
 from benchmark.models import create_vit
@@ -240,7 +240,7 @@ def beit_pretrain(synthetic_root, tmp_path_factory):
 
 
 def _losses(out) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in read_log(out)]
 
 
 @pytest.mark.parametrize("run", ["vit_pretrain", "beit_pretrain"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from benchmark.augment import TwoViews, blur_kernel_size
-from benchmark.engine import build_optimizer
+from benchmark.engine import build_optimizer, read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
 from benchmark.methods.byol import BYOL, byol_loss, regression_loss
@@ -125,7 +124,7 @@ def byol_pretrain(synthetic_root, tmp_path_factory):
 
 def test_loss_falls_on_synthetic_data(byol_pretrain) -> None:
     _, out, _ = byol_pretrain
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = read_log(out)
     losses = [r["loss"] for r in records]
     assert len(losses) == 40 and all(math.isfinite(x) and 0 <= x <= 8 for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import seed_everything
+from benchmark.engine import read_log, seed_everything
 from benchmark.models import create_vit
 from benchmark.pretrain import PretrainConfig
 
@@ -56,5 +56,5 @@ def test_two_gloo_processes_match_one_process(synthetic_root, tmp_path) -> None:
     seed_everything(cfg.seed)  # the initial weights, as both runs built them
     initial = create_vit(cfg.arch, cfg.img_size, num_classes=0).state_dict()
     assert max(float((one[k] - initial[k]).abs().max()) for k in one) > 5e-5  # training moved them (lr ~6e-5)
-    logs = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    logs = [[r["loss"] for r in read_log(tmp_path / d)] for d in ("one", "two")]
     assert logs[0] == pytest.approx(logs[1], abs=1e-4)  # the logged loss is the mean over processes

@@ -3,7 +3,6 @@ multi-crop, the loss's pairs, and that pre-training learns and exports the teach
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -12,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from benchmark.augment import MultiCrop
-from benchmark.engine import build_optimizer
+from benchmark.engine import build_optimizer, read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
 from benchmark.methods.dino import DINO, default_local_size, dino_loss, teacher_probs
@@ -211,7 +210,7 @@ def dino_pretrain(synthetic_root, tmp_path_factory):
 
 def test_pretraining_learns(dino_pretrain) -> None:
     _, out, _ = dino_pretrain
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = read_log(out)
     assert len(records) == 40 and all(math.isfinite(r["loss"]) for r in records)
 
     def drop(key: str) -> tuple[float, float]:

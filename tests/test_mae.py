@@ -3,7 +3,6 @@ and exports."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,6 +10,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from benchmark.engine import read_log
 from benchmark.masking import random_mask
 from benchmark.methods import build_method
 from benchmark.methods.base import gather_tokens
@@ -168,7 +168,7 @@ def smoke_pretrain(synthetic_root, tmp_path_factory):
 
 def test_loss_falls_on_synthetic_data(smoke_pretrain) -> None:
     cfg, out, _ = smoke_pretrain
-    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in read_log(out)]
     assert len(losses) == cfg.steps and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 0.15, f"loss went from {first:.3f} to {last:.3f}"

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from benchmark.convert import MM_PREFIX, CheckpointError, save_encoder, to_mm
-from benchmark.models import create_vit, model_spec
 from benchmark.mm import ViTPyramid
 from benchmark.mm.backbone import default_out_indices, vit_embed_dim
+from benchmark.models import create_vit, model_spec
 from benchmark.utils.io import torch_save
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from benchmark.engine import read_log
 from benchmark.methods import build_method
 from benchmark.methods.losses import info_nce
 from benchmark.methods.splitmask import split_patches
@@ -73,7 +73,7 @@ def smoke_pretrain(synthetic_root, tmp_path_factory):
 
 def test_loss_falls_on_synthetic_data(smoke_pretrain) -> None:
     _, out, _ = smoke_pretrain
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = read_log(out)
     losses = [r["loss"] for r in records]
     assert len(losses) == 60 and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from safetensors.torch import load_file
 
 from benchmark.data.folders import fraction_subset
+from benchmark.engine import read_log
 from benchmark.models import create_vit
 from benchmark.pretrain import PretrainConfig, pretrain
 
@@ -30,7 +30,7 @@ def test_supervised_pretraining_learns_the_labels(synthetic_root, tmp_path) -> N
         crop_scale_min=0.5, checkpoint_every=60, log_every=1, seed=0,
     )
     encoder_path = pretrain(cfg, tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    records = read_log(tmp_path)
     first = sum(r["loss"] for r in records[:10]) / 10
     last = sum(r["loss"] for r in records[-10:]) / 10
     assert last < first - 0.2, f"loss went from {first:.3f} to {last:.3f}"

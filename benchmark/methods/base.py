@@ -84,6 +84,27 @@ class PretrainMethod(nn.Module):
         return enc.norm(enc.blocks(enc.norm_pre(enc.patch_drop(tokens))))
 
 
+def pooled_features(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The ViT's pooled feature (the class token for the suite's ViTs), whatever its head."""
+    return vit.forward_head(vit.forward_features(images), pre_logits=True)
+
+
+def init_new_weights(module: nn.Module, linear: str = "trunc_normal") -> None:
+    """Initialises a method's own Linear and LayerNorm layers (use with ``module.apply``):
+    Linear weights truncated-normal (std 0.02, BEiT/timm) or ``"xavier"`` (MAE's decoder),
+    zero biases, LayerNorm to identity."""
+    if isinstance(module, nn.Linear):
+        if linear == "xavier":
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tokens (B, N, D), index (B, K) -> (B, K, D): the tokens at ``index``, per sample."""
     return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.augment import TwoViews
-from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 
 
@@ -43,10 +43,6 @@ def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Te
     """The symmetric BYOL loss: predictions of view 1 against target projections of view 2 and
     vice versa, summed."""
     return regression_loss(p1, z2) + regression_loss(p2, z1)
-
-
-def _pooled(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    return vit.forward_head(vit.forward_features(images), pre_logits=True)
 
 
 class BYOL(PretrainMethod):
@@ -76,10 +72,10 @@ class BYOL(PretrainMethod):
         v1, v2 = views
         b = v1.shape[0]
         both = torch.cat([v1, v2])
-        h1, h2 = _pooled(self.encoder, both).split(b)  # one encoder pass (the ViT has no batch norm)
+        h1, h2 = pooled_features(self.encoder, both).split(b)  # one encoder pass (the ViT has no batch norm)
         p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
         with torch.no_grad():
-            t1, t2 = _pooled(self.target_encoder, both).split(b)
+            t1, t2 = pooled_features(self.target_encoder, both).split(b)
             z1, z2 = self.target_projector(t1), self.target_projector(t2)
         loss = byol_loss(p1, p2, z1, z2)
         with torch.no_grad():

@@ -41,7 +41,7 @@ from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
 from benchmark.augment import MultiCrop
-from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 
 
@@ -132,11 +132,6 @@ def dino_loss(student_out: torch.Tensor, probs: torch.Tensor, num_views: int, st
     if terms == 0:
         raise ValueError("DINO needs at least two views (one global crop and one other crop)")
     return total / terms, terms
-
-
-def _pooled(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The ViT's pooled feature (the class token for the suite's ViTs), whatever its head."""
-    return vit.forward_head(vit.forward_features(images), pre_logits=True)
 
 
 class DINO(PretrainMethod):
@@ -251,16 +246,16 @@ class DINO(PretrainMethod):
         if num_views < self.global_crops or num_views < 2:
             raise ValueError(f"DINO expects {self.global_crops} global crops and more views, got {num_views} views")
         globals_ = torch.cat(crops[: self.global_crops])
-        feats = [_pooled(self.student_backbone, globals_)]
+        feats = [pooled_features(self.student_backbone, globals_)]
         local = crops[self.global_crops :]
         if local:
             if len({tuple(c.shape[-2:]) for c in local}) > 1:
                 raise ValueError("DINO's local crops must share one size")
-            feats.append(_pooled(self.student_backbone, torch.cat(local)))
+            feats.append(pooled_features(self.student_backbone, torch.cat(local)))
         student_out = self.student_head(torch.cat(feats))
 
         with torch.no_grad():
-            teacher_out = self.teacher_head(_pooled(self.teacher_backbone, globals_)).float()
+            teacher_out = self.teacher_head(pooled_features(self.teacher_backbone, globals_)).float()
             temp = self.teacher_temp_at(int(self.steps_done))
             probs = teacher_probs(teacher_out, self.center, temp)
         loss, _ = dino_loss(student_out, probs, num_views, self.student_temp)

@@ -18,13 +18,15 @@ freezes a sine-cosine one), and the encoder's own initialisation is timm's.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from benchmark.masking import RandomMask, random_mask
-from benchmark.methods.base import PretrainMethod, gather_tokens
+from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
 from benchmark.tokenizers import patchify
 
 
@@ -95,7 +97,7 @@ class MAE(PretrainMethod):
     def _init_new_parts(self) -> None:
         trunc_normal_(self.mask_token, std=0.02)  # MAE: normal(std=0.02)
         for module in [self.decoder_embed, self.decoder, self.decoder_norm, self.decoder_pred]:
-            module.apply(_init_weights)
+            module.apply(partial(init_new_weights, linear="xavier"))  # as MAE's decoder
 
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"mask_token"}
@@ -142,12 +144,3 @@ class MAE(PretrainMethod):
             visible_mse = masked_mse(pred.detach(), target, ~masking.mask)
         return {"loss": loss, "visible_mse": visible_mse}
 
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)  # as MAE's decoder
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

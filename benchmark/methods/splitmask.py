@@ -20,7 +20,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from benchmark.masking import VisualTokenTargets
-from benchmark.methods.base import PretrainMethod, gather_tokens
+from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
 from benchmark.methods.losses import info_nce
 
 
@@ -70,7 +70,7 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         trunc_normal_(self.mask_token, std=0.02)
         trunc_normal_(self.decoder_pos_embed, std=0.02)
         for module in [self.decoder_embed, self.decoder, self.decoder_norm, self.token_head]:
-            module.apply(_init_weights)
+            module.apply(init_new_weights)
 
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"mask_token", "decoder_pos_embed"}
@@ -105,12 +105,3 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
             accuracy = (logits.argmax(-1) == target).float().mean()
         return {"loss": mim + self.contrastive_weight * nce, "mim": mim.detach(), "nce": nce.detach(), "token_acc": accuracy}
 
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
