@@ -4,18 +4,29 @@ The paper (and PROTOCOL.md) reports that simple patch-level codebooks cost no si
 accuracy against BEiT's DALL-E dVAE. Implemented here:
 
 - ``random-patches``: a codebook of patches sampled at random from the pre-training images;
-- ``kmeans``: a codebook fitted by k-means on patches of the pre-training images.
+- ``kmeans``: a codebook fitted by k-means on patches of the pre-training images;
+- ``dall-e``: BEiT's tokenizer, the encoder of OpenAI's DALL-E dVAE (:class:`DalleTokenizer`).
 
-A patch's token is the index of its nearest codebook entry (squared L2 distance), computed on
-the same normalised pixels the encoder sees. Tokenizers carry no gradient.
+With a codebook, a patch's token is the index of its nearest entry (squared L2 distance),
+computed on the same normalised pixels the encoder sees. Tokenizers carry no gradient.
+
+DALL-E weights are never downloaded: convert the released ``encoder.pkl`` once with
+``python -m benchmark.tokenizers convert-dalle encoder.pkl dalle_encoder.safetensors --trust-pickle``
+(the release is a pickled module, so this one step must unpickle it), then pass the
+safetensors file as the method's ``tokenizer_weights``.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import warnings
+from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -105,11 +116,85 @@ def kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -
 
 
 TOKENIZERS = {"random-patches": random_patch_codebook, "kmeans": kmeans_codebook}
+LEARNED_TOKENIZERS = ("dall-e",)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DalleTokenizer(nn.Module):
+    """The DALL-E dVAE encoder as a patch tokenizer: one token per ``patch_size`` patch.
+
+    Images arrive normalised with ImageNet statistics (as the ViT sees them); they are mapped
+    back to [0, 1], resized so that the dVAE's 8x down-sampling gives the ViT's patch grid, put
+    through DALL-E's logit-Laplace pixel map, and each cell's most likely code is its token.
+    Without ``weights`` the encoder keeps its random initialisation (tests; a warning says so).
+    """
+
+    def __init__(self, weights: str | Path | None = None, vocab_size: int = 8192, patch_size: int = 16) -> None:
+        super().__init__()
+        from dall_e import Encoder
+
+        self.patch_size = patch_size
+        self.encoder = Encoder(vocab_size=vocab_size, requires_grad=False, use_mixed_precision=False)
+        if weights is None:
+            warnings.warn("DalleTokenizer without weights: the dVAE encoder is randomly initialised", stacklevel=2)
+        else:
+            self.encoder.load_state_dict(load_tensors(weights), strict=True)
+        self.encoder.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, H/p * W/p) token ids."""
+        from dall_e import map_pixels
+
+        pixels = (images.float() * self.std + self.mean).clamp(0, 1)
+        pixels = F.interpolate(pixels, scale_factor=8 / self.patch_size, mode="bilinear", antialias=True, align_corners=False)
+        return self.encoder(map_pixels(pixels)).argmax(dim=1).flatten(1)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a tensors-only torch file (never a full unpickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def convert_dalle(pickled: str | Path, out: str | Path) -> Path:
+    """Unpickles DALL-E's released ``encoder.pkl`` (a whole pickled module) and writes its
+    weights as safetensors. Only call this on a file you trust."""
+    from safetensors.torch import save_file
+
+    module = torch.load(pickled, map_location="cpu", weights_only=False)  # the release is a pickled module
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out))
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.tokenizers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert-dalle", help="convert DALL-E's encoder.pkl into safetensors weights")
+    conv.add_argument("pickled")
+    conv.add_argument("out")
+    conv.add_argument("--trust-pickle", action="store_true", help="required: the release must be unpickled once")
+    args = parser.parse_args(argv)
+    if not args.trust_pickle:
+        print("error: encoder.pkl is a pickled module and unpickling runs its code; pass --trust-pickle if you "
+              "trust the file", file=sys.stderr)
+        return 2
+    print(f"wrote {convert_dalle(args.pickled, args.out)}")
+    return 0
 
 
 def build_tokenizer(name: str, images: Iterable[torch.Tensor], vocab_size: int, patch_size: int, seed: int) -> PatchCodebookTokenizer:
     if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; expected one of {sorted(TOKENIZERS)}")
+        raise ValueError(f"unknown codebook tokenizer {name!r}; expected one of {sorted(TOKENIZERS)}")
     return TOKENIZERS[name](images, vocab_size, patch_size, seed=seed)
 
 
@@ -120,3 +205,5 @@ def token_entropy(tokens: torch.Tensor, vocab_size: int) -> float:
     return float(-(p[p > 0] * p[p > 0].log()).sum())
 
 
+if __name__ == "__main__":
+    sys.exit(main())

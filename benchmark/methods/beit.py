@@ -45,6 +45,7 @@ class BEiT(VisualTokenTargets, PretrainMethod):
         vocab_size: int = 8192,
         tokenizer: str = "random-patches",
         tokenizer_seed: int = 0,
+        tokenizer_weights: str | None = None,  # the DALL-E dVAE encoder, as safetensors
         min_mask_patches: int = 16,
         max_mask_patches: int | None = None,
         mask_min_aspect: float = 0.3,
@@ -54,7 +55,7 @@ class BEiT(VisualTokenTargets, PretrainMethod):
             raise TypeError(f"BEiT needs timm's VisionTransformer or Beit as encoder; got {type(encoder).__name__}")
         super().__init__(encoder)
         self._is_beit = is_beit
-        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed)
+        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed, tokenizer_weights)
         self.mask_ratio = float(mask_ratio)
         self.mask_args = dict(min_patches=int(min_mask_patches), max_patches=max_mask_patches, min_aspect=float(mask_min_aspect))
         self.grid = tuple(int(s) for s in encoder.patch_embed.grid_size)

@@ -47,13 +47,14 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         temperature: float = 0.2,
         contrastive_weight: float = 1.0,
         tokenizer_seed: int = 0,
+        tokenizer_weights: str | None = None,  # the DALL-E dVAE encoder, as safetensors
     ) -> None:
         super().__init__(encoder)
         dim = encoder.embed_dim
         decoder_dim = decoder_dim or dim
         decoder_heads = decoder_heads or encoder.blocks[0].attn.num_heads
         self.keep = max(1, int(round(self.num_patches * keep_ratio)))
-        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed)
+        self.init_visual_tokens(vocab_size, tokenizer, tokenizer_seed, tokenizer_weights)
         self.temperature = temperature
         self.contrastive_weight = contrastive_weight
         split_patches(1, self.num_patches, self.keep, torch.Generator())  # validates keep_ratio early
