@@ -19,7 +19,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from benchmark.utils.io import sha256_file, write_json
 
@@ -132,9 +132,3 @@ def load_result(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ResultError(f"{path}: not valid JSON ({err})") from None
     return validate(data, where=str(path))
-
-
-def iter_results(root: str | Path) -> Iterable[tuple[Path, dict[str, Any]]]:
-    """Every valid ``result.json`` below ``root`` (temporary files are never matched)."""
-    for path in sorted(Path(root).rglob(RESULT_FILE)):
-        yield path, load_result(path)

@@ -198,12 +198,5 @@ def build_tokenizer(name: str, images: Iterable[torch.Tensor], vocab_size: int, 
     return TOKENIZERS[name](images, vocab_size, patch_size, seed=seed)
 
 
-def token_entropy(tokens: torch.Tensor, vocab_size: int) -> float:
-    """Entropy (nats) of the token histogram: how much of the vocabulary is used."""
-    p = torch.bincount(tokens.flatten(), minlength=vocab_size).float()
-    p = p / p.sum()
-    return float(-(p[p > 0] * p[p > 0].log()).sum())
-
-
 if __name__ == "__main__":
     sys.exit(main())
