@@ -84,3 +84,24 @@ def test_resume_refuses_a_checkpoint_of_another_config(synthetic_root, tmp_path)
     cfg.blr = 1e-3
     with pytest.raises(ConfigError, match=r"written with another config \(differs in \['blr'\]\)"):
         pretrain(cfg, tmp_path)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch) -> None:
+    from benchmark.engine import NonFiniteLoss
+    from benchmark.methods.splitmask import SplitMask
+
+    cfg = _config(synthetic_root / "classification" / "train")
+    cfg.steps, cfg.checkpoint_every = 8, 2
+    real_forward, calls = SplitMask.forward, []
+
+    def forward_that_diverges(self, batch, generator):  # the loss turns NaN at the 6th step
+        out = real_forward(self, batch, generator)
+        calls.append(1)
+        return {**out, "loss": out["loss"] * float("nan")} if len(calls) == 6 else out
+
+    monkeypatch.setattr(SplitMask, "forward", forward_that_diverges)
+    with pytest.raises(NonFiniteLoss, match=r"the loss is nan at step 5; stopping\. The last good checkpoint is .*checkpoint\.pth"):
+        pretrain(cfg, tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "encoder.safetensors").exists()
