@@ -21,7 +21,9 @@ from typing import Iterable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from benchmark.tokenizers import LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer
+from benchmark.tokenizers import (
+    LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer, pixel_patches,
+)
 
 
 def blockwise_mask(
@@ -132,44 +134,60 @@ def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Gen
 
 
 class VisualTokenTargets:
-    """Mixin for a :class:`~benchmark.methods.base.PretrainMethod` whose targets are visual
-    tokens (BEiT, SplitMask), from a patch codebook or from the DALL-E dVAE.
+    """Mixin for a :class:`~benchmark.methods.base.PretrainMethod` that predicts the masked
+    patches' visual tokens (BEiT, SplitMask): from a patch codebook, from the DALL-E dVAE, or,
+    as a baseline, the patches' normalised pixels (``tokenizer="pixels"``: regression).
 
-    Call ``self.init_visual_tokens(...)`` in ``__init__`` after ``super().__init__(encoder)``.
-    A codebook is a buffer (``codebook``, (vocab_size, C * p * p)) so that it is saved with the
-    method's state and a resumed run does not refit it; ``prepare()`` fits it with
-    :func:`benchmark.tokenizers.build_tokenizer` and ``tokenize()`` assigns each patch its
-    nearest entry. The DALL-E tokenizer is held outside the module tree: its frozen weights come
-    from ``tokenizer_weights``, never from (or into) the method's checkpoints or optimiser.
-    List this mixin before ``PretrainMethod`` in the bases so its ``prepare`` wins.
+    Call ``self.init_visual_tokens(...)`` in ``__init__`` after ``super().__init__(encoder)``;
+    size the prediction head with ``self.target_dim``; compute targets with ``tokenize()`` and
+    the loss with ``target_loss()``. A codebook is a buffer (``codebook``) so that it is saved
+    with the method's state and a resumed run does not refit it; ``prepare()`` fits it with
+    :func:`benchmark.tokenizers.build_tokenizer`. The DALL-E tokenizer is held outside the module
+    tree: its frozen weights come from ``tokenizer_weights``, never from (or into) the method's
+    checkpoints or optimiser. List this mixin before ``PretrainMethod`` in the bases.
     """
 
     codebook: torch.Tensor
 
     def init_visual_tokens(self, vocab_size: int, tokenizer: str, tokenizer_seed: int,
                            tokenizer_weights: str | None = None) -> None:
-        if tokenizer not in TOKENIZERS and tokenizer not in LEARNED_TOKENIZERS:
-            raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {sorted(TOKENIZERS) + list(LEARNED_TOKENIZERS)}")
+        choices = sorted(TOKENIZERS) + list(LEARNED_TOKENIZERS) + ["pixels"]
+        if tokenizer not in choices:
+            raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {choices}")
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
         self.vocab_size = int(vocab_size)
         self.tokenizer_name = tokenizer
         self.tokenizer_seed = int(tokenizer_seed)
+        in_chans = int(self.encoder.patch_embed.proj.in_channels)
+        # Width of the prediction head: one logit per token, or one value per pixel of a patch.
+        self.target_dim = in_chans * self.patch_size**2 if tokenizer == "pixels" else self.vocab_size
         if tokenizer == "dall-e":
             object.__setattr__(self, "_dalle", DalleTokenizer(tokenizer_weights, self.vocab_size, self.patch_size))
-            return
-        in_chans = int(self.encoder.patch_embed.proj.in_channels)
-        self.register_buffer("codebook", torch.zeros(self.vocab_size, in_chans * self.patch_size**2))
+        elif tokenizer in TOKENIZERS:
+            self.register_buffer("codebook", torch.zeros(self.vocab_size, in_chans * self.patch_size**2))
 
     def prepare(self, batches: Iterable[torch.Tensor]) -> None:
-        if self.tokenizer_name in LEARNED_TOKENIZERS:
+        if self.tokenizer_name not in TOKENIZERS:
             return
         tokenizer = build_tokenizer(self.tokenizer_name, batches, self.vocab_size, self.patch_size, self.tokenizer_seed)
         self.codebook.copy_(tokenizer.codebook)
 
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N) visual token ids."""
+        """(B, C, H, W) -> (B, N) visual token ids, or (B, N, C*p*p) pixel targets."""
+        if self.tokenizer_name == "pixels":
+            return pixel_patches(images, self.patch_size)
         if self.tokenizer_name == "dall-e":
             return self._dalle.to(images.device)(images)
         return PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)
+
+    def target_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(M, target_dim) predictions of M patches against their targets: the loss (cross-entropy
+        on tokens, mean squared error on pixels) and the metrics to log (token accuracy)."""
+        if self.tokenizer_name == "pixels":
+            return F.mse_loss(prediction.float(), target), {}
+        loss = F.cross_entropy(prediction.float(), target)
+        with torch.no_grad():
+            accuracy = (prediction.argmax(-1) == target).float().mean()
+        return loss, {"token_acc": accuracy}

@@ -5,7 +5,8 @@ accuracy against BEiT's DALL-E dVAE. Implemented here:
 
 - ``random-patches``: a codebook of patches sampled at random from the pre-training images;
 - ``kmeans``: a codebook fitted by k-means on patches of the pre-training images;
-- ``dall-e``: BEiT's tokenizer, the encoder of OpenAI's DALL-E dVAE (:class:`DalleTokenizer`).
+- ``dall-e``: BEiT's tokenizer, the encoder of OpenAI's DALL-E dVAE (:class:`DalleTokenizer`);
+- ``pixels``: no tokens; the baseline regresses each patch's normalised pixels (:func:`pixel_patches`).
 
 With a codebook, a patch's token is the index of its nearest entry (squared L2 distance),
 computed on the same normalised pixels the encoder sees. Tokenizers carry no gradient.
@@ -37,6 +38,17 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
         raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
     x = images.reshape(b, c, h // p, p, w // p, p)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def pixel_patches(images: torch.Tensor, patch_size: int, normalize: bool = True) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C*p*p): each patch's pixels, standardised by the patch's own mean
+    and (unbiased) variance when ``normalize`` (MAE's ``norm_pix_loss`` targets)."""
+    target = patchify(images.float(), patch_size)
+    if normalize:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6).sqrt()
+    return target
 
 
 class PatchCodebookTokenizer(nn.Module):

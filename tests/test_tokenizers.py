@@ -41,3 +41,25 @@ def test_kmeans_lowers_the_quantisation_error_of_random_patches() -> None:
     random = random_patch_codebook(images, vocab_size=4, patch_size=16, seed=0)
     assert error(fitted) <= error(random)
     assert error(fitted) < 0.1**2 * 3 * 16 * 16 * 1.5  # about the noise level: every centre found
+
+
+def test_pixel_targets_regress_normalised_patches() -> None:
+    """tokenizer="pixels": the head predicts each patch's standardised pixels (MSE). With a zero
+    head the loss is the targets' mean square, (D-1)/D for D = 3*16*16 (unbiased variance)."""
+    import pytest
+
+    from benchmark.methods import build_method
+    from benchmark.models import create_vit
+
+    d = 3 * 16 * 16
+    for name, args in [("beit", {"min_mask_patches": 4}), ("splitmask", {})]:
+        method = build_method(name, create_vit("vit-smoke", 64), tokenizer="pixels", **args)
+        assert method.target_dim == d and method.token_head.out_features == d
+        assert "codebook" not in method.state_dict()
+        method.prepare([torch.randn(2, 3, 64, 64)])  # nothing to fit
+        torch.nn.init.zeros_(method.token_head.weight)
+        torch.nn.init.zeros_(method.token_head.bias)
+        out = method(torch.randn(4, 3, 64, 64), torch.Generator().manual_seed(0))
+        mim = out["mim"] if name == "splitmask" else out["loss"]
+        assert float(mim.detach()) == pytest.approx((d - 1) / d, rel=1e-4), name
+        assert "token_acc" not in out

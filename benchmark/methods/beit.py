@@ -27,7 +27,6 @@ import warnings
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
@@ -79,7 +78,7 @@ class BEiT(VisualTokenTargets, PretrainMethod):
             # trainable parameter to get a gradient) needs no find_unused_parameters.
             for param in getattr(encoder, "fc_norm", nn.Identity()).parameters():
                 param.requires_grad_(False)
-        self.token_head = nn.Linear(dim, self.vocab_size)
+        self.token_head = nn.Linear(dim, self.target_dim)
         trunc_normal_(self.mask_token, std=0.02)
         trunc_normal_(self.token_head.weight, std=0.02)
         nn.init.zeros_(self.token_head.bias)
@@ -118,12 +117,10 @@ class BEiT(VisualTokenTargets, PretrainMethod):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         mask = self.make_mask(images.shape[0], generator).to(images.device)
-        targets = self.tokenize(images)  # (B, N)
+        targets = self.tokenize(images)  # (B, N) token ids or (B, N, C*p*p) pixels
         encoded = self.encode_tokens(self.embed_masked(images, mask))[:, self.encoder.num_prefix_tokens :]
-        logits = self.token_head(encoded[mask])  # masked patches only, all samples together
-        target = targets[mask]
-        loss = F.cross_entropy(logits.float(), target)
+        prediction = self.token_head(encoded[mask])  # masked patches only, all samples together
+        loss, metrics = self.target_loss(prediction, targets[mask])
         with torch.no_grad():
-            accuracy = (logits.argmax(-1) == target).float().mean()
             ratio = mask.float().mean()
-        return {"loss": loss, "token_acc": accuracy, "mask_ratio": ratio}
+        return {"loss": loss, **metrics, "mask_ratio": ratio}

@@ -27,7 +27,7 @@ from timm.models.vision_transformer import Block
 
 from benchmark.masking import RandomMask, random_mask
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
-from benchmark.tokenizers import patchify
+from benchmark.tokenizers import pixel_patches
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -106,12 +106,7 @@ class MAE(PretrainMethod):
     def pixel_targets(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, N, C*p*p): the patches of the (normalised) input images, each
         standardised by its own mean and (unbiased) variance when ``norm_pix_loss``."""
-        target = patchify(images.float(), self.patch_size)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6).sqrt()
-        return target
+        return pixel_patches(images, self.patch_size, normalize=self.norm_pix_loss)
 
     def encode_visible(self, images: torch.Tensor, masking: RandomMask) -> torch.Tensor:
         """The encoder on the prefix tokens and the visible patches: (B, prefix + K, D)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
@@ -64,7 +63,7 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, decoder_dim))
         self.decoder = nn.Sequential(*[Block(decoder_dim, decoder_heads, qkv_bias=True) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim)
-        self.token_head = nn.Linear(decoder_dim, vocab_size)
+        self.token_head = nn.Linear(decoder_dim, self.target_dim)
         self._init_new_parts()
 
     def _init_new_parts(self) -> None:
@@ -78,7 +77,7 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         b = images.shape[0]
-        targets = self.tokenize(images)  # (B, N)
+        targets = self.tokenize(images)  # (B, N) token ids or (B, N, C*p*p) pixels
         idx_a, idx_b = (i.to(images.device) for i in split_patches(b, self.num_patches, self.keep, generator))
 
         tokens = self.embed_patches(images)
@@ -97,12 +96,14 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         masked = self.mask_token + gather_tokens(dec_pos, hidden_idx)
         decoded = self.decoder_norm(self.decoder(torch.cat([seen, masked], dim=1)))
 
-        logits = self.token_head(decoded[:, self.keep :])  # predictions for the other subset
-        target = gather_tokens(torch.cat([targets, targets]).unsqueeze(-1), hidden_idx).squeeze(-1)
-        mim = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())
+        prediction = self.token_head(decoded[:, self.keep :])  # predictions for the other subset
+        both = torch.cat([targets, targets])
+        if both.dim() == 2:  # token ids (B, N); pixel targets are already (B, N, C*p*p)
+            target = gather_tokens(both.unsqueeze(-1), hidden_idx).squeeze(-1).flatten()
+        else:
+            target = gather_tokens(both, hidden_idx).flatten(0, 1)
+        mim, metrics = self.target_loss(prediction.flatten(0, 1), target)
         descriptor = decoded.mean(dim=1)
         nce = info_nce(descriptor[:b], descriptor[b:], self.temperature)
-        with torch.no_grad():
-            accuracy = (logits.argmax(-1) == target).float().mean()
-        return {"loss": mim + self.contrastive_weight * nce, "mim": mim.detach(), "nce": nce.detach(), "token_acc": accuracy}
+        return {"loss": mim + self.contrastive_weight * nce, "mim": mim.detach(), "nce": nce.detach(), **metrics}
 
