@@ -9,7 +9,8 @@
   The same file serves MMDetection and MMSegmentation: both use
   :class:`benchmark.mm.backbone.ViTPyramid`, whose ViT lives under ``backbone.vit``.
 
-:func:`read_checkpoint` reads either format, recognised by content.
+:func:`read_checkpoint` reads either format, recognised by content; :func:`read_spec` reads
+only a checkpoint's model spec and format, without its tensors.
 
 Usage: ``python -m benchmark.convert ENCODER.safetensors OUT.pth``.
 """
@@ -56,15 +57,16 @@ def save_encoder(vit: nn.Module, spec: dict[str, Any], path: str | Path) -> Path
     return path
 
 
-def load_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Reads an encoder export: (state dict, model spec)."""
+def load_encoder(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Reads an encoder export: (state dict, model spec). ``tensors=False`` reads the header only
+    (the state dict comes back empty)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+            state = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a safetensors file ({err})") from None
     if meta.get("format") != ENCODER_FORMAT:
@@ -85,28 +87,29 @@ def to_mm(encoder_path: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """Reads an mm backbone checkpoint or an encoder export: (timm-keyed state, model spec, format).
-
-    The format is recognised from the file's content, not its name. Keys of an mm backbone
-    checkpoint that lie outside ``backbone.vit.`` are kept under their full name, so that the
-    caller reports them as unexpected instead of silently dropping them.
-    """
+def checkpoint_format(path: str | Path) -> str:
+    """``"encoder.safetensors"`` or ``"mm_backbone.pth"``, recognised from the file's first bytes
+    (not its name); :class:`CheckpointError` for a missing file or anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as fh:
         head = fh.read(9)
-    if head[:2] != b"PK":  # torch.save writes a zip archive
-        if len(head) < 9 or head[8:9] != b"{":  # safetensors: 8-byte header length, then JSON
-            raise CheckpointError(
-                f"{path}: unknown checkpoint format (expected an encoder export .safetensors "
-                "or an mm backbone checkpoint .pth)"
-            )
-        state, spec = load_encoder(path)
-        return state, spec, "encoder.safetensors"
+    if head[:2] == b"PK":  # torch.save writes a zip archive
+        return "mm_backbone.pth"
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
+        return "encoder.safetensors"
+    raise CheckpointError(
+        f"{path}: unknown checkpoint format (expected an encoder export .safetensors "
+        "or an mm backbone checkpoint .pth)"
+    )
+
+
+def _load_mm(path: Path, mmap: bool) -> dict[str, Any]:
+    """An mm backbone checkpoint, checked for ``state_dict`` and ``meta.model``; with ``mmap``
+    the tensors stay on disk until touched."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling / zip errors of many types
         raise CheckpointError(f"{path}: not a weights-only mm backbone checkpoint ({err})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
@@ -114,8 +117,31 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta = ckpt.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected 'meta.model', the model spec)")
+    return ckpt
+
+
+def read_spec(path: str | Path) -> tuple[dict[str, Any], str]:
+    """(model spec, format) of a checkpoint of either format, without reading its tensors."""
+    fmt = checkpoint_format(path)
+    if fmt == "encoder.safetensors":
+        return load_encoder(path, tensors=False)[1], fmt
+    return _load_mm(Path(path), mmap=True)["meta"]["model"], fmt
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """Reads an mm backbone checkpoint or an encoder export: (timm-keyed state, model spec, format).
+
+    The format is recognised from the file's content, not its name. Keys of an mm backbone
+    checkpoint that lie outside ``backbone.vit.`` are kept under their full name, so that the
+    caller reports them as unexpected instead of silently dropping them.
+    """
+    fmt = checkpoint_format(path)
+    if fmt == "encoder.safetensors":
+        state, spec = load_encoder(path)
+        return state, spec, fmt
+    ckpt = _load_mm(Path(path), mmap=False)
     state = {(k[len(MM_PREFIX):] if k.startswith(MM_PREFIX) else k): v for k, v in ckpt["state_dict"].items()}
-    return state, meta["model"], "mm_backbone.pth"
+    return state, ckpt["meta"]["model"], fmt
 
 
 def fit_pos_embed(state: dict[str, torch.Tensor], vit: nn.Module) -> str:

@@ -120,9 +120,9 @@ def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int]
 
 def _restore(path: Path, cfg: PretrainConfig, method: nn.Module, optimizer, scheduler) -> dict[str, Any]:
     """Loads a training checkpoint into the run's objects; refuses one of another config."""
-    state = load_state(path)
-    if state["config"] != dataclasses.asdict(cfg):
-        changed = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(cfg).get(k))
+    state, current = load_state(path), dataclasses.asdict(cfg)
+    if state["config"] != current:
+        changed = sorted(k for k in state["config"] if state["config"][k] != current.get(k))
         raise ConfigError(f"{path} was written with another config (differs in {changed}); "
                           "use another --out, or --resume never to start over")
     method.load_state_dict(state["model"])

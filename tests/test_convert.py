@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.convert import CheckpointError, read_checkpoint, save_encoder, to_mm
+from benchmark.convert import CheckpointError, read_checkpoint, read_spec, save_encoder, to_mm
 from benchmark.finetune import load_pretrained
 from benchmark.models import create_vit, model_spec
 
@@ -23,6 +23,7 @@ def test_both_formats_hold_the_same_weights(exported, tmp_path) -> None:
     mm = to_mm(path, tmp_path / "mm_backbone.pth")
     (a, spec_a, fmt_a), (b, spec_b, fmt_b) = read_checkpoint(path), read_checkpoint(mm)
     assert (fmt_a, fmt_b) == ("encoder.safetensors", "mm_backbone.pth")
+    assert read_spec(path) == (spec_a, fmt_a) and read_spec(mm) == (spec_b, fmt_b)  # header only, same answer
     assert spec_a == spec_b == {"arch": "vit-smoke", "img_size": 64}
     assert a.keys() == b.keys() == {k for k in vit.state_dict() if not k.startswith("head.")}
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -49,5 +50,6 @@ def test_wrong_size_or_garbage_is_rejected(exported, tmp_path) -> None:
         load_pretrained(create_vit("vit-ti16", 64, num_classes=2), path, "vit-ti16")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
-        read_checkpoint(junk)
+    for reader in (read_checkpoint, read_spec):
+        with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+            reader(junk)

@@ -24,7 +24,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
-from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
+from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint, read_spec
 from benchmark.models import ARCHS, create_vit
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
@@ -32,7 +32,7 @@ _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
 
 def checkpoint_spec(path: str | Path) -> dict[str, Any]:
     """The model spec (``{"arch", "img_size"}``) stored in a checkpoint of either format."""
-    return read_checkpoint(path)[1]
+    return read_spec(path)[0]
 
 
 def vit_embed_dim(arch: str) -> int:

@@ -184,10 +184,10 @@ def resolve_checkpoint(ckpt: str | Path | None) -> tuple[Path | None, dict[str, 
     """
     if ckpt is None or str(ckpt).lower() == "none":
         return None, None, None
-    from benchmark.convert import read_checkpoint
+    from benchmark.convert import read_spec
 
     path = Path(ckpt)
-    _, spec, fmt = read_checkpoint(path)
+    spec, fmt = read_spec(path)
     return path, spec, fmt
 
 
