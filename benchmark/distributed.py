@@ -1,7 +1,8 @@
 """torch.distributed set-up for runs started by torchrun (or SLURM through torchrun).
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them a run is a single process. GPUs use
-nccl, CPUs gloo. The global batch size stays what the config says: each process takes
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them a run is a single process. Under
+torchrun a process always joins the process group, one process included (so that a one-GPU
+torchrun exercises the same DDP and nccl path as eight). GPUs use nccl, CPUs gloo. The global batch size stays what the config says: each process takes
 ``batch_size / (world_size * accum_steps)`` images per micro-step.
 """
 
@@ -19,6 +20,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False               # a member of a torch.distributed process group
 
     @property
     def is_main(self) -> bool:
@@ -26,21 +28,21 @@ class Context:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.joined
 
 
 def init_distributed(device: torch.device) -> Context:
     """Joins the process group torchrun describes (once); a single-process Context otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Context()
+    world = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return Context(rank=rank, world_size=world, local_rank=local_rank)
+    return Context(rank=rank, world_size=world, local_rank=local_rank, joined=True)
 
 
 def local_device(device: torch.device, ctx: Context) -> torch.device:
@@ -52,7 +54,9 @@ def mean_across(values: dict[str, float], ctx: Context) -> dict[str, float]:
     """The mean of each scalar over the processes (for logging)."""
     if not ctx.distributed or not values:
         return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    # nccl reduces GPU tensors only; gloo takes CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return {k: float(v) / ctx.world_size for k, v in zip(values, tensor.tolist())}
 

@@ -73,6 +73,13 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def fast_float32_matmul(device: torch.device) -> None:
+    """On a GPU, float32 matrix products (those autocast leaves in float32: a codebook's
+    nearest-centre search, losses) run on TF32 tensor cores, as timm's training script does."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
 def autocast(device: torch.device):
     """bf16 autocast on GPUs that support it; a no-op context on CPU."""
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -83,8 +90,12 @@ def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999)
 ) -> torch.optim.Optimizer:
     """AdamW from timm: no weight decay on norms, biases and ``model.no_weight_decay()``;
-    optional layer-wise learning-rate decay (timm's ``layer_decay``)."""
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, betas=betas)
+    optional layer-wise learning-rate decay (timm's ``layer_decay``). On a GPU, torch's fused
+    AdamW kernel (one launch for all parameters; the same update)."""
+    on_gpu = next(model.parameters()).is_cuda
+    extra = {"fused": True} if on_gpu else {}
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, betas=betas,
+                               **extra)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr: float) -> CosineLRScheduler:
@@ -99,12 +110,47 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def _non_finite(value: float, step: int, checkpoint: Path) -> NonFiniteLoss:
+    return NonFiniteLoss(f"the loss is {value} at step {step}; stopping. The last good checkpoint is {checkpoint} "
+                         "(lower the learning rate or raise the warm-up, then resume)")
+
+
 def check_finite(loss: torch.Tensor, step: int, checkpoint: Path) -> None:
     if not torch.isfinite(loss).all():
-        raise NonFiniteLoss(
-            f"the loss is {loss.item()} at step {step}; stopping. The last good checkpoint is {checkpoint} "
-            "(lower the learning rate or raise the warm-up, then resume)"
-        )
+        raise _non_finite(loss.item(), step, checkpoint)
+
+
+class FiniteGuard:
+    """Watches the loss for NaN and inf without making the host wait for the GPU at every step:
+    the first non-finite loss and its step stay on the loss's device, and :meth:`check` (called
+    before a log line or a checkpoint is written) reads them and raises :class:`NonFiniteLoss`.
+    Steps after the first bad one may run before the check; nothing they produce is saved."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.first: torch.Tensor | None = None  # (step, loss) of the first non-finite loss; step -1: none yet
+
+    def watch(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().to(torch.float64)
+        if self.first is None:
+            self.first = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=loss.device)
+        record = torch.stack([torch.full((), float(step), dtype=torch.float64, device=loss.device), loss])
+        is_first = ~torch.isfinite(loss) & (self.first[0] < 0)
+        self.first = torch.where(is_first, record, self.first)
+
+    def check(self) -> None:
+        """Raises if a watched loss was not finite, here or (under DDP) on any other process,
+        so that every process stops at the same step."""
+        step, value = self.first.tolist() if self.first is not None else (-1.0, 0.0)
+        if torch.distributed.is_initialized():
+            device = self.first.device if self.first is not None else None
+            flag = torch.tensor([float(step >= 0)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() > 0 and step < 0:
+                raise NonFiniteLoss(f"another process's loss is not finite; stopping. The last good checkpoint is "
+                                    f"{self.checkpoint}")
+        if step >= 0:
+            raise _non_finite(value, int(step), self.checkpoint)
 
 
 def save_state(path: Path, **state: Any) -> None:

@@ -10,7 +10,10 @@
   of a patch codebook (BEiT, SplitMask): the codebook buffer, ``prepare()`` and ``tokenize()``.
 
 All randomness comes from the ``generator`` argument (a CPU generator, as the engine passes);
-masks are returned on the CPU and the caller moves them to its device.
+masks are returned on the CPU and the caller moves them to its device with :func:`to_device`,
+which does not make the host wait for the GPU. Anything derived from a mask that has a
+data-dependent size (the indices of the masked patches) is computed on the CPU too, before the
+copy: ``mask.nonzero()`` on a GPU tensor would stall the host until the GPU caught up.
 """
 
 from __future__ import annotations
@@ -22,8 +25,17 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.tokenizers import (
-    LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer, pixel_patches,
+    LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer, nearest, patchify,
+    pixel_patches,
 )
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to a GPU through pinned memory and a non-blocking copy, so that
+    the host goes on queueing work instead of waiting for the GPU to drain its queue."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def blockwise_mask(
@@ -116,7 +128,9 @@ class RandomMask(NamedTuple):
         return self.order[:, : self.num_visible]
 
     def to(self, device: torch.device | str) -> "RandomMask":
-        return RandomMask(self.order.to(device), self.restore.to(device), self.mask.to(device), self.num_visible)
+        device = torch.device(device)
+        return RandomMask(to_device(self.order, device), to_device(self.restore, device), to_device(self.mask, device),
+                          self.num_visible)
 
 
 def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Generator) -> RandomMask:
@@ -174,13 +188,20 @@ class VisualTokenTargets:
         self.codebook.copy_(tokenizer.codebook)
 
     @torch.no_grad()
-    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N) visual token ids, or (B, N, C*p*p) pixel targets."""
+    def tokenize(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N) visual token ids, or (B, N, C*p*p) pixel targets. With ``index``
+        (M,) into the B*N patches (sample-major), the targets of those patches alone: (M,) or
+        (M, C*p*p); a codebook then looks up only those patches."""
+        if self.tokenizer_name in TOKENIZERS and index is not None:
+            patches = patchify(images.float(), self.patch_size).flatten(0, 1).index_select(0, index)
+            return nearest(patches, self.codebook)
         if self.tokenizer_name == "pixels":
-            return pixel_patches(images, self.patch_size)
-        if self.tokenizer_name == "dall-e":
-            return self._dalle.to(images.device)(images)
-        return PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)
+            targets = pixel_patches(images, self.patch_size)
+        elif self.tokenizer_name == "dall-e":
+            targets = self._dalle.to(images.device)(images)
+        else:
+            targets = PatchCodebookTokenizer.assign(images, self.codebook, self.patch_size)
+        return targets if index is None else targets.flatten(0, 1).index_select(0, index)
 
     def target_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(M, target_dim) predictions of M patches against their targets: the loss (cross-entropy

@@ -45,13 +45,14 @@ from benchmark.distributed import (
 )
 from benchmark.engine import (
     ConfigError,
+    FiniteGuard,
     NonFiniteLoss,
     RunLog,
     autocast,
     build_optimizer,
     build_scheduler,
-    check_finite,
     config_from_dict,
+    fast_float32_matmul,
     load_state,
     pick_device,
     rng_state,
@@ -144,6 +145,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     device = pick_device(cfg.device)
     ctx = init_distributed(device)
     device = local_device(device, ctx)
+    fast_float32_matmul(device)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
                           f"= {cfg.accum_steps} x {ctx.world_size}")
@@ -190,11 +192,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     model = DistributedDataParallel(method) if ctx.distributed else method
     log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every) if ctx.is_main else None
     method.train()
+    guard = FiniteGuard(ckpt_path)
     try:
         for step in range(start, cfg.steps):
             # The method's own randomness (masks, splits): one stream per step and process.
             generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank))
-            scalars: dict[str, float] = {}
+            # Losses stay on the device until a log line needs them: the host reads the GPU only
+            # at log and checkpoint steps, so that it keeps queueing work in between.
+            scalars: dict[str, torch.Tensor] = {}
             for micro_step in range(cfg.accum_steps):
                 batch, batch_labels = next(loader)
                 inputs = (batch, batch_labels) if method.needs_labels else batch
@@ -203,10 +208,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                 with nullcontext() if sync else model.no_sync():
                     with autocast(device):
                         losses = model(to_device(inputs, device), generator)
-                    check_finite(losses["loss"], step, ckpt_path)
+                    guard.watch(losses["loss"], step)
                     (losses["loss"] / cfg.accum_steps).backward()
                 for key, value in losses.items():
-                    scalars[key] = scalars.get(key, 0.0) + float(value.detach()) / cfg.accum_steps
+                    scalars[key] = scalars.get(key, 0.0) + value.detach().float() / cfg.accum_steps
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
             method.before_optimizer_step(step, cfg.steps)
@@ -214,11 +219,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
             method.after_step(step, cfg.steps)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                scalars = mean_across(scalars, ctx)
-            if log:
-                log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **scalars)
-            if ctx.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+            checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps
+            if logging or checkpointing:
+                guard.check()
+            if logging:
+                values = mean_across({k: float(v) for k, v in scalars.items()}, ctx)
+                if log:
+                    log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **values)
+            elif log:
+                log.step(step, cfg.batch_size)
+            if ctx.is_main and checkpointing:
                 save_state(ckpt_path, model=method.state_dict(), optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(),
                            config=dataclasses.asdict(cfg))

@@ -167,7 +167,8 @@ def test_loss_counts_masked_patches_only(kind: str) -> None:
     clean = method.tokenize(images)
 
     def loss_with(tokens: torch.Tensor) -> float:
-        method.tokenize = lambda _images: tokens  # instance attribute shadows the method
+        # An instance attribute shadows the method: the (B, N) tokens, at the asked-for patches.
+        method.tokenize = lambda _images, index: tokens.flatten()[index]
         try:
             return method(images, torch.Generator().manual_seed(7))["loss"].item()
         finally:

@@ -91,7 +91,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
     from benchmark.methods.splitmask import SplitMask
 
     cfg = _config(synthetic_root / "classification" / "train")
-    cfg.steps, cfg.checkpoint_every = 8, 2
+    # The NaN comes between log lines (every 8 steps): the checkpoint due after it must see it.
+    cfg.steps, cfg.checkpoint_every, cfg.log_every = 8, 2, 8
     real_forward, calls = SplitMask.forward, []
 
     def forward_that_diverges(self, batch, generator):  # the loss turns NaN at the 6th step

@@ -60,6 +60,38 @@ def test_forward_backward_reaches_encoder_and_decoder() -> None:
     assert method.token_head.weight.grad.abs().sum() > 0
 
 
+def test_each_branch_is_scored_on_the_other_subsets_tokens() -> None:
+    """With a quarter of the patches per branch, half of the patches are in neither subset:
+    changing their tokens leaves the loss alone; changing the tokens of subset B changes it."""
+    method = build_method("splitmask", create_vit("vit-smoke", 64), vocab_size=32, keep_ratio=0.25)
+    method.prepare([torch.randn(8, 3, 64, 64)])
+    method.eval()  # no drop-path noise between the calls
+    images, b, n = torch.randn(4, 3, 64, 64), 4, method.num_patches
+    idx_a, idx_b = split_patches(b, n, method.keep, torch.Generator().manual_seed(3))
+    clean = method.tokenize(images)
+    other = (clean + 1) % method.vocab_size
+
+    def loss_with(tokens: torch.Tensor) -> float:
+        # An instance attribute shadows the method: the (B, N) tokens, at the asked-for patches.
+        method.tokenize = lambda _images, index: tokens.flatten()[index]
+        try:
+            return method(images, torch.Generator().manual_seed(3))["mim"].item()
+        finally:
+            del method.tokenize
+
+    def changed_at(index: torch.Tensor) -> torch.Tensor:
+        tokens = clean.clone()
+        tokens.scatter_(1, index, other.gather(1, index))
+        return tokens
+
+    in_neither = torch.ones(b, n, dtype=torch.bool)
+    in_neither.scatter_(1, torch.cat([idx_a, idx_b], 1), False)
+    base = loss_with(clean)
+    assert loss_with(torch.where(in_neither, other, clean)) == pytest.approx(base, rel=1e-6)
+    assert abs(loss_with(changed_at(idx_b)) - base) > 1e-3
+    assert abs(loss_with(changed_at(idx_a)) - base) > 1e-3
+
+
 @pytest.fixture(scope="module")
 def smoke_pretrain(synthetic_root, tmp_path_factory):
     cfg = PretrainConfig(

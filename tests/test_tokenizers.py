@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmark.tokenizers import kmeans_codebook, patchify, random_patch_codebook
@@ -63,3 +64,17 @@ def test_pixel_targets_regress_normalised_patches() -> None:
         mim = out["mim"] if name == "splitmask" else out["loss"]
         assert float(mim.detach()) == pytest.approx((d - 1) / d, rel=1e-4), name
         assert "token_acc" not in out
+
+
+@pytest.mark.parametrize("tokenizer", ["random-patches", "kmeans", "pixels"])
+def test_targets_of_chosen_patches_equal_those_of_all_patches(tokenizer: str) -> None:
+    """BEiT and SplitMask tokenise only the patches they predict; the result must be what
+    tokenising every patch and picking those would give."""
+    from benchmark.methods import build_method
+    from benchmark.models import create_vit
+
+    method = build_method("beit", create_vit("vit-smoke", 64), vocab_size=16, tokenizer=tokenizer, min_mask_patches=4)
+    method.prepare([torch.randn(8, 3, 64, 64)])
+    images = torch.randn(3, 3, 64, 64)
+    index = torch.tensor([0, 5, 17, 18, 40, 47])  # of the 3 x 16 patches, sample-major
+    assert torch.equal(method.tokenize(images, index), method.tokenize(images).flatten(0, 1)[index])

@@ -30,7 +30,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
-from benchmark.masking import VisualTokenTargets, blockwise_mask
+from benchmark.masking import to_device, VisualTokenTargets, blockwise_mask
 from benchmark.methods.base import PretrainMethod
 
 
@@ -116,11 +116,12 @@ class BEiT(VisualTokenTargets, PretrainMethod):
         return self.token_norm(tokens) if self.token_norm is not None else tokens
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        mask = self.make_mask(images.shape[0], generator).to(images.device)
-        targets = self.tokenize(images)  # (B, N) token ids or (B, N, C*p*p) pixels
+        cpu_mask = self.make_mask(images.shape[0], generator)
+        # The masked patches' positions among all B*N, found on the CPU (no GPU sync).
+        masked = to_device(cpu_mask.flatten().nonzero().squeeze(1), images.device)
+        mask = to_device(cpu_mask, images.device)
+        targets = self.tokenize(images, masked)  # (M,) token ids or (M, C*p*p) pixels
         encoded = self.encode_tokens(self.embed_masked(images, mask))[:, self.encoder.num_prefix_tokens :]
-        prediction = self.token_head(encoded[mask])  # masked patches only, all samples together
-        loss, metrics = self.target_loss(prediction, targets[mask])
-        with torch.no_grad():
-            ratio = mask.float().mean()
-        return {"loss": loss, **metrics, "mask_ratio": ratio}
+        prediction = self.token_head(encoded.flatten(0, 1).index_select(0, masked))  # masked patches only
+        loss, metrics = self.target_loss(prediction, targets)
+        return {"loss": loss, **metrics, "mask_ratio": torch.tensor(float(cpu_mask.float().mean()))}

@@ -18,7 +18,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.masking import VisualTokenTargets
+from benchmark.masking import VisualTokenTargets, to_device
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
 from benchmark.methods.losses import info_nce
 
@@ -77,8 +77,13 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         b = images.shape[0]
-        targets = self.tokenize(images)  # (B, N) token ids or (B, N, C*p*p) pixels
-        idx_a, idx_b = (i.to(images.device) for i in split_patches(b, self.num_patches, self.keep, generator))
+        cpu_a, cpu_b = split_patches(b, self.num_patches, self.keep, generator)
+        idx_a, idx_b = to_device(cpu_a, images.device), to_device(cpu_b, images.device)
+        # Branch A predicts B's patches and branch B A's: their positions among all B*N patches,
+        # in the order of the predictions, so that only those patches are tokenised.
+        rows = torch.arange(b).unsqueeze(1) * self.num_patches
+        target_index = to_device(torch.cat([rows + cpu_b, rows + cpu_a]).flatten(), images.device)
+        target = self.tokenize(images, target_index)  # (2B*keep,) token ids or (2B*keep, C*p*p) pixels
 
         tokens = self.embed_patches(images)
         n_prefix = self.encoder.num_prefix_tokens
@@ -97,11 +102,6 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         decoded = self.decoder_norm(self.decoder(torch.cat([seen, masked], dim=1)))
 
         prediction = self.token_head(decoded[:, self.keep :])  # predictions for the other subset
-        both = torch.cat([targets, targets])
-        if both.dim() == 2:  # token ids (B, N); pixel targets are already (B, N, C*p*p)
-            target = gather_tokens(both.unsqueeze(-1), hidden_idx).squeeze(-1).flatten()
-        else:
-            target = gather_tokens(both, hidden_idx).flatten(0, 1)
         mim, metrics = self.target_loss(prediction.flatten(0, 1), target)
         descriptor = decoded.mean(dim=1)
         nce = info_nce(descriptor[:b], descriptor[b:], self.temperature)
