@@ -98,6 +98,14 @@ def build_optimizer(
                                **extra)
 
 
+def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Sets the weight decay of the decayed parameter groups (norms, biases and embeddings, in
+    groups of weight decay 0, stay undecayed)."""
+    for group in optimizer.param_groups:
+        if group["weight_decay"] > 0:
+            group["weight_decay"] = value
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr: float) -> CosineLRScheduler:
     """Linear warm-up then cosine decay, stepped once per optimiser step (``step_update``)."""
     return CosineLRScheduler(

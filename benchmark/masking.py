@@ -19,15 +19,19 @@ copy: ``mask.nonzero()`` on a GPU tensor would stall the host until the GPU caug
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from benchmark.tokenizers import (
     LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer, nearest, patchify,
     pixel_patches,
 )
+from benchmark.utils.io import atomic_path
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -181,11 +185,33 @@ class VisualTokenTargets:
         elif tokenizer in TOKENIZERS:
             self.register_buffer("codebook", torch.zeros(self.vocab_size, in_chans * self.patch_size**2))
 
-    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
+    def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
+        """Fits the codebook on ``batches``. A k-means codebook (minutes at the paper's vocabulary)
+        is kept at ``<cache>-kmeans-v<vocab>-p<patch>-s<seed>.safetensors`` and loaded from there
+        by the next run on the same images; ``batches`` is then never read."""
         if self.tokenizer_name not in TOKENIZERS:
             return
+        path = None
+        if cache is not None and self.tokenizer_name == "kmeans":
+            key = f"kmeans-v{self.vocab_size}-p{self.patch_size}-s{self.tokenizer_seed}"
+            path = cache.with_name(f"{cache.name}-{key}.safetensors")
+            if path.is_file():
+                codebook = load_file(str(path))["codebook"]
+                if codebook.shape != self.codebook.shape:
+                    raise ValueError(f"{path}: a codebook of shape {tuple(codebook.shape)}, expected "
+                                     f"{tuple(self.codebook.shape)}; delete the file to refit it")
+                self.codebook.copy_(codebook)
+                print(f"[tokenizer] k-means codebook loaded from {path}", file=sys.stderr)
+                return
         tokenizer = build_tokenizer(self.tokenizer_name, batches, self.vocab_size, self.patch_size, self.tokenizer_seed)
         self.codebook.copy_(tokenizer.codebook)
+        if path is not None:
+            try:
+                with atomic_path(path) as tmp:
+                    save_file({"codebook": tokenizer.codebook.detach().cpu().contiguous()}, str(tmp))
+                print(f"[tokenizer] k-means codebook saved to {path}", file=sys.stderr)
+            except OSError as err:  # a read-only data set: the run goes on without the cache
+                print(f"[tokenizer] could not cache the codebook at {path}: {err}", file=sys.stderr)
 
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -59,6 +61,7 @@ from benchmark.engine import (
     save_state,
     seed_everything,
     set_rng_state,
+    set_weight_decay,
     write_config,
 )
 from benchmark.methods import method_class
@@ -66,6 +69,7 @@ from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
 
 CHECKPOINT = "checkpoint.pth"
+FIT_BATCHES = 8  # micro-batches of plain (unaugmented) images a method's prepare() fits on
 ENCODER = "encoder.safetensors"
 
 
@@ -132,6 +136,27 @@ def _restore(path: Path, cfg: PretrainConfig, method: nn.Module, optimizer, sche
     return state
 
 
+def fit_cache(cfg: PretrainConfig, images: Dataset, fitted: list[int], out: Path) -> Path:
+    """Where a method may cache what it fits on the images ``fitted`` (indices into ``images``),
+    as a path prefix beside the data set: ``<data_root>/../.sslbench-cache/<name>-fit-<hash>``
+    (outside the data root, where an ImageFolder reader would take it for a class), or in the run
+    directory where that is read-only. The hash covers those files (path, size, modification
+    time) and the transform that turns them into tensors, so changed images are never served stale."""
+    paths = [Path(images.samples[i][0]) if hasattr(images, "samples") else images.files[i] for i in fitted]
+    root = Path(cfg.data_root).resolve()
+    digest = hashlib.sha256(json.dumps({"img_size": cfg.img_size, "transform": "resize-center-crop-1.0-normalize"}).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve().relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    folder = root.parent / ".sslbench-cache"
+    try:
+        folder.mkdir(exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    return (folder if writable else out) / f"{root.name}-fit-{digest.hexdigest()[:16]}"
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> Path:
     """Runs (or resumes, or skips if finished) a pre-training; returns the encoder export.
 
@@ -167,6 +192,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
 
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
     method = method_cls(encoder, **method_args).to(device)
+    if ctx.distributed and device.type == "cuda":
+        # Batch norm (BYOL's MLPs) over the global batch, as BYOL trains; gloo has no SyncBN.
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
 
@@ -178,7 +206,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
         plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
         fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers)
-        method.prepare(batch.to(device) for batch, _ in itertools.islice(fit_loader, 8))
+        method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
+                       cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
 
     aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter)
     data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
@@ -215,6 +244,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
             method.before_optimizer_step(step, cfg.steps)
+            set_weight_decay(optimizer, method.weight_decay_at(step, cfg.steps, cfg.weight_decay))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)

@@ -58,3 +58,46 @@ def test_two_gloo_processes_match_one_process(synthetic_root, tmp_path) -> None:
     assert max(float((one[k] - initial[k]).abs().max()) for k in one) > 5e-5  # training moved them (lr ~6e-5)
     logs = [[r["loss"] for r in read_log(tmp_path / d)] for d in ("one", "two")]
     assert logs[0] == pytest.approx(logs[1], abs=1e-4)  # the logged loss is the mean over processes
+
+
+def _info_nce_worker(rank: int, world: int, init_file: str, a: torch.Tensor, b: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    from benchmark.methods.losses import info_nce
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        rows = slice(rank * a.shape[0] // world, (rank + 1) * a.shape[0] // world)
+        mine_a, mine_b = a[rows].clone().requires_grad_(True), b[rows].clone().requires_grad_(True)
+        loss = info_nce(mine_a, mine_b, temperature=0.2)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad_a": mine_a.grad, "grad_b": mine_b.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_info_nce_negatives_span_the_global_batch(tmp_path) -> None:
+    """SplitMask's InfoNCE under DDP: with the batch split over two processes, the negatives are
+    still every other image of the global batch: the mean of the two losses equals the
+    one-process loss, and each process's gradients, averaged by DDP, equal the one-process ones."""
+    import torch.multiprocessing as mp
+
+    from benchmark.methods.losses import info_nce
+
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 5), torch.randn(8, 5)
+    whole_a, whole_b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    loss = info_nce(whole_a, whole_b, temperature=0.2)
+    loss.backward()
+    whole = loss.detach()
+
+    out = str(tmp_path / "part")
+    mp.spawn(_info_nce_worker, args=(2, str(tmp_path / "init"), a, b, out), nprocs=2, join=True)
+    parts = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+    assert float(sum(p["loss"] for p in parts) / 2) == pytest.approx(float(whole), rel=1e-6)
+    # A local-batch InfoNCE would give a different loss: it has fewer negatives.
+    local = sum(float(info_nce(a[r * 4:(r + 1) * 4], b[r * 4:(r + 1) * 4], 0.2)) for r in range(2)) / 2
+    assert abs(local - float(whole)) > 1e-3
+    # DDP divides the summed gradients by the number of processes.
+    assert torch.allclose(torch.cat([p["grad_a"] for p in parts]) / 2, whole_a.grad, atol=1e-6)
+    assert torch.allclose(torch.cat([p["grad_b"] for p in parts]) / 2, whole_b.grad, atol=1e-6)

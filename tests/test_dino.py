@@ -240,3 +240,17 @@ def test_export_is_the_teacher_and_loads_strictly(dino_pretrain) -> None:
     assert all(torch.equal(teacher[k], state[k]) for k in state)
     assert not all(torch.equal(student[k], state[k]) for k in state)  # the EMA lags the student
     assert int(model["steps_done"]) == 40
+
+
+def test_weight_decay_follows_dinos_cosine(dino_pretrain) -> None:
+    cfg, out, _ = dino_pretrain
+    method = small_dino(weight_decay_end=0.4)
+    assert method.weight_decay_at(0, 100, 0.04) == pytest.approx(0.04)
+    assert method.weight_decay_at(50, 100, 0.04) == pytest.approx(0.22)
+    assert method.weight_decay_at(100, 100, 0.04) == pytest.approx(0.4)
+    assert small_dino(weight_decay_end=None).weight_decay_at(50, 100, 0.04) == 0.04
+    # The engine applied it: the decayed groups end at the last step's value, the others at 0.
+    groups = torch.load(out / "checkpoint.pth", weights_only=True)["optimizer"]["param_groups"]
+    last = method.weight_decay_at(cfg.steps - 1, cfg.steps, cfg.weight_decay)
+    assert sorted({g["weight_decay"] for g in groups}) == [0.0, pytest.approx(last)]
+    assert last > 5 * cfg.weight_decay

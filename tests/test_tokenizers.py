@@ -78,3 +78,46 @@ def test_targets_of_chosen_patches_equal_those_of_all_patches(tokenizer: str) ->
     images = torch.randn(3, 3, 64, 64)
     index = torch.tensor([0, 5, 17, 18, 40, 47])  # of the 3 x 16 patches, sample-major
     assert torch.equal(method.tokenize(images, index), method.tokenize(images).flatten(0, 1)[index])
+
+
+def test_kmeans_codebook_is_cached_beside_the_images_and_refitted_when_they_change(tmp_path) -> None:
+    import os
+
+    from PIL import Image
+
+    from benchmark.data.folders import ImageFiles, image_folder
+    from benchmark.methods import build_method
+    from benchmark.models import create_vit
+    from benchmark.pretrain import PretrainConfig, fit_cache
+
+    root = tmp_path / "data" / "train"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (64, 64), (40 * i, 80, 120)).save(root / cls / f"{i}.png")
+    cfg = PretrainConfig(data_root=str(root), img_size=64)
+    images = ImageFiles(root)
+    cache = fit_cache(cfg, images, list(range(6)), tmp_path / "run")
+    assert cache.parent == tmp_path / "data" / ".sslbench-cache"  # beside the data set, not in it
+    assert fit_cache(cfg, images, list(range(6)), tmp_path / "run") == cache  # a stable key
+    (root / ".ipynb_checkpoints").mkdir()  # a hidden folder is no class
+    assert image_folder(root).classes == ["a", "b"]
+
+    def kmeans_beit():
+        return build_method("beit", create_vit("vit-smoke", 64), vocab_size=16, tokenizer="kmeans", min_mask_patches=4)
+
+    fitted = kmeans_beit()
+    fitted.prepare(iter([torch.randn(8, 3, 64, 64)]), cache=cache)
+
+    def never_read():
+        raise AssertionError("the cached codebook should have been used")
+        yield
+
+    loaded = kmeans_beit()
+    loaded.prepare(never_read(), cache=cache)
+    assert torch.equal(loaded.codebook, fitted.codebook) and fitted.codebook.abs().sum() > 0
+
+    # Another image (same name, new content) is another key, so the codebook is fitted again.
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(root / "a" / "0.png")
+    os.utime(root / "a" / "0.png", ns=(1, 1))
+    assert fit_cache(cfg, images, list(range(6)), tmp_path / "run") != cache

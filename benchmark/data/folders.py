@@ -11,6 +11,7 @@ exactly the images and crops an uninterrupted run would have seen, for any numbe
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,13 +38,23 @@ def list_images(root: str | Path, layout_hint: str = "any folder of .jpg/.png im
     return files
 
 
+class VisibleImageFolder(ImageFolder):
+    """torchvision's ImageFolder, but hidden folders (``.ipynb_checkpoints``, caches) are no class."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
 def image_folder(root: str | Path, layout_hint: str = "ROOT/<class>/<image> (ImageFolder)") -> ImageFolder:
     """torchvision's ImageFolder at ``root``, with a one-line :class:`DataError` if it is not one."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory (expected {layout_hint})")
     try:
-        return ImageFolder(str(root))
+        return VisibleImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as err:
         raise DataError(f"{root}: {err} (expected {layout_hint})") from None
 

@@ -5,18 +5,21 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The training engi
 
 - ``train_transform(aug)``: the augmentation of one image (a PIL image in, a tensor or a list
   of tensors out, e.g. DINO's multi-crop); the engine batches its output and passes it on;
-- ``prepare(batches)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
+- ``prepare(batches, cache)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
 - ``forward(batch, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
   all of the method's randomness (masks, splits) is drawn from ``generator`` so that a resumed
   run repeats it exactly;
 - ``before_optimizer_step(step, total_steps)``: after backward, before the update (e.g. DINO
   freezing its last layer's gradient during the first epoch);
-- ``after_step(step, total_steps)``: per-step updates outside the gradient (EMA, schedules).
+- ``after_step(step, total_steps)``: per-step updates outside the gradient (EMA, schedules);
+- ``weight_decay_at(step, total_steps, base)``: the weight decay of the decayed parameters at
+  ``step`` (a schedule, such as DINO's); the config's value throughout by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
@@ -58,8 +61,11 @@ class PretrainMethod(nn.Module):
             color_jitter=aug.color_jitter, auto_augment=None, re_prob=0.0,
         )
 
-    def prepare(self, batches: Iterable[torch.Tensor]) -> None:
-        """Fits data-dependent parts on a few batches of training images. Default: nothing."""
+    def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
+        """Fits data-dependent parts on a few batches of training images. ``cache``, where given,
+        is a path prefix unique to those images (the engine derives it from the files, the subset
+        and the transform): a method may keep what it fitted at ``<cache>-<its own key>`` and load
+        it in the next run on the same images instead of fitting again. Default: nothing."""
 
     def forward(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -69,6 +75,10 @@ class PretrainMethod(nn.Module):
 
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step. Default: nothing."""
+
+    def weight_decay_at(self, step: int, total_steps: int, base: float) -> float:
+        """The weight decay of the decayed parameters at ``step``. Default: ``base`` throughout."""
+        return base
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay besides norms and biases (timm's rule)."""

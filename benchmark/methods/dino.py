@@ -12,7 +12,8 @@ mean of the teacher outputs (``center_momentum``), moved once per optimiser step
 with the mean over every micro-batch of the step and, under torch.distributed, every process;
 ``tau_t`` is warmed up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
 ``warmup_teacher_temp_steps``; the teacher's momentum follows a cosine from ``momentum_teacher``
-to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps.
+to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps;
+the weight decay follows a cosine from the config's ``weight_decay`` to ``weight_decay_end``.
 
 Head: MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear layer to ``out_dim``
 (magnitude fixed to 1 with ``norm_last_layer``).
@@ -30,6 +31,8 @@ into ``create_vit(arch, img_size, num_classes=0)``.
 """
 
 from __future__ import annotations
+
+import math
 
 from typing import Any, Sequence
 
@@ -157,6 +160,7 @@ class DINO(PretrainMethod):
         center_momentum: float = 0.9,
         momentum_teacher: float = 0.996,
         freeze_last_layer_steps: int | None = None,
+        weight_decay_end: float | None = 0.4,
         export: str = "teacher",
     ) -> None:
         super().__init__(encoder)
@@ -176,6 +180,7 @@ class DINO(PretrainMethod):
         self.center_momentum = center_momentum
         self.momentum_teacher = momentum_teacher
         self.freeze_last_layer_steps = freeze_last_layer_steps
+        self.weight_decay_end = weight_decay_end
 
         student = encoder
         if self.local_crops:
@@ -271,6 +276,14 @@ class DINO(PretrainMethod):
             kl = loss.detach() - entropy
         return {"loss": loss, "kl": kl, "teacher_entropy": entropy,
                 "teacher_temp": torch.tensor(temp)}
+
+    def weight_decay_at(self, step: int, total_steps: int, base: float) -> float:
+        """DINO's weight-decay schedule: a cosine from the config's weight decay (DINO: 0.04) at
+        step 0 to ``weight_decay_end`` (0.4) at the last step; constant if that is None."""
+        if self.weight_decay_end is None:
+            return base
+        end = self.weight_decay_end
+        return end + (base - end) * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1)))
 
     def before_optimizer_step(self, step: int, total_steps: int) -> None:
         if step < self.freeze_steps(total_steps):
