@@ -3,7 +3,7 @@
 - :func:`view_transform`: one augmented view as in BYOL (Grill et al., 2020, Table 6) and DINO
   (Caron et al., 2021, ``DataAugmentationDINO``): random resized crop (bicubic), horizontal
   flip, colour jitter (brightness s, contrast s, saturation s/2, hue s/4, applied with p=0.8),
-  grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2], kernel ~10% of the crop), solarisation
+  grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2]; :class:`GaussianBlur`), solarisation
   (threshold 128), ImageNet normalisation;
 - :class:`TwoViews`: BYOL's two asymmetric views (blur p=1.0 / 0.1, solarise p=0.0 / 0.2);
 - :class:`MultiCrop`: DINO's global crops (same asymmetry as BYOL) plus smaller local crops
@@ -20,15 +20,27 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from PIL import Image, ImageFilter
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 
-def blur_kernel_size(size: int) -> int:
-    """An odd Gaussian kernel of about 10% of the crop size (BYOL: 23 pixels at 224), at least 3."""
-    k = int(round(0.1 * size))
-    return max(3, k if k % 2 else k + 1)
+class GaussianBlur:
+    """Gaussian blur of a PIL image with probability ``p``, sigma drawn uniformly from ``sigma``
+    (BYOL and DINO: [0.1, 2]; BYOL's 23-pixel kernel at 224 px spans more than 5 sigma, so it
+    is a full Gaussian). PIL's filter, as DINO's reference code uses: torchvision's tensor blur
+    took 4x the time of the rest of a view (15 of 18.5 ms at 224 px on one core). Draws from
+    torch's global generator, like the torchvision transforms around it."""
+
+    def __init__(self, p: float, sigma: Sequence[float] = (0.1, 2.0)) -> None:
+        self.p, self.sigma = p, (float(sigma[0]), float(sigma[1]))
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.p < 1 and float(torch.rand(())) >= self.p:
+            return image
+        radius = float(torch.empty(()).uniform_(*self.sigma))
+        return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 def view_transform(
@@ -52,7 +64,7 @@ def view_transform(
     if gray_p > 0:
         ops.append(T.RandomGrayscale(p=gray_p))
     if blur_p > 0:
-        ops.append(T.RandomApply([T.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
+        ops.append(GaussianBlur(p=blur_p))
     if solarize_p > 0:
         ops.append(T.RandomSolarize(threshold=128, p=solarize_p))
     ops += [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]

@@ -30,6 +30,7 @@ from benchmark.data.folders import (
     SeededTransform,
     fraction_subset,
     image_folder,
+    one_thread_worker,
 )
 from benchmark.engine import (
     ConfigError,
@@ -137,9 +138,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     )
     data = SeededTransform(train_set, train_tf, cfg.seed, subset)
     loader = iter(DataLoader(data, batch_size=batch, sampler=EpochSampler(len(data), cfg.seed),
-                             num_workers=cfg.num_workers, drop_last=True))
+                             num_workers=cfg.num_workers, worker_init_fn=one_thread_worker, drop_last=True))
     val_set.transform = create_transform(input_size=cfg.img_size, is_training=False)
-    val_loader = DataLoader(val_set, batch_size=batch, num_workers=cfg.num_workers)
+    val_loader = DataLoader(val_set, batch_size=batch, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
 
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:

@@ -37,6 +37,7 @@ from benchmark.data.folders import (
     fraction_subset,
     image_folder,
     mix_seed,
+    one_thread_worker,
 )
 from benchmark.distributed import (
     barrier,
@@ -205,14 +206,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
         plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
-        fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers)
+        fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
         method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
 
     aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter)
     data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size, rank=ctx.rank, num_replicas=ctx.world_size)
-    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker,
                              pin_memory=device.type == "cuda", drop_last=True))
     if state is not None:
         # Restored only now: creating the loader's iterator above draws from the global RNG, as

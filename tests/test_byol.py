@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from benchmark.augment import TwoViews, blur_kernel_size
+from benchmark.augment import GaussianBlur, TwoViews
 from benchmark.engine import build_optimizer, read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
@@ -98,7 +99,24 @@ def test_two_views_transform() -> None:
     torch.manual_seed(3)
     w1, w2 = transform(img)
     assert torch.equal(v1, w1) and torch.equal(v2, w2)
-    assert blur_kernel_size(224) == 23 and blur_kernel_size(64) == 7
+
+
+def test_gaussian_blur_smooths_with_its_probability() -> None:
+    noise = Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy())
+
+    def roughness(image: Image.Image) -> float:  # mean absolute difference between neighbours
+        x = torch.tensor(np.asarray(image), dtype=torch.float32)
+        return float((x[1:] - x[:-1]).abs().mean())
+
+    torch.manual_seed(0)
+    blurred = [GaussianBlur(p=1.0)(noise) for _ in range(20)]
+    assert all(roughness(b) <= roughness(noise) for b in blurred)
+    assert sum(roughness(b) < 0.5 * roughness(noise) for b in blurred) >= 10  # sigma > ~0.6 blurs hard
+    assert len({roughness(b) for b in blurred}) > 10  # a new sigma each time
+    assert GaussianBlur(p=0.0)(noise) is noise
+    torch.manual_seed(0)
+    kept = sum(GaussianBlur(p=0.3)(noise) is noise for _ in range(400))
+    assert 240 < kept < 320  # about 70% untouched
 
 
 def test_ema_copy_is_independent() -> None:

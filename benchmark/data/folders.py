@@ -38,6 +38,13 @@ def list_images(root: str | Path, layout_hint: str = "any folder of .jpg/.png im
     return files
 
 
+def one_thread_worker(_worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: one torch thread per worker process. Workers run their
+    transforms side by side; each with torch's default of one thread per core would oversubscribe
+    the CPU many times over."""
+    torch.set_num_threads(1)
+
+
 class VisibleImageFolder(ImageFolder):
     """torchvision's ImageFolder, but hidden folders (``.ipynb_checkpoints``, caches) are no class."""
 
