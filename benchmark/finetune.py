@@ -24,12 +24,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 
 from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
+from benchmark.data.classification import Transformed, load_classification
 from benchmark.data.folders import (
     DataError,
     EpochSampler,
     SeededTransform,
     fraction_subset,
-    image_folder,
     one_thread_worker,
 )
 from benchmark.engine import (
@@ -48,12 +48,12 @@ from benchmark.engine import (
 from benchmark.models import create_vit
 from benchmark.results import write_result
 
-IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (ImageFolder)"
 
 
 @dataclass
 class FinetuneConfig:
     data_root: str
+    dataset: str = "imagefolder"         # the data set's format (benchmark.data.classification.READERS)
     checkpoint: str | None = None        # an encoder export; None = random initialisation
     arch: str = "vit-s16"
     img_size: int = 224
@@ -117,11 +117,11 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     root = Path(cfg.data_root)
-    train_set = image_folder(root / "train", IMAGEFOLDER_LAYOUT)
-    val_set = image_folder(root / "val", IMAGEFOLDER_LAYOUT)
+    train_set = load_classification(cfg.dataset, root, "train")
+    val_set = load_classification(cfg.dataset, root, "val")
     num_classes = len(train_set.classes)
     if val_set.classes != train_set.classes:
-        raise DataError(f"{root}: train/ and val/ have different classes")
+        raise DataError(f"{root}: the train and val splits have different classes")
 
     model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path)
     if cfg.checkpoint:
@@ -139,7 +139,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     data = SeededTransform(train_set, train_tf, cfg.seed, subset)
     loader = iter(DataLoader(data, batch_size=batch, sampler=EpochSampler(len(data), cfg.seed),
                              num_workers=cfg.num_workers, worker_init_fn=one_thread_worker, drop_last=True))
-    val_set.transform = create_transform(input_size=cfg.img_size, is_training=False)
+    val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False))
     val_loader = DataLoader(val_set, batch_size=batch, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
 
     mixup = None
