@@ -123,11 +123,6 @@ def _non_finite(value: float, step: int, checkpoint: Path) -> NonFiniteLoss:
                          "(lower the learning rate or raise the warm-up, then resume)")
 
 
-def check_finite(loss: torch.Tensor, step: int, checkpoint: Path) -> None:
-    if not torch.isfinite(loss).all():
-        raise _non_finite(loss.item(), step, checkpoint)
-
-
 class FiniteGuard:
     """Watches the loss for NaN and inf without making the host wait for the GPU at every step:
     the first non-finite loss and its step stay on the loss's device, and :meth:`check` (called
@@ -169,6 +164,21 @@ def save_state(path: Path, **state: Any) -> None:
 
 def load_state(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def restore_training(path: Path, config: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any) -> dict[str, Any]:
+    """Loads a training checkpoint (:func:`save_state`) into the run's objects and returns it;
+    refuses a checkpoint written with another config, naming the fields that differ."""
+    state, current = load_state(path), dataclasses.asdict(config)
+    if state["config"] != current:
+        changed = sorted(k for k in set(state["config"]) | set(current) if state["config"].get(k) != current.get(k))
+        raise ConfigError(f"{path} was written with another config (differs in {changed}); "
+                          "use another --out, or --resume never to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
 
 
 def rng_state() -> dict[str, torch.Tensor]:

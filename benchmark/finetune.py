@@ -1,11 +1,14 @@
-"""Classification fine-tuning of a (pre-trained or random) ViT on an ImageFolder data set.
+"""Classification fine-tuning of a (pre-trained or random) ViT.
 
-    python -m benchmark.finetune --config CONFIG.json --out RUN_DIR
+    python -m benchmark.finetune --config CONFIG.json --out RUN_DIR [--resume auto|never]
+    torchrun --nproc_per_node 8 -m benchmark.finetune --config CONFIG.json --out RUN_DIR
 
-The data root holds ``train/<class>/*`` and ``val/<class>/*``. The recipe is built from timm's
+The data set is read in its official format (``dataset``: see :mod:`benchmark.data.classification`;
+``imagefolder`` by default: ``train/<class>/*`` and ``val/<class>/*``). The recipe is built from timm's
 parts: AdamW with layer-wise learning-rate decay, drop path, label smoothing, optional
 RandAugment and Mixup/CutMix, warm-up then cosine. Writes ``RUN_DIR/result.json`` with top-1
-(and top-5 with at least 10 classes) on the validation split.
+(and top-5 with at least 10 classes) on the validation split. Training checkpoints
+(``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
@@ -30,8 +35,10 @@ from benchmark.data.folders import (
     EpochSampler,
     SeededTransform,
     fraction_subset,
+    mix_seed,
     one_thread_worker,
 )
+from benchmark.distributed import barrier, init_distributed, local_device, mean_across, shutdown
 from benchmark.engine import (
     ConfigError,
     NonFiniteLoss,
@@ -39,14 +46,21 @@ from benchmark.engine import (
     autocast,
     build_optimizer,
     build_scheduler,
-    check_finite,
+    FiniteGuard,
     config_from_dict,
+    fast_float32_matmul,
     pick_device,
+    restore_training,
+    rng_state,
+    save_state,
     seed_everything,
+    set_rng_state,
     write_config,
 )
 from benchmark.models import create_vit
 from benchmark.results import write_result
+
+CHECKPOINT = "checkpoint.pth"
 
 
 
@@ -74,6 +88,7 @@ class FinetuneConfig:
     seed: int = 0
     num_workers: int = 0
     log_every: int = 10
+    checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
     device: str = "auto"
     tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
 
@@ -109,13 +124,22 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     return metrics
 
 
-def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
+def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> dict[str, float]:
+    """Fine-tunes (or resumes, from ``checkpoint.pth``) and evaluates; returns the metrics.
+
+    Under torchrun each process trains on its share of every global batch (DDP); rank 0 alone
+    writes the log, the checkpoints, evaluates and writes ``result.json``.
+    """
     started = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    ctx = init_distributed(device)
+    device = local_device(device, ctx)
+    fast_float32_matmul(device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out / "config.json", cfg)
+    seed_everything(cfg.seed)
     root = Path(cfg.data_root)
     train_set = load_classification(cfg.dataset, root, "train")
     val_set = load_classification(cfg.dataset, root, "val")
@@ -129,18 +153,12 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     model.to(device)
 
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
-    batch = min(cfg.batch_size, len(subset))
+    batch = min(cfg.batch_size, len(subset))  # global
+    if batch % ctx.world_size:
+        raise ConfigError(f"batch size {batch} is not divisible by the {ctx.world_size} processes")
+    micro = batch // ctx.world_size
     steps_per_epoch = max(1, len(subset) // batch)
     total = cfg.epochs * steps_per_epoch
-    train_tf = create_transform(
-        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=0.5,
-        color_jitter=0.4 if cfg.rand_augment is None else None,
-    )
-    data = SeededTransform(train_set, train_tf, cfg.seed, subset)
-    loader = iter(DataLoader(data, batch_size=batch, sampler=EpochSampler(len(data), cfg.seed),
-                             num_workers=cfg.num_workers, worker_init_fn=one_thread_worker, drop_last=True))
-    val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False))
-    val_loader = DataLoader(val_set, batch_size=batch, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
 
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
@@ -151,28 +169,69 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, float]:
     lr = cfg.blr * batch / 256
     optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
-    log = RunLog(out / "log.jsonl", total, 0, desc="finetune", every=cfg.log_every)
+
+    ckpt_path = out / CHECKPOINT
+    state = restore_training(ckpt_path, cfg, model, optimizer, scheduler) if resume and ckpt_path.is_file() else None
+    start = int(state["step"]) if state else 0
+    if state:
+        print(f"[finetune] resuming {out} at step {start}/{total}", file=sys.stderr)
+
+    train_tf = create_transform(
+        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=0.5,
+        color_jitter=0.4 if cfg.rand_augment is None else None,
+    )
+    data = SeededTransform(train_set, train_tf, cfg.seed, subset)
+    sampler = EpochSampler(len(data), cfg.seed, start=start * batch, rank=ctx.rank, num_replicas=ctx.world_size)
+    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+                             worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
+    if state is not None:  # after the loader's iterator drew from the global RNG, as at the start
+        set_rng_state(state["rng"])
+    ddp = DistributedDataParallel(model) if ctx.distributed else model
+    log = RunLog(out / "log.jsonl", total, start, desc="finetune", every=cfg.log_every) if ctx.is_main else None
+    guard = FiniteGuard(ckpt_path)
     model.train()
     try:
-        for step in range(total):
+        for step in range(start, total):
             images, labels = next(loader)
-            images, labels = images.to(device), labels.to(device)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             if mixup is not None:
+                # timm's Mixup draws from numpy's global RNG: one seed per step and process, so a
+                # resumed run mixes exactly as the uninterrupted one.
+                np.random.seed(mix_seed(cfg.seed, step, ctx.rank) % 2**32)
                 images, labels = mixup(images, labels)
             with autocast(device):
-                loss = criterion(model(images), labels)
-            check_finite(loss, step, out)
+                loss = criterion(ddp(images), labels)
+            guard.watch(loss, step)
             loss.backward()
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
-            log.step(step, batch, loss=float(loss.detach()), lr=optimizer.param_groups[-1]["lr"])
+            logging = (step + 1) % cfg.log_every == 0 or step + 1 == total
+            checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total
+            if logging or checkpointing:
+                guard.check()
+            if logging:
+                values = mean_across({"loss": float(loss.detach())}, ctx)
+                if log:
+                    log.step(step, batch, lr=optimizer.param_groups[-1]["lr"], **values)
+            elif log:
+                log.step(step, batch)
+            if ctx.is_main and checkpointing:
+                save_state(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                           scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(), config=asdict(cfg))
     finally:
-        log.close()
-    metrics = evaluate(model, val_loader, device, num_classes)
-    write_result(out, "finetune", metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
+        if log:
+            log.close()
+    metrics: dict[str, float] = {}
+    if ctx.is_main:
+        val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False))
+        val_loader = DataLoader(val_set, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
+        metrics = evaluate(model, val_loader, device, num_classes)
+        write_result(out, "finetune", metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
+    barrier(ctx)
     return metrics
 
 
@@ -180,14 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.finetune", description="Fine-tune a ViT classifier.")
     parser.add_argument("--config", required=True, help="a JSON file of FinetuneConfig fields")
     parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--resume", choices=["auto", "never"], default="auto")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_dict(FinetuneConfig, json.loads(Path(args.config).read_text()))
-        metrics = finetune(cfg, args.out)
+        metrics = finetune(cfg, args.out, resume=args.resume == "auto")
     except (ConfigError, DataError, CheckpointError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics))
+    finally:
+        shutdown()
+    if metrics:
+        print(json.dumps(metrics))
     return 0
 
 

@@ -56,8 +56,8 @@ from benchmark.engine import (
     build_scheduler,
     config_from_dict,
     fast_float32_matmul,
-    load_state,
     pick_device,
+    restore_training,
     rng_state,
     save_state,
     seed_everything,
@@ -124,19 +124,6 @@ def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int]
     return ImageFiles(cfg.data_root), None
 
 
-def _restore(path: Path, cfg: PretrainConfig, method: nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Loads a training checkpoint into the run's objects; refuses one of another config."""
-    state, current = load_state(path), dataclasses.asdict(cfg)
-    if state["config"] != current:
-        changed = sorted(k for k in state["config"] if state["config"][k] != current.get(k))
-        raise ConfigError(f"{path} was written with another config (differs in {changed}); "
-                          "use another --out, or --resume never to start over")
-    method.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state
-
-
 def fit_cache(cfg: PretrainConfig, images: Dataset, fitted: list[int], out: Path) -> Path:
     """Where a method may cache what it fits on the images ``fitted`` (indices into ``images``),
     as a path prefix beside the data set: ``<data_root>/../.sslbench-cache/<name>-fit-<hash>``
@@ -200,7 +187,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
 
     ckpt_path = out / CHECKPOINT
-    state = _restore(ckpt_path, cfg, method, optimizer, scheduler) if resume and ckpt_path.is_file() else None
+    state = restore_training(ckpt_path, cfg, method, optimizer, scheduler) if resume and ckpt_path.is_file() else None
     start = int(state["step"]) if state else 0
     if state:
         print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)

@@ -101,3 +101,31 @@ def test_info_nce_negatives_span_the_global_batch(tmp_path) -> None:
     # DDP divides the summed gradients by the number of processes.
     assert torch.allclose(torch.cat([p["grad_a"] for p in parts]) / 2, whole_a.grad, atol=1e-6)
     assert torch.allclose(torch.cat([p["grad_b"] for p in parts]) / 2, whole_b.grad, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_finetuning_on_two_gloo_processes_matches_one_process(synthetic_root, tmp_path) -> None:
+    """Fine-tuning under torchrun: two processes over the halves of each global batch take the
+    same steps as one process (no Mixup or drop path: nothing random differs per process)."""
+    from benchmark.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(
+        data_root=str(synthetic_root / "classification"), arch="vit-smoke", img_size=64, epochs=1, batch_size=32,
+        blr=2e-3, warmup_epochs=0.5, drop_path=0.0, rand_augment="rand-m9-mstd0.5-inc1", mixup=0.0, cutmix=0.0,
+        log_every=1, seed=2,
+    )
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(asdict(cfg)))
+    for processes, out in ((1, "one"), (2, "two")):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+        cmd = [sys.executable, *launcher, "-m", "benchmark.finetune", "--config", str(cfg_path), "--out", str(tmp_path / out)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (torch.load(tmp_path / d / "checkpoint.pth", weights_only=True)["model"] for d in ("one", "two"))
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), key
+    results = [json.loads((tmp_path / d / "result.json").read_text())["metrics"] for d in ("one", "two")]
+    assert results[0]["top1"] == pytest.approx(results[1]["top1"], abs=100 / 96 + 1e-6)  # at most one image apart
+    logs = [[r["loss"] for r in read_log(tmp_path / d)] for d in ("one", "two")]
+    assert logs[0] == pytest.approx(logs[1], abs=1e-4)

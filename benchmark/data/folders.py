@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -115,8 +116,9 @@ def mix_seed(*parts: int) -> int:
 class SeededTransform(Dataset):
     """Applies ``transform`` to ``dataset[index]`` with RNG seeded by (seed, epoch, index).
 
-    Items are requested as ``(epoch, index)`` (see :class:`EpochSampler`). The global RNG
-    states of torch and ``random`` are restored afterwards, so the caller's are untouched.
+    Items are requested as ``(epoch, index)`` (see :class:`EpochSampler`). The transform may
+    draw from torch's, ``random``'s and numpy's global RNGs (torchvision, timm's augmentations);
+    all three are seeded per item and restored afterwards, so the caller's are untouched.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Any], seed: int, indices: Sequence[int] | None = None) -> None:
@@ -132,14 +134,16 @@ class SeededTransform(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, label = self.dataset[self.indices[index]]
         seed = mix_seed(self.seed, epoch, index)
-        state = random.getstate()
+        state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             random.seed(seed)
+            np.random.seed(seed % 2**32)  # timm's RandAugment picks its operations with numpy
             try:
                 return self.transform(image), label
             finally:
                 random.setstate(state)
+                np.random.set_state(np_state)
 
 
 class EpochSampler(Sampler):
