@@ -82,7 +82,9 @@ class PretrainConfig:
     arch: str = "vit-s16"
     img_size: int = 224
     fraction: float = 1.0                # deterministic subset of the images
-    steps: int = 1000                    # optimiser steps (schedules are in iterations)
+    steps: int = 1000                    # optimiser steps (schedules are in iterations) ...
+    epochs: float | None = None          # ... or passes over the subset: steps = epochs x images / batch_size
+    warmup_epochs: float | None = None   # warm-up in passes over the subset instead of warmup_steps
     batch_size: int = 256                # global batch
     accum_steps: int = 1                 # gradient accumulation: micro-batch = batch_size / accum_steps
     blr: float = 1.5e-3                  # base learning rate for a batch of 256 (lr = blr * batch / 256)
@@ -122,6 +124,18 @@ def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int]
         folder = image_folder(cfg.data_root)
         return folder, folder.targets
     return ImageFiles(cfg.data_root), None
+
+
+def schedule_steps(cfg: PretrainConfig, images: int) -> tuple[int, int]:
+    """(total, warm-up) optimiser steps: ``steps`` and ``warmup_steps``, or from ``epochs`` and
+    ``warmup_epochs`` over ``images`` images. The paper holds the number of iterations constant
+    across ImageNet subsets (300 epochs of 100% = 3,000 of 10%); steps express that directly."""
+    per_epoch = images / cfg.batch_size
+    total = cfg.steps if cfg.epochs is None else max(1, round(cfg.epochs * per_epoch))
+    warmup = cfg.warmup_steps if cfg.warmup_epochs is None else round(cfg.warmup_epochs * per_epoch)
+    if cfg.epochs is not None and cfg.epochs <= 0:
+        raise ConfigError(f"epochs must be positive, got {cfg.epochs}")
+    return total, min(warmup, total)
 
 
 def fit_cache(cfg: PretrainConfig, images: Dataset, fitted: list[int], out: Path) -> Path:
@@ -178,19 +192,20 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, "
                         f"fewer than one batch of {cfg.batch_size}")
 
+    total_steps, warmup_steps = schedule_steps(cfg, len(subset))
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
     method = method_cls(encoder, **method_args).to(device)
     if ctx.distributed and device.type == "cuda":
         # Batch norm (BYOL's MLPs) over the global batch, as BYOL trains; gloo has no SyncBN.
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr)
+    scheduler = build_scheduler(optimizer, total_steps, warmup_steps, cfg.min_lr)
 
     ckpt_path = out / CHECKPOINT
     state = restore_training(ckpt_path, cfg, method, optimizer, scheduler) if resume and ckpt_path.is_file() else None
     start = int(state["step"]) if state else 0
     if state:
-        print(f"[pretrain] resuming {out} at step {start}/{cfg.steps}", file=sys.stderr)
+        print(f"[pretrain] resuming {out} at step {start}/{total_steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
         plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
         fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
@@ -207,11 +222,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         # it did at the start of the uninterrupted run, whose stream the saved state continues.
         set_rng_state(state["rng"])
     model = DistributedDataParallel(method) if ctx.distributed else method
-    log = RunLog(out / "log.jsonl", cfg.steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every) if ctx.is_main else None
+    log = RunLog(out / "log.jsonl", total_steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every) if ctx.is_main else None
     method.train()
     guard = FiniteGuard(ckpt_path)
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, total_steps):
             # The method's own randomness (masks, splits): one stream per step and process.
             generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank))
             # Losses stay on the device until a log line needs them: the host reads the GPU only
@@ -231,14 +246,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                     scalars[key] = scalars.get(key, 0.0) + value.detach().float() / cfg.accum_steps
             if cfg.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
-            method.before_optimizer_step(step, cfg.steps)
-            set_weight_decay(optimizer, method.weight_decay_at(step, cfg.steps, cfg.weight_decay))
+            method.before_optimizer_step(step, total_steps)
+            set_weight_decay(optimizer, method.weight_decay_at(step, total_steps, cfg.weight_decay))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
-            method.after_step(step, cfg.steps)
-            logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-            checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps
+            method.after_step(step, total_steps)
+            logging = (step + 1) % cfg.log_every == 0 or step + 1 == total_steps
+            checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps
             if logging or checkpointing:
                 guard.check()
             if logging:
