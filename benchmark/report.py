@@ -27,7 +27,7 @@ from benchmark.utils.io import atomic_path, write_text
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ["method", "pretrain_data", "arch", "downstream", "metric", "scale"]
 # The metrics each evaluation kind reports in the tables (result.json may hold more).
-TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
+TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "knn": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
 MISSING, UNKNOWN = "—", "unknown"
 
 

@@ -1,0 +1,405 @@
+"""Frozen-feature evaluation of a (pre-trained or random) ViT: linear probing and weighted k-NN.
+
+    python -m benchmark.probe --config CONFIG.json --out RUN_DIR
+
+The data root holds the splits of :func:`benchmark.data.classification.load_classification`
+(``train/<class>/*`` and ``val/<class>/*`` for an ImageFolder). The encoder is frozen throughout
+(eval mode, no gradients, its weights never change); its pooled feature is the class token after
+the final norm (:func:`benchmark.methods.base.pooled_features`).
+
+- ``mode="linear"`` (MAE's linear probe): ``BatchNorm1d(dim, affine=False, eps=1e-6)`` then a
+  ``Linear(dim, num_classes)`` (weights truncated-normal, std 0.01; bias 0) trained with
+  cross-entropy; LARS (timm's, with MAE's grouping: the trust ratio on the weight matrix only)
+  at lr = blr * batch / 256, blr 0.1, no weight decay, 90 epochs, 10 of warm-up, cosine.
+  Training images get RandomResizedCrop + horizontal flip. With ``augment=False`` the frozen
+  features of the un-augmented training images (resize + centre crop) are computed once and the
+  head is trained on those cached features: one encoder pass in all instead of one per epoch,
+  much cheaper on CPU, at the price of no augmentation.
+- ``mode="knn"`` (DINO's weighted k-NN): L2-normalised features of the training and validation
+  images (no augmentation); each validation image takes its ``k`` nearest training features by
+  cosine similarity and each of them votes for its class with weight ``exp(similarity / T)``.
+  Similarities are computed in blocks of queries x training features, so a training set of any
+  size needs only its features in memory. ``k`` and, where cheap, k = 10 are reported.
+
+Writes ``RUN_DIR/result.json`` (kind ``linear`` or ``knn``) with top-1 (and top-5 with more than
+five classes) on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.optim import create_optimizer_v2, list_optimizers
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+
+from benchmark.convert import CheckpointError
+from benchmark.data.classification import Transformed, load_classification
+from benchmark.data.folders import (
+    DataError,
+    EpochSampler,
+    SeededTransform,
+    fraction_subset,
+    one_thread_worker,
+)
+from benchmark.engine import (
+    ConfigError,
+    NonFiniteLoss,
+    RunLog,
+    autocast,
+    build_scheduler,
+    config_from_dict,
+    pick_device,
+    seed_everything,
+    write_config,
+)
+from benchmark.finetune import load_pretrained
+from benchmark.methods.base import pooled_features
+from benchmark.models import ARCHS, create_vit
+from benchmark.results import write_result
+
+MODES = ("linear", "knn")
+LARS_FAMILY = ("lars", "larc", "nlars", "nlarc")
+KNN_BANK_CHUNK = 32768  # training features per similarity block
+
+
+@dataclass
+class ProbeConfig:
+    data_root: str
+    dataset: str = "imagefolder"         # the data set's format (benchmark.data.classification.READERS)
+    checkpoint: str | None = None        # an encoder export; None = random initialisation
+    arch: str = "vit-s16"
+    img_size: int = 224
+    mode: str = "linear"                 # "linear" (MAE's linear probe) | "knn" (DINO's weighted k-NN)
+    train_fraction: float = 1.0          # class-balanced subset of the training labels (both modes)
+    # linear probe
+    epochs: int = 90
+    batch_size: int = 256                # also the batch of feature extraction
+    optimizer: str = "lars"              # any timm optimiser name; LARS as MAE
+    blr: float = 0.1                     # lr = blr * batch_size / 256
+    min_lr: float = 0.0
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.0
+    augment: bool = True                 # False: train the head on cached features of un-augmented images
+    crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1)
+    # k-NN
+    k: int = 20
+    temperature: float = 0.07
+    knn_chunk: int = 256                 # validation images per similarity block
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    device: str = "auto"
+    tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
+
+
+def check_config(cfg: ProbeConfig) -> None:
+    """One-line :class:`ConfigError` for values that the types alone do not rule out."""
+    problems = []
+    if cfg.mode not in MODES:
+        problems.append(f"mode={cfg.mode!r} should be one of {MODES}")
+    if cfg.arch not in ARCHS:
+        problems.append(f"arch={cfg.arch!r} should be one of {sorted(ARCHS)}")
+    if cfg.optimizer not in list_optimizers():
+        problems.append(f"optimizer={cfg.optimizer!r} is not a timm optimiser (timm.optim.list_optimizers())")
+    if not 0 < cfg.train_fraction <= 1:
+        problems.append(f"train_fraction={cfg.train_fraction} should be in (0, 1]")
+    for name in ("batch_size", "k", "knn_chunk", "log_every", "img_size"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name}={getattr(cfg, name)} should be at least 1")
+    if cfg.epochs < 0 or cfg.warmup_epochs < 0:
+        problems.append("epochs and warmup_epochs should not be negative")
+    if cfg.temperature <= 0:
+        problems.append(f"temperature={cfg.temperature} should be positive")
+    if not 0 < cfg.crop_scale_min <= 1:
+        problems.append(f"crop_scale_min={cfg.crop_scale_min} should be in (0, 1]")
+    if problems:
+        raise ConfigError(f"ProbeConfig: {'; '.join(problems)}")
+
+
+# ----------------------------------------------------------------------------- the frozen encoder
+
+
+def build_encoder(cfg: ProbeConfig) -> nn.Module:
+    """The headless ViT of ``cfg`` (checkpoint loaded, or random), frozen: eval mode, no grad."""
+    encoder = create_vit(cfg.arch, cfg.img_size, num_classes=0)
+    if cfg.checkpoint:
+        load_pretrained(encoder, cfg.checkpoint, cfg.arch)
+    return freeze(encoder)
+
+
+def freeze(encoder: nn.Module) -> nn.Module:
+    encoder.eval()
+    encoder.requires_grad_(False)
+    return encoder
+
+
+def encode(encoder: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The frozen encoder's pooled features of a batch, in float32 (bf16 autocast on GPUs)."""
+    with torch.no_grad(), autocast(device):
+        return pooled_features(encoder, images.to(device, non_blocking=True)).float()
+
+
+def extract_features(
+    encoder: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0,
+    log: RunLog | None = None, step0: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, D) and labels (N,) of every item of ``dataset``, in order, on ``device``."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, worker_init_fn=one_thread_worker)
+    feats, labels = [], []
+    for i, (images, targets) in enumerate(loader):
+        feats.append(encode(encoder, images, device))
+        labels.append(targets.to(device))
+        if log is not None:
+            log.step(step0 + i, len(targets))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def eval_transform(img_size: int):
+    """Resize + centre crop + normalise (timm's evaluation transform)."""
+    return create_transform(input_size=img_size, is_training=False)
+
+
+def probe_train_transform(img_size: int, crop_scale_min: float = 0.08):
+    """MAE's linear-probe augmentation: RandomResizedCrop (bicubic) + horizontal flip."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(img_size, scale=(crop_scale_min, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
+
+
+def topk_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Top-1 (and top-5 with more than five classes) accuracy in percent of class ``scores`` (N, C)."""
+    top = scores.topk(min(5, num_classes), dim=-1).indices
+    labels = labels.to(top.device)
+    total = max(1, labels.numel())
+    metrics = {"top1": 100.0 * int((top[:, 0] == labels).sum()) / total}
+    if num_classes > 5:
+        metrics["top5"] = 100.0 * int((top == labels[:, None]).any(-1).sum()) / total
+    return metrics
+
+
+# ----------------------------------------------------------------------------- linear probe
+
+
+def make_head(dim: int, num_classes: int) -> nn.Sequential:
+    """MAE's probe head: BatchNorm1d without affine parameters, then a Linear layer
+    (weights truncated-normal with std 0.01, bias 0)."""
+    linear = nn.Linear(dim, num_classes)
+    nn.init.trunc_normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), linear)
+
+
+def build_head_optimizer(head: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """timm's optimiser ``name`` for the head. The LARS family follows MAE's LARS: weight decay
+    and the trust ratio on matrices only (``always_adapt``, so also without weight decay);
+    biases get plain momentum SGD. Other optimisers: timm's grouping (no decay on biases)."""
+    if name in LARS_FAMILY:
+        matrices = [p for p in head.parameters() if p.ndim > 1]
+        vectors = [p for p in head.parameters() if p.ndim <= 1]
+        groups = [{"params": matrices, "weight_decay": weight_decay, "always_adapt": True},
+                  {"params": vectors, "weight_decay": 0.0, "always_adapt": False}]
+        return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=weight_decay)
+    return create_optimizer_v2(head, opt=name, lr=lr, weight_decay=weight_decay)
+
+
+def linear_probe(
+    cfg: ProbeConfig, encoder: nn.Module, train_set: Dataset, val_set: Dataset, device: torch.device,
+    out: Path,
+) -> tuple[dict[str, float], nn.Sequential]:
+    """Trains the probe head on the frozen ``encoder`` (features of ``train_set``; the
+    ``train_fraction`` subset) and returns its validation metrics and the head. Writes the
+    training log to ``out/log.jsonl`` and feature-extraction progress to ``out/features.jsonl``."""
+    freeze(encoder)
+    num_classes = len(train_set.classes)
+    subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
+    batch = min(cfg.batch_size, len(subset))
+    steps_per_epoch = max(1, len(subset) // batch)
+    total = cfg.epochs * steps_per_epoch
+    val_data = Transformed(val_set, eval_transform(cfg.img_size))
+    train_steps = 0 if cfg.augment else -(-len(subset) // batch)
+    flog = RunLog(out / "features.jsonl", train_steps + -(-len(val_data) // batch), 0, desc="features",
+                  every=cfg.log_every)
+    try:
+        cached = None
+        if not cfg.augment:
+            plain = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size))
+            cached = extract_features(encoder, plain, batch, device, cfg.num_workers, flog)
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, flog, train_steps)
+    finally:
+        flog.close()
+
+    head = make_head(val_feats.shape[1], num_classes).to(device)
+    lr = cfg.blr * batch / 256
+    optimizer = build_head_optimizer(head, cfg.optimizer, lr, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
+    if cached is None:
+        data = SeededTransform(train_set, probe_train_transform(cfg.img_size, cfg.crop_scale_min), cfg.seed, subset)
+        loader = iter(DataLoader(data, batch_size=batch, sampler=EpochSampler(len(data), cfg.seed),
+                                 num_workers=cfg.num_workers, worker_init_fn=one_thread_worker, drop_last=True))
+    else:
+        order = iter(EpochSampler(len(subset), cfg.seed))  # the same sample order as the augmented path
+    criterion = nn.CrossEntropyLoss()
+    log = RunLog(out / "log.jsonl", total, 0, desc="linear", every=cfg.log_every)
+    head.train()
+    try:
+        for step in range(total):
+            if cached is None:
+                images, labels = next(loader)
+                feats, labels = encode(encoder, images, device), labels.to(device)
+            else:
+                index = torch.tensor([next(order)[1] for _ in range(batch)], device=device)
+                feats, labels = cached[0][index], cached[1][index]
+            logits = head(feats)
+            loss = criterion(logits, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"the probe's loss is {loss.item()} at step {step}; stopping (lower blr)")
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step_update(step + 1)
+            acc = float((logits.detach().argmax(-1) == labels).float().mean())
+            log.step(step, batch, loss=float(loss.detach()), train_acc=acc, lr=optimizer.param_groups[0]["lr"])
+    finally:
+        log.close()
+    head.eval()
+    with torch.no_grad():
+        metrics = topk_metrics(head(val_feats), val_labels, num_classes)
+    return metrics, head
+
+
+# ----------------------------------------------------------------------------- weighted k-NN
+
+
+def nearest_neighbours(
+    bank: torch.Tensor, queries: torch.Tensor, k: int, query_chunk: int = 256, bank_chunk: int = KNN_BANK_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities and indices (Q, k), best first, of each query's ``k`` nearest rows
+    of ``bank``. Computed in blocks of ``query_chunk`` x ``bank_chunk`` similarities, keeping a
+    running top-k, so the full (Q, N) matrix is never held."""
+    bank = F.normalize(bank.float(), dim=1)
+    queries = F.normalize(queries.float(), dim=1)
+    k = min(k, bank.shape[0])
+    sims_out, index_out = [], []
+    for q0 in range(0, queries.shape[0], query_chunk):
+        q = queries[q0:q0 + query_chunk]
+        best_s = best_i = None
+        for b0 in range(0, bank.shape[0], bank_chunk):
+            s = q @ bank[b0:b0 + bank_chunk].T
+            s, i = s.topk(min(k, s.shape[1]), dim=1)
+            i = i + b0
+            if best_s is not None:
+                s, j = torch.cat([best_s, s], 1).topk(k, dim=1)
+                i = torch.cat([best_i, i], 1).gather(1, j)
+            best_s, best_i = s, i
+        sims_out.append(best_s)
+        index_out.append(best_i)
+    return torch.cat(sims_out), torch.cat(index_out)
+
+
+def weighted_votes(sims: torch.Tensor, neighbour_labels: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
+    """DINO's class scores (Q, C): each neighbour adds ``exp(similarity / T)`` to its class."""
+    votes = torch.zeros(sims.shape[0], num_classes, device=sims.device, dtype=sims.dtype)
+    return votes.scatter_add_(1, neighbour_labels, (sims / temperature).exp())
+
+
+def knn_classify(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, query_feats: torch.Tensor, num_classes: int,
+    ks: tuple[int, ...] = (20,), temperature: float = 0.07, query_chunk: int = 256,
+) -> dict[int, torch.Tensor]:
+    """Weighted k-NN class scores (Q, C) of the queries for each ``k`` in ``ks`` (one search)."""
+    sims, index = nearest_neighbours(train_feats, query_feats, max(ks), query_chunk)
+    neighbour_labels = train_labels.to(index.device)[index]
+    return {k: weighted_votes(sims[:, :k], neighbour_labels[:, :k], num_classes, temperature) for k in ks}
+
+
+def knn_probe(
+    cfg: ProbeConfig, encoder: nn.Module, train_set: Dataset, val_set: Dataset, device: torch.device, out: Path,
+) -> dict[str, float]:
+    """DINO's weighted k-NN evaluation of the frozen ``encoder``. Metrics ``top1``/``top5`` for
+    ``cfg.k``, and ``top1_k10``/``top5_k10`` besides when ``cfg.k`` is not 10."""
+    freeze(encoder)
+    num_classes = len(train_set.classes)
+    subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
+    tf = eval_transform(cfg.img_size)
+    train_data, val_data = Transformed(Subset(train_set, subset), tf), Transformed(val_set, tf)
+    batch = cfg.batch_size
+    train_steps = -(-len(train_data) // batch)
+    log = RunLog(out / "features.jsonl", train_steps + -(-len(val_data) // batch), 0, desc="features", every=cfg.log_every)
+    try:
+        train_feats, train_labels = extract_features(encoder, train_data, batch, device, cfg.num_workers, log)
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, log, train_steps)
+    finally:
+        log.close()
+    ks = (cfg.k,) if cfg.k == 10 else (cfg.k, 10)
+    scores = knn_classify(train_feats, train_labels, val_feats, num_classes, ks, cfg.temperature, cfg.knn_chunk)
+    metrics = topk_metrics(scores[cfg.k], val_labels, num_classes)
+    if cfg.k != 10:
+        metrics.update({f"{name}_k10": value for name, value in topk_metrics(scores[10], val_labels, num_classes).items()})
+    return metrics
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def probe(cfg: ProbeConfig, out_dir: str | Path) -> dict[str, float]:
+    """Runs the probe of ``cfg.mode`` and writes ``out_dir/result.json`` (kind ``linear`` or ``knn``)."""
+    started = time.time()
+    check_config(cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.json", cfg)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    root = Path(cfg.data_root)
+    train_set = load_classification(cfg.dataset, root, "train")
+    val_set = load_classification(cfg.dataset, root, "val")
+    if val_set.classes != train_set.classes:
+        raise DataError(f"{root}: the train and val splits have different classes")
+    encoder = build_encoder(cfg).to(device)
+    if cfg.mode == "linear":
+        metrics, _ = linear_probe(cfg, encoder, train_set, val_set, device, out)
+    else:
+        metrics = knn_probe(cfg, encoder, train_set, val_set, device, out)
+    write_result(out, cfg.mode, metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.probe",
+                                     description="Linear probe or weighted k-NN on frozen ViT features.")
+    parser.add_argument("--config", required=True, help="a JSON file of ProbeConfig fields")
+    parser.add_argument("--out", required=True, help="the run directory")
+    args = parser.parse_args(argv)
+    try:
+        values = json.loads(Path(args.config).read_text())
+        if not isinstance(values, dict):
+            raise ConfigError(f"{args.config}: expected a JSON object of ProbeConfig fields")
+        try:
+            cfg = config_from_dict(ProbeConfig, values)
+        except TypeError as err:  # a required field (data_root) missing
+            raise ConfigError(f"ProbeConfig: {err}") from None
+        metrics = probe(cfg, args.out)
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
