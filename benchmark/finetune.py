@@ -28,7 +28,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint
+from benchmark.convert import CheckpointError, adapt_state_dict, read_checkpoint
 from benchmark.data.classification import Transformed, load_classification
 from benchmark.data.folders import (
     DataError,
@@ -57,7 +57,7 @@ from benchmark.engine import (
     set_rng_state,
     write_config,
 )
-from benchmark.models import create_vit
+from benchmark.models import create_vit, downstream_kwargs
 from benchmark.results import write_result
 
 CHECKPOINT = "checkpoint.pth"
@@ -99,7 +99,8 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None
     state, spec, _ = read_checkpoint(checkpoint)
     if spec["arch"] != arch:
         raise CheckpointError(f"{checkpoint}: holds a {spec['arch']} encoder, the config asks for {arch}")
-    fit_pos_embed(state, model)
+    for note in adapt_state_dict(state, model):  # position embedding / BEiT tables to this model
+        print(f"[checkpoint] {note}", file=sys.stderr)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
@@ -147,7 +148,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     if val_set.classes != train_set.classes:
         raise DataError(f"{root}: the train and val splits have different classes")
 
-    model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path)
+    # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
+    model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path,
+                       **downstream_kwargs(cfg.arch))
     if cfg.checkpoint:
         load_pretrained(model, cfg.checkpoint, cfg.arch)
     model.to(device)

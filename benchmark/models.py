@@ -20,15 +20,43 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-s16": ("vit_small_patch16_224", {}),
     "vit-b16": ("vit_base_patch16_224", {}),
     # BEiT's own encoder (timm's Beit): layer-scale 0.1, no absolute position embedding, one
-    # relative position bias shared by all blocks, as in BEiT's pre-training. Pre-training and
-    # fine-tuning at the pre-training size only for now; the MMDetection/MMSegmentation backbone
-    # takes the vit-* sizes.
+    # relative position bias shared by all blocks, as in BEiT's pre-training. Downstream (fine-tuning,
+    # MMDetection / MMSegmentation) BEiT gives every block its own table (``downstream_kwargs``),
+    # initialised from the shared one (``benchmark.convert.adapt_state_dict``).
     "beit-smoke": ("beit_base_patch16_224", {"embed_dim": 192, "depth": 4, "num_heads": 3,
                                              "use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
     "beit-s16": ("beit_base_patch16_224", {"embed_dim": 384, "num_heads": 6,
                                            "use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
     "beit-b16": ("beit_base_patch16_224", {"use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
 }
+
+
+# create_vit overrides giving a beit-* arch one relative position bias table per block and no shared
+# one: BEiT's layout for fine-tuning, detection and segmentation (and of fine-tuned BEiT releases).
+PER_BLOCK_REL_POS: dict[str, Any] = {"use_rel_pos_bias": True, "use_shared_rel_pos_bias": False}
+
+
+def is_beit(arch: str) -> bool:
+    """Whether ``arch`` is one of the timm ``Beit`` sizes (relative position bias, layer-scale)."""
+    return arch.startswith("beit-")
+
+
+def downstream_kwargs(arch: str) -> dict[str, Any]:
+    """Extra :func:`create_vit` arguments of the model that fine-tunes ``arch`` downstream: per-block
+    relative position bias for beit-* (BEiT's practice), nothing for vit-*."""
+    return dict(PER_BLOCK_REL_POS) if is_beit(arch) else {}
+
+
+def spec_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """Extra :func:`create_vit` arguments recorded in a model spec beyond arch and img_size: an optional
+    ``"rel_pos_bias": "per-block"`` (a beit-* checkpoint with one table per block, e.g. an imported
+    fine-tuned BEiT release); ``"shared"`` or absent is the arch's own layout."""
+    layout = spec.get("rel_pos_bias", "shared")
+    if layout == "shared":
+        return {}
+    if layout == "per-block" and is_beit(str(spec.get("arch", ""))):
+        return dict(PER_BLOCK_REL_POS)
+    raise ValueError(f"model spec {spec}: rel_pos_bias {layout!r} is not 'shared' or 'per-block' of a beit-* arch")
 
 
 def model_spec(arch: str, img_size: int) -> dict[str, Any]:
@@ -39,7 +67,7 @@ def model_spec(arch: str, img_size: int) -> dict[str, Any]:
 
 
 def create_vit(
-    arch: str, img_size: int = 224, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs: Any
+    arch: str, img_size: int | tuple[int, int] = 224, num_classes: int = 0, drop_path_rate: float = 0.0, **kwargs: Any
 ) -> nn.Module:
     """A randomly initialised timm ViT of the named size (never downloads weights).
 

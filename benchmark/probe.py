@@ -65,7 +65,7 @@ from benchmark.engine import (
 )
 from benchmark.finetune import load_pretrained
 from benchmark.methods.base import pooled_features
-from benchmark.models import ARCHS, create_vit
+from benchmark.models import ARCHS, create_vit, downstream_kwargs
 from benchmark.results import write_result
 
 MODES = ("linear", "knn")
@@ -132,7 +132,7 @@ def check_config(cfg: ProbeConfig) -> None:
 
 def build_encoder(cfg: ProbeConfig) -> nn.Module:
     """The headless ViT of ``cfg`` (checkpoint loaded, or random), frozen: eval mode, no grad."""
-    encoder = create_vit(cfg.arch, cfg.img_size, num_classes=0)
+    encoder = create_vit(cfg.arch, cfg.img_size, num_classes=0, **downstream_kwargs(cfg.arch))
     if cfg.checkpoint:
         load_pretrained(encoder, cfg.checkpoint, cfg.arch)
     return freeze(encoder)

@@ -53,3 +53,23 @@ def test_wrong_size_or_garbage_is_rejected(exported, tmp_path) -> None:
     for reader in (read_checkpoint, read_spec):
         with pytest.raises(CheckpointError, match="unknown checkpoint format"):
             reader(junk)
+
+
+def test_beit_export_fine_tunes_with_a_table_per_block(tmp_path) -> None:
+    """A BEiT encoder pre-trained with one shared relative position table fine-tunes as BEiT does:
+    the table copied to every block, resized at another image size, no key left over or missing."""
+    from benchmark.models import downstream_kwargs
+
+    torch.manual_seed(0)
+    beit = create_vit("beit-smoke", 64, num_classes=0).eval()
+    path = save_encoder(beit, model_spec("beit-smoke", 64), tmp_path / "encoder.safetensors")
+    same = create_vit("beit-smoke", 64, num_classes=6, **downstream_kwargs("beit-smoke")).eval()
+    load_pretrained(same, path, "beit-smoke")
+    assert same.rel_pos_bias is None and all(b.attn.relative_position_bias_table is not None for b in same.blocks)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(same.forward_features(x), beit.forward_features(x), atol=1e-5)
+    larger = create_vit("beit-smoke", 96, num_classes=6, **downstream_kwargs("beit-smoke")).eval()
+    load_pretrained(larger, path, "beit-smoke")
+    with torch.no_grad():
+        assert torch.isfinite(larger(torch.randn(1, 3, 96, 96))).all()

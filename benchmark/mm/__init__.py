@@ -1,18 +1,26 @@
-"""MMDetection / MMSegmentation integration: importing this package registers :class:`ViTPyramid`.
+"""MMDetection / MMSegmentation integration: importing this package registers our mm components.
 
-Configs load it with ``custom_imports=dict(imports=['benchmark.mm'], allow_failed_imports=False)``;
-the same class is registered in ``mmdet.registry.MODELS`` and ``mmseg.registry.MODELS``.
+* :class:`ViTPyramid` (backbone) in ``mmdet.registry.MODELS`` and ``mmseg.registry.MODELS``;
+* :class:`ViTLayerDecayOptimizerConstructor` (layer-wise lr decay) in mmengine's, mmdet's and
+  mmseg's ``OPTIM_WRAPPER_CONSTRUCTORS``.
+
+Configs load it with ``custom_imports=dict(imports=['benchmark.mm'], allow_failed_imports=False)``.
+Registration uses ``force=True``, so a re-import (importlib.reload, test runners) does not raise.
 """
 
 from __future__ import annotations
 
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_CONSTRUCTORS
 from mmseg.registry import MODELS as MMSEG_MODELS
+from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
 
 from benchmark.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
+from benchmark.mm.optim import ViTLayerDecayOptimizerConstructor, register
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
-    # force=True keeps a re-import (importlib.reload, test runners) from raising KeyError
     _registry.register_module(name="ViTPyramid", module=ViTPyramid, force=True)
+register((MMENGINE_CONSTRUCTORS, MMDET_CONSTRUCTORS, MMSEG_CONSTRUCTORS))
 
-__all__ = ["ViTPyramid", "checkpoint_spec", "vit_embed_dim"]
+__all__ = ["ViTLayerDecayOptimizerConstructor", "ViTPyramid", "checkpoint_spec", "vit_embed_dim"]

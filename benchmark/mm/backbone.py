@@ -6,6 +6,12 @@ Patch tokens after four blocks (``out_indices``) are reshaped to stride-16 maps 
 in BEiT / XCiT detection: stride 4 = two 2x2 transposed convs (norm + GELU between), stride 8 =
 one 2x2 transposed conv, stride 16 = identity, stride 32 = 2x2 max-pool.
 
+A beit-* arch becomes timm's ``Beit`` with one relative position bias table per block (BEiT's
+detection / segmentation layout), whose window is the patch grid of ``input_size``: a checkpoint's
+shared table is copied to every block and resized to that window when loading. An input whose grid
+fits in the window reads the central part of each table (the same relative offsets, exactly); a
+larger one resizes the tables on the fly (:func:`benchmark.convert.resize_rel_pos_table`).
+
 Weights come from ``checkpoint`` (an ``mm_backbone.pth`` or an ``encoder.safetensors``, see
 :mod:`benchmark.convert`) and are loaded in :meth:`ViTPyramid.init_weights` with exact key
 accounting; the pyramid is never in a checkpoint and keeps its fresh initialisation.
@@ -24,8 +30,10 @@ from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
-from benchmark.convert import CheckpointError, fit_pos_embed, read_checkpoint, read_spec
-from benchmark.models import ARCHS, create_vit
+from timm.layers import resample_abs_pos_embed
+
+from benchmark.convert import CheckpointError, adapt_state_dict, check_keys, read_checkpoint, read_spec, resize_rel_pos_table
+from benchmark.models import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
 
@@ -44,6 +52,24 @@ def vit_embed_dim(arch: str) -> int:
 def default_out_indices(depth: int) -> tuple[int, int, int, int]:
     """Four evenly spaced block indices ending at the last block (12 blocks -> 2, 5, 8, 11)."""
     return tuple(max(0, round(depth * (i + 1) / 4) - 1) for i in range(4))  # type: ignore[return-value]
+
+
+def rel_pos_index(grid: tuple[int, int], window: tuple[int, int]) -> torch.Tensor:
+    """``(gh*gw + 1, gh*gw + 1)`` rows of a BEiT relative position table of ``window`` for the tokens
+    (cls first) of a ``grid`` that fits in it: timm's ``gen_relative_position_index`` when the two are
+    equal, the central offsets of the table otherwise."""
+    (gh, gw), (wh, ww) = grid, window
+    if gh > wh or gw > ww:
+        raise ValueError(f"grid {grid} does not fit in window {window}")
+    coords = torch.stack(torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    num = (2 * wh - 1) * (2 * ww - 1) + 3
+    index = torch.empty(gh * gw + 1, gh * gw + 1, dtype=torch.long)
+    index[1:, 1:] = (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+    index[0, :] = num - 3
+    index[:, 0] = num - 2
+    index[0, 0] = num - 1
+    return index
 
 
 def _distributed() -> bool:
@@ -79,6 +105,9 @@ class ViTPyramid(BaseModule):
         checkpoint: an ``mm_backbone.pth``, an ``encoder.safetensors`` or ``None`` (random init),
             loaded by :meth:`init_weights`.
         init_cfg: mmengine init config of this module (the ViT ignores it; use ``checkpoint``).
+        input_size: beit-* only: the input size (pixels, int or (h, w)) whose 16-px grid is the window
+            of the per-block relative position tables (the training crop, e.g. 512 for ADE20k);
+            default ``img_size``. vit-* ignore it (their position embedding follows every input).
     """
 
     def __init__(
@@ -90,6 +119,7 @@ class ViTPyramid(BaseModule):
         norm_cfg: dict[str, Any] | None = None,
         checkpoint: str | None = None,
         init_cfg: dict[str, Any] | list[dict[str, Any]] | None = None,
+        input_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.checkpoint = str(checkpoint) if checkpoint else None
@@ -103,14 +133,22 @@ class ViTPyramid(BaseModule):
                 img_size = int(spec.get("img_size", 224))
         if arch not in ARCHS:
             raise ValueError(f"ViTPyramid: unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
-        if not arch.startswith("vit-"):
-            raise ValueError(f"ViTPyramid: {arch} (timm's Beit, with relative position bias) is not supported "
-                             "yet; use a vit-* size")
         self.arch = arch
         self.img_size = int(img_size)
-        self.vit = create_vit(
-            arch, self.img_size, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True
-        )
+        self.is_beit = is_beit(arch)
+        if self.is_beit:
+            size = self.img_size if input_size is None else input_size
+            size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
+            if len(size) != 2 or min(size) < 16:
+                raise ValueError(f"ViTPyramid: input_size must be a size or (h, w) of at least 16 px, got {input_size}")
+            self.input_size: tuple[int, int] | None = size
+            self.vit = create_vit(arch, size, num_classes=0, drop_path_rate=drop_path_rate, **PER_BLOCK_REL_POS)
+        else:
+            self.input_size = None
+            self.vit = create_vit(
+                arch, self.img_size, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True
+            )
+        self._rel_pos_index: dict[tuple[Any, ...], torch.Tensor] = {}
         depth = len(self.vit.blocks)
         indices = tuple(int(i) for i in (out_indices if out_indices is not None else default_out_indices(depth)))
         if len(indices) != 4 or any(not 0 <= i < depth for i in indices) or list(indices) != sorted(set(indices)):
@@ -146,20 +184,62 @@ class ViTPyramid(BaseModule):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         vit = self.vit
-        t = vit.patch_embed(x)  # (B, h, w, C): timm keeps the grid when dynamic_img_size=True
-        gh, gw = t.shape[1], t.shape[2]
-        t = vit._pos_embed(t)
-        t = vit.patch_drop(t)
-        t = vit.norm_pre(t)
+        if self.is_beit:
+            t = vit.patch_embed.proj(x)  # timm's PatchEmbed insists on its img_size; the conv does not
+            gh, gw = t.shape[-2], t.shape[-1]
+            t = vit.patch_embed.norm(t.flatten(2).transpose(1, 2))
+            t = torch.cat([vit.cls_token.expand(b, -1, -1).to(t.dtype), t], dim=1)
+            if vit.pos_embed is not None:
+                t = t + resample_abs_pos_embed(vit.pos_embed, [gh, gw], num_prefix_tokens=1)
+            t = vit.pos_drop(t)
+        else:
+            t = vit.patch_embed(x)  # (B, h, w, C): timm keeps the grid when dynamic_img_size=True
+            gh, gw = t.shape[1], t.shape[2]
+            t = vit._pos_embed(t)
+            t = vit.patch_drop(t)
+            t = vit.norm_pre(t)
         feats: list[torch.Tensor] = []
         for i, block in enumerate(vit.blocks):
-            t = block(t)
+            t = self._beit_block(block, t, self.rel_pos_bias(block.attn, gh, gw)) if self.is_beit else block(t)
             if i in self.out_indices:
                 patches = t[:, self.num_prefix_tokens:]
                 feats.append(patches.transpose(1, 2).reshape(b, self.embed_dim, gh, gw).contiguous())
                 if i == self.out_indices[-1]:
                     break
         return feats
+
+    def rel_pos_bias(self, attn: Any, gh: int, gw: int) -> torch.Tensor:
+        """``(1, heads, N+1, N+1)`` relative position bias of a Beit attention for a ``gh`` x ``gw`` grid:
+        the central offsets of its table, resized first when the grid exceeds the table's window."""
+        table = attn.relative_position_bias_table
+        window = (int(attn.window_size[0]), int(attn.window_size[1]))
+        if gh > window[0] or gw > window[1]:
+            grown = (max(gh, window[0]), max(gw, window[1]))
+            table = resize_rel_pos_table(table, window, grown)
+            window = grown
+        key = (gh, gw, window, table.device)
+        index = self._rel_pos_index.get(key)
+        if index is None:
+            index = self._rel_pos_index[key] = rel_pos_index((gh, gw), window).to(table.device)
+        n = gh * gw + 1
+        return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+
+    @staticmethod
+    def _beit_block(block: Any, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """timm's Beit ``Block.forward`` with the relative position bias given (any grid)."""
+        attn = block.attn
+        b, n, _ = x.shape
+        h = block.norm1(x)
+        qkv_bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)) if attn.q_bias is not None else None
+        qkv = F.linear(h, attn.qkv.weight, qkv_bias)
+        q, k, v = qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=attn.attn_drop.p if attn.training else 0.0
+        )
+        y = attn.proj_drop(attn.proj(y.transpose(1, 2).reshape(b, n, -1)))
+        x = x + block.drop_path1(y if block.gamma_1 is None else block.gamma_1 * y)
+        y = block.mlp(block.norm2(x))
+        return x + block.drop_path2(y if block.gamma_2 is None else block.gamma_2 * y)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Four maps with ``embed_dim`` channels at strides 4, 8, 16 and 32 of the input."""
@@ -194,10 +274,20 @@ class ViTPyramid(BaseModule):
         self._is_init = True
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Loads ViT weights with exact key accounting; raises :class:`CheckpointError` on any mismatch."""
+        """Loads ViT weights with exact key accounting; raises :class:`CheckpointError` on any mismatch.
+
+        The checkpoint must match its own spec exactly (:func:`benchmark.convert.check_keys`); it is then
+        fitted to this backbone (:func:`benchmark.convert.adapt_state_dict`: position embedding
+        resampled, a shared BEiT table copied to every block, tables resized to the window) and must
+        match it exactly too.
+        """
         state, spec, fmt = read_checkpoint(path)
         if spec.get("arch") != self.arch:
             raise CheckpointError(f"{path}: checkpoint arch {spec.get('arch')!r} does not match backbone arch {self.arch!r}")
+        check_keys(state, spec, str(path))
+        state = dict(state)
+        notes = adapt_state_dict(state, self.vit)
+        note = "".join(f"; {n}" for n in notes)
         own = self.vit.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -205,9 +295,6 @@ class ViTPyramid(BaseModule):
             raise CheckpointError(
                 f"{path}: ViT keys do not match {self.arch}: missing {missing or 'none'}, unexpected {unexpected or 'none'}"
             )
-        state = dict(state)
-        note = fit_pos_embed(state, self.vit)
-        note = f"; {note}" if note else ""
         bad = sorted(k for k in own if state[k].shape != own[k].shape)
         if bad:
             raise CheckpointError(

@@ -6,6 +6,13 @@ One run = check the data, resolve the checkpoint (an encoder export is converted
 work dir), train with mmengine's Runner, take the validation metrics of the end of training and
 write ``WORK_DIR/result.json``.
 
+A run is a single process (``launcher='none'``), or, started by ``torchrun --nproc_per_node N``,
+N processes with one GPU each (mmengine's ``pytorch`` launcher; rank 0 writes ``result.json``).
+What a config asks for that one process cannot do is switched before the Runner is built, and
+each switch is logged as one warning line in the run's log (:func:`single_process_fallbacks`): SyncBN -> BN everywhere in the config (backbone
+pyramid, neck, heads), and mixed precision (``AmpOptimWrapper``) -> fp32 ``OptimWrapper`` without
+CUDA. A total batch smaller than the recipe's ``auto_scale_lr.base_batch_size`` is only logged.
+
 Bad input (missing data, unknown checkpoint format, mismatching checkpoint) raises
 :class:`InputError` or :class:`benchmark.convert.CheckpointError`; the CLIs print one line and exit 2.
 """
@@ -20,7 +27,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -28,6 +35,7 @@ from benchmark.convert import CheckpointError, to_mm
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
     from mmengine.config import Config
+    from mmengine.runner import Runner
 
 _RUN_COUNTER = itertools.count()
 _DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
@@ -249,6 +257,82 @@ def plain(obj: Any) -> Any:
     return str(obj)
 
 
+# ---------------------------------------------------------------------------- single process
+
+SYNC_BN_TYPES = ("SyncBN", "MMSyncBN", "SyncBatchNorm", "TorchSyncBN")
+_AMP_ONLY_KEYS = ("loss_scale", "dtype", "use_fsdp")
+
+
+def _launched_by_torchrun() -> bool:
+    """Several processes started by torchrun (one per GPU): mmengine's ``pytorch`` launcher."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return (dist.is_available() and dist.is_initialized()) or _launched_by_torchrun()
+
+
+def _is_sync_bn(norm_type: Any) -> bool:
+    if isinstance(norm_type, str):
+        return norm_type in SYNC_BN_TYPES
+    import torch.nn as nn
+
+    return isinstance(norm_type, type) and issubclass(norm_type, nn.SyncBatchNorm)
+
+
+def switch_sync_bn(node: Any, path: str = "") -> list[str]:
+    """Turns every ``dict(type=SyncBN...)`` below ``node`` into ``type='BN'`` in place; returns their dotted paths."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if "type" in node and _is_sync_bn(node["type"]):
+            node["type"] = "BN"
+            found.append(path or "<root>")
+        for key, value in node.items():
+            found += switch_sync_bn(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += switch_sync_bn(value, f"{path}.{i}")
+    return found
+
+
+def _has_accelerator() -> bool:
+    from mmengine.device import get_device
+
+    return get_device() != "cpu"
+
+
+def single_process_fallbacks(cfg: Config) -> list[str]:
+    """Switches, in ``cfg``, what a single (non-distributed) process cannot run; returns one log line per switch.
+
+    * SyncBN (any ``dict(type='SyncBN' | 'MMSyncBN' | 'SyncBatchNorm')``, anywhere: backbone
+      pyramid, neck, heads, top-level helper variables) becomes BN outside torch.distributed;
+    * ``AmpOptimWrapper`` becomes ``OptimWrapper`` (fp32) without CUDA (or another accelerator);
+    * a recipe whose ``auto_scale_lr.base_batch_size`` exceeds this process's batch is noted
+      (not changed: the learning rates stay those of the config).
+    """
+    notes: list[str] = []
+    distributed = _distributed()
+    if not distributed:
+        paths = [p for key in list(cfg.keys()) for p in switch_sync_bn(cfg[key], str(key))]
+        if paths:
+            notes.append(f"single process without torch.distributed: SyncBN switched to BN in {', '.join(paths)}")
+    wrapper = cfg.get("optim_wrapper")
+    if isinstance(wrapper, dict) and wrapper.get("type") == "AmpOptimWrapper" and not _has_accelerator():
+        wrapper["type"] = "OptimWrapper"
+        dropped = [k for k in _AMP_ONLY_KEYS if wrapper.pop(k, None) is not None]
+        extra = f" (dropped {', '.join(dropped)})" if dropped else ""
+        notes.append(f"no CUDA device: mixed precision AmpOptimWrapper switched to fp32 OptimWrapper{extra}")
+    scale = cfg.get("auto_scale_lr") or {}
+    loader = cfg.get("train_dataloader") or {}
+    base, per_proc = scale.get("base_batch_size"), loader.get("batch_size")
+    if not distributed and base and per_proc and int(per_proc) < int(base) and not scale.get("enable"):
+        notes.append(f"single process: {per_proc} images per step where the recipe assumes {base} "
+                     f"(auto_scale_lr.base_batch_size); learning rates are left as configured")
+    return notes
+
+
 # ---------------------------------------------------------------------------- running
 
 
@@ -294,6 +378,67 @@ def _close_log_files(logger: logging.Logger) -> None:
             logger.removeHandler(handler)
 
 
+@dataclass
+class Prepared:
+    """A run's resolved config, before any mmengine Runner exists."""
+
+    task: Task
+    cfg: Config
+    work_dir: Path
+    seed: int
+    ckpt: str | Path | None
+    started: float
+    notes: list[str] = field(default_factory=list)  # logged as warnings once the Runner's logger exists
+
+
+def prepare(
+    task: Task,
+    ckpt: str | Path | None,
+    config: str | Path,
+    data_root: str | Path,
+    work_dir: str | Path,
+    seed: int = 0,
+    cfg_options: dict[str, Any] | None = None,
+) -> Prepared:
+    """Checks the input, converts the checkpoint and fills in / adapts the config for one process."""
+    started = time.time()
+    data_root, work_dir = Path(data_root).resolve(), Path(work_dir).resolve()
+    classes = task.classes(data_root)  # data first: the cheapest check
+    src, spec, fmt = resolve_checkpoint(ckpt)
+    cfg = load_config(config, cfg_options)
+    notes: list[str] = []
+    config_arch = cfg.model.get("backbone", {}).get("arch")
+    embed_dim = _configure_backbone(cfg, src, spec, set(cfg_options or {}))  # checks arch before converting
+    if config_arch and cfg.model.backbone["arch"] != config_arch:
+        notes.append(f"backbone arch {cfg.model.backbone['arch']} taken from the checkpoint ({src}); "
+                     f"the config names {config_arch}")
+    mm_ckpt = mm_checkpoint(src, fmt, work_dir)
+    cfg.model.backbone["checkpoint"] = str(mm_ckpt) if mm_ckpt else None
+    if "embed_dim" in cfg:
+        cfg.embed_dim = embed_dim
+    task.configure(cfg, data_root, classes, embed_dim)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.work_dir = str(work_dir)
+    if _launched_by_torchrun() and not _has_accelerator():
+        raise InputError("several processes need one GPU each (mmengine's pytorch launcher); "
+                         "run a single process on CPU")
+    cfg.launcher = "pytorch" if _launched_by_torchrun() else "none"
+    cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
+    cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
+    notes += single_process_fallbacks(cfg)
+    return Prepared(task, cfg, work_dir, int(seed), ckpt, started, notes)
+
+
+def build_runner(prepared: Prepared) -> Runner:
+    """The mmengine Runner of a prepared run (model built, nothing trained); logs the run's notes."""
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(prepared.cfg)
+    for note in prepared.notes:
+        runner.logger.warning(note)
+    return runner
+
+
 def run(
     task: Task,
     ckpt: str | Path | None,
@@ -304,26 +449,8 @@ def run(
     cfg_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Trains and evaluates one model; writes ``work_dir/result.json`` and returns its metrics."""
-    started = time.time()
-    data_root, work_dir = Path(data_root).resolve(), Path(work_dir).resolve()
-    classes = task.classes(data_root)  # data first: the cheapest check
-    src, spec, fmt = resolve_checkpoint(ckpt)
-    cfg = load_config(config, cfg_options)
-    embed_dim = _configure_backbone(cfg, src, spec, set(cfg_options or {}))  # checks arch before converting
-    mm_ckpt = mm_checkpoint(src, fmt, work_dir)
-    cfg.model.backbone["checkpoint"] = str(mm_ckpt) if mm_ckpt else None
-    if "embed_dim" in cfg:
-        cfg.embed_dim = embed_dim
-    task.configure(cfg, data_root, classes, embed_dim)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cfg.work_dir = str(work_dir)
-    cfg.launcher = "none"
-    cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
-    cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
-
-    from mmengine.runner import Runner
-
-    runner = Runner.from_cfg(cfg)
+    prepared = prepare(task, ckpt, config, data_root, work_dir, seed, cfg_options)
+    runner = build_runner(prepared)
     try:
         recorder = _metrics_hook()
         runner.register_hook(recorder)
@@ -333,7 +460,10 @@ def run(
         runner.logger.info(f"{task.kind} metrics: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     finally:
         _close_log_files(runner.logger)
-    write_result(work_dir, task, metrics, cfg, seed, started, ckpt)
+    from mmengine.dist import get_rank
+
+    if get_rank() == 0:  # the metrics are gathered from every process; one writes them
+        write_result(prepared.work_dir, task, metrics, prepared.cfg, prepared.seed, prepared.started, ckpt)
     return metrics
 
 
