@@ -245,7 +245,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                 for key, value in losses.items():
                     scalars[key] = scalars.get(key, 0.0) + value.detach().float() / cfg.accum_steps
             if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
+                method.clip_gradients(cfg.clip_grad)
             method.before_optimizer_step(step, total_steps)
             set_weight_decay(optimizer, method.weight_decay_at(step, total_steps, cfg.weight_decay))
             optimizer.step()

@@ -254,3 +254,15 @@ def test_weight_decay_follows_dinos_cosine(dino_pretrain) -> None:
     last = method.weight_decay_at(cfg.steps - 1, cfg.steps, cfg.weight_decay)
     assert sorted({g["weight_decay"] for g in groups}) == [0.0, pytest.approx(last)]
     assert last > 5 * cfg.weight_decay
+
+
+def test_gradients_are_clipped_per_parameter() -> None:
+    method = small_dino()
+    params = [p for p in method.parameters() if p.requires_grad][:3]
+    for scale, param in zip((10.0, 0.01, 5.0), params):
+        param.grad = torch.full_like(param, scale)
+    before = [p.grad.norm().item() for p in params]
+    method.clip_gradients(1.0)
+    after = [p.grad.norm().item() for p in params]
+    for b, a in zip(before, after):
+        assert a == pytest.approx(min(b, 1.0), rel=1e-4)  # each on its own: the small one untouched

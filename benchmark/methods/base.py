@@ -13,7 +13,8 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The training engi
   freezing its last layer's gradient during the first epoch);
 - ``after_step(step, total_steps)``: per-step updates outside the gradient (EMA, schedules);
 - ``weight_decay_at(step, total_steps, base)``: the weight decay of the decayed parameters at
-  ``step`` (a schedule, such as DINO's); the config's value throughout by default.
+  ``step`` (a schedule, such as DINO's); the config's value throughout by default;
+- ``clip_gradients(max_norm)``: gradient clipping (global norm by default; DINO per parameter).
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class PretrainMethod(nn.Module):
     def weight_decay_at(self, step: int, total_steps: int, base: float) -> float:
         """The weight decay of the decayed parameters at ``step``. Default: ``base`` throughout."""
         return base
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clips the gradients before the update. Default (BEiT, MAE): their global norm."""
+        torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay besides norms and biases (timm's rule)."""

@@ -13,7 +13,8 @@ with the mean over every micro-batch of the step and, under torch.distributed, e
 ``tau_t`` is warmed up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
 ``warmup_teacher_temp_steps``; the teacher's momentum follows a cosine from ``momentum_teacher``
 to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps;
-the weight decay follows a cosine from the config's ``weight_decay`` to ``weight_decay_end``.
+the weight decay follows a cosine from the config's ``weight_decay`` to ``weight_decay_end``;
+gradients are clipped per parameter (``clip_grad`` of the config), as DINO does.
 
 Head: MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear layer to ``out_dim``
 (magnitude fixed to 1 with ``norm_last_layer``).
@@ -284,6 +285,15 @@ class DINO(PretrainMethod):
             return base
         end = self.weight_decay_end
         return end + (base - end) * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+
+    @torch.no_grad()
+    def clip_gradients(self, max_norm: float) -> None:
+        """DINO clips each parameter's gradient to norm ``max_norm`` on its own (its
+        ``clip_gradients``), not the global norm."""
+        for param in self.parameters():
+            if param.grad is not None:
+                norm = param.grad.norm()
+                param.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
 
     def before_optimizer_step(self, step: int, total_steps: int) -> None:
         if step < self.freeze_steps(total_steps):
