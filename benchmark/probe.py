@@ -22,7 +22,25 @@ the final norm (:func:`benchmark.methods.base.pooled_features`).
   size needs only its features in memory. ``k`` and, where cheap, k = 10 are reported.
 
 Writes ``RUN_DIR/result.json`` (kind ``linear`` or ``knn``) with top-1 (and top-5 with more than
-five classes) on the validation split.
+five classes) on the validation split; the linear probe also writes its trained head's state
+(tensors only) to ``RUN_DIR/head.pth``.
+
+Under torchrun (``python -m torch.distributed.run --nproc_per_node N -m benchmark.probe ...``) the
+probe runs on N processes as pre-training does (:mod:`benchmark.distributed`), with the same
+results as one process:
+
+- feature extraction: each process encodes its share of the images (items ``rank::N``, in batches
+  of ``batch_size / N``); the training features and labels are then gathered, in the original
+  order, on every process (the k-NN bank, the linear probe's cached features);
+- the linear head trains under DDP, each process on its share of every global batch of
+  ``batch_size`` (which must be divisible by N); the frozen encoder is not wrapped (it has no
+  gradients). Its BatchNorm1d normalises with the statistics of the *global* batch (the
+  processes' sums are all-reduced, on CPUs/gloo as on GPUs/nccl), so the head takes exactly the
+  steps one process takes. MAE's probe leaves the BN unsynchronised (per-GPU statistics); we sync
+  it so that the result does not depend on the number of processes;
+- evaluation is sharded: each process scores its share of the validation images and the counts
+  of correct predictions are summed over the processes (integers: the same metrics exactly);
+- rank 0 alone writes the logs, ``head.pth`` and ``result.json``.
 """
 
 from __future__ import annotations
@@ -35,11 +53,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.optim import create_optimizer_v2, list_optimizers
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
@@ -52,6 +72,7 @@ from benchmark.data.folders import (
     fraction_subset,
     one_thread_worker,
 )
+from benchmark.distributed import Context, barrier, init_distributed, local_device, mean_across, shutdown
 from benchmark.engine import (
     ConfigError,
     NonFiniteLoss,
@@ -59,6 +80,7 @@ from benchmark.engine import (
     autocast,
     build_scheduler,
     config_from_dict,
+    fast_float32_matmul,
     pick_device,
     seed_everything,
     write_config,
@@ -67,10 +89,13 @@ from benchmark.finetune import load_pretrained
 from benchmark.methods.base import pooled_features
 from benchmark.models import ARCHS, create_vit, downstream_kwargs
 from benchmark.results import write_result
+from benchmark.utils.io import torch_save
 
 MODES = ("linear", "knn")
 LARS_FAMILY = ("lars", "larc", "nlars", "nlarc")
 KNN_BANK_CHUNK = 32768  # training features per similarity block
+HEAD_FILE = "head.pth"  # the linear probe's trained head (state dict, tensors only)
+SINGLE = Context()      # one process, no process group
 
 
 @dataclass
@@ -150,19 +175,64 @@ def encode(encoder: nn.Module, images: torch.Tensor, device: torch.device) -> to
         return pooled_features(encoder, images.to(device, non_blocking=True)).float()
 
 
+def share(num_items: int, ctx: Context) -> list[int]:
+    """This process's items of ``num_items``: every ``world_size``-th from ``rank`` (all of them
+    on one process)."""
+    return list(range(ctx.rank, num_items, ctx.world_size))
+
+
+def extraction_steps(num_items: int, batch_size: int, ctx: Context = SINGLE) -> int:
+    """Batches of :func:`extract_features` on rank 0 (the largest share)."""
+    return -(-len(share(num_items, ctx)) // per_process_batch(batch_size, ctx))
+
+
+def per_process_batch(batch_size: int, ctx: Context) -> int:
+    """Each process's extraction batch: the global ``batch_size`` over the processes (rounded up)."""
+    return -(-batch_size // ctx.world_size)
+
+
 def extract_features(
     encoder: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0,
-    log: RunLog | None = None, step0: int = 0,
+    log: RunLog | None = None, step0: int = 0, ctx: Context = SINGLE, gather: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (N, D) and labels (N,) of every item of ``dataset``, in order, on ``device``."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, worker_init_fn=one_thread_worker)
+    """Pooled features (N, D) and labels (N,) of every item of ``dataset``, in order, on ``device``.
+
+    Under torchrun each process encodes its share (:func:`share`) in batches of ``batch_size``
+    over the processes; with ``gather`` the features and labels of all items are then gathered,
+    in order, on every process; without, the process's share alone is returned."""
+    mine = share(len(dataset), ctx)
+    part = dataset if len(mine) == len(dataset) else Subset(dataset, mine)
+    loader = DataLoader(part, batch_size=per_process_batch(batch_size, ctx), num_workers=num_workers,
+                        worker_init_fn=one_thread_worker)
     feats, labels = [], []
     for i, (images, targets) in enumerate(loader):
         feats.append(encode(encoder, images, device))
         labels.append(targets.to(device))
         if log is not None:
             log.step(step0 + i, len(targets))
-    return torch.cat(feats), torch.cat(labels)
+    if feats:
+        feats_t, labels_t = torch.cat(feats), torch.cat(labels)
+    else:  # more processes than items
+        feats_t = torch.zeros(0, encoder.num_features, device=device)
+        labels_t = torch.zeros(0, dtype=torch.long, device=device)
+    if gather and ctx.distributed:
+        feats_t, labels_t = gather_in_order(feats_t, len(dataset), ctx), gather_in_order(labels_t, len(dataset), ctx)
+    return feats_t, labels_t
+
+
+def gather_in_order(part: torch.Tensor, num_items: int, ctx: Context) -> torch.Tensor:
+    """The rows of all items, in order, from each process's rows of its :func:`share`, on every
+    process. Shares are padded to the same length for ``all_gather`` (nccl gathers GPU tensors,
+    gloo CPU ones: ``part`` stays on its device)."""
+    if not ctx.distributed:
+        return part
+    length = -(-num_items // ctx.world_size)
+    padded = part.new_zeros((length, *part.shape[1:]))
+    padded[:len(part)] = part
+    pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(pieces, padded.contiguous())
+    # Item j * world_size + r is row j of rank r; the padding falls past num_items.
+    return torch.stack(pieces, 1).flatten(0, 1)[:num_items]
 
 
 def eval_transform(img_size: int):
@@ -181,27 +251,68 @@ def probe_train_transform(img_size: int, crop_scale_min: float = 0.08):
     ])
 
 
-def topk_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Top-1 (and top-5 with more than five classes) accuracy in percent of class ``scores`` (N, C)."""
+def topk_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ctx: Context = SINGLE) -> dict[str, float]:
+    """Top-1 (and top-5 with more than five classes) accuracy in percent of class ``scores`` (N, C).
+
+    Under torchrun ``scores`` and ``labels`` are this process's share of the items: the counts of
+    correct predictions and of items are summed over the processes (exact integers), so every
+    process returns the metrics of all items."""
     top = scores.topk(min(5, num_classes), dim=-1).indices
     labels = labels.to(top.device)
-    total = max(1, labels.numel())
-    metrics = {"top1": 100.0 * int((top[:, 0] == labels).sum()) / total}
+    counts = [labels.numel(), int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(-1).sum())]
+    if ctx.distributed:
+        device = labels.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        summed = torch.tensor(counts, dtype=torch.int64, device=device)
+        dist.all_reduce(summed)
+        counts = summed.tolist()
+    total = max(1, counts[0])
+    metrics = {"top1": 100.0 * counts[1] / total}
     if num_classes > 5:
-        metrics["top5"] = 100.0 * int((top == labels[:, None]).any(-1).sum()) / total
+        metrics["top5"] = 100.0 * counts[2] / total
     return metrics
 
 
 # ----------------------------------------------------------------------------- linear probe
 
 
-def make_head(dim: int, num_classes: int) -> nn.Sequential:
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over the global batch: in training mode under a process group, each
+    process's sums are all-reduced (differentiably, as SyncBatchNorm does) so that every
+    process normalises with the mean and (biased) variance of the whole batch and updates its
+    running statistics with them, exactly as one process over that batch would. Unlike
+    :class:`torch.nn.SyncBatchNorm` it works with gloo on CPUs too. Without a process group, or
+    in eval mode, a plain BatchNorm1d (same state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        count = torch.full((1,), float(x.shape[0]), dtype=x.dtype, device=x.device)
+        summed = all_reduce(torch.cat([x.sum(0), count]))
+        n = summed[-1]
+        mean = summed[:-1] / n
+        var = all_reduce(((x - mean) ** 2).sum(0)) / n  # two passes: no E[x^2] - E[x]^2 cancellation
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * n / (n - 1).clamp(min=1)
+                self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.detach())
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
+
+
+def make_head(dim: int, num_classes: int, synchronised: bool = False) -> nn.Sequential:
     """MAE's probe head: BatchNorm1d without affine parameters, then a Linear layer
-    (weights truncated-normal with std 0.01, bias 0)."""
+    (weights truncated-normal with std 0.01, bias 0). ``synchronised``: the BN normalises with
+    the global batch's statistics under torchrun (:class:`GlobalBatchNorm1d`)."""
     linear = nn.Linear(dim, num_classes)
     nn.init.trunc_normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)
-    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), linear)
+    bn = (GlobalBatchNorm1d if synchronised else nn.BatchNorm1d)(dim, affine=False, eps=1e-6)
+    return nn.Sequential(bn, linear)
 
 
 def build_head_optimizer(head: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -219,67 +330,90 @@ def build_head_optimizer(head: nn.Module, name: str, lr: float, weight_decay: fl
 
 def linear_probe(
     cfg: ProbeConfig, encoder: nn.Module, train_set: Dataset, val_set: Dataset, device: torch.device,
-    out: Path,
+    out: Path, ctx: Context = SINGLE,
 ) -> tuple[dict[str, float], nn.Sequential]:
     """Trains the probe head on the frozen ``encoder`` (features of ``train_set``; the
     ``train_fraction`` subset) and returns its validation metrics and the head. Writes the
-    training log to ``out/log.jsonl`` and feature-extraction progress to ``out/features.jsonl``."""
+    training log to ``out/log.jsonl`` and feature-extraction progress to ``out/features.jsonl``
+    (rank 0 alone under torchrun, where the head trains under DDP: module docstring)."""
     freeze(encoder)
     num_classes = len(train_set.classes)
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
-    batch = min(cfg.batch_size, len(subset))
+    batch = min(cfg.batch_size, len(subset))  # global
+    if batch % ctx.world_size:
+        raise ConfigError(f"batch size {batch} is not divisible by the {ctx.world_size} processes")
+    micro = batch // ctx.world_size
     steps_per_epoch = max(1, len(subset) // batch)
     total = cfg.epochs * steps_per_epoch
     val_data = Transformed(val_set, eval_transform(cfg.img_size))
-    train_steps = 0 if cfg.augment else -(-len(subset) // batch)
-    flog = RunLog(out / "features.jsonl", train_steps + -(-len(val_data) // batch), 0, desc="features",
-                  every=cfg.log_every)
+    train_steps = 0 if cfg.augment else extraction_steps(len(subset), batch, ctx)
+    flog = None
+    if ctx.is_main:
+        flog = RunLog(out / "features.jsonl", train_steps + extraction_steps(len(val_data), batch, ctx), 0,
+                      desc="features", every=cfg.log_every)
     try:
         cached = None
         if not cfg.augment:
             plain = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size))
-            cached = extract_features(encoder, plain, batch, device, cfg.num_workers, flog)
-        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, flog, train_steps)
+            cached = extract_features(encoder, plain, batch, device, cfg.num_workers, flog, ctx=ctx)
+        # Each process keeps its share of the validation features: evaluation is sharded.
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, flog, train_steps,
+                                                 ctx=ctx, gather=False)
     finally:
-        flog.close()
+        if flog:
+            flog.close()
 
-    head = make_head(val_feats.shape[1], num_classes).to(device)
+    head = make_head(encoder.num_features, num_classes, synchronised=ctx.distributed).to(device)
     lr = cfg.blr * batch / 256
     optimizer = build_head_optimizer(head, cfg.optimizer, lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
     if cached is None:
         data = SeededTransform(train_set, probe_train_transform(cfg.img_size, cfg.crop_scale_min), cfg.seed, subset)
-        loader = iter(DataLoader(data, batch_size=batch, sampler=EpochSampler(len(data), cfg.seed),
-                                 num_workers=cfg.num_workers, worker_init_fn=one_thread_worker, drop_last=True))
+        sampler = EpochSampler(len(data), cfg.seed, rank=ctx.rank, num_replicas=ctx.world_size)
+        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
     else:
-        order = iter(EpochSampler(len(subset), cfg.seed))  # the same sample order as the augmented path
+        # The same sample order as the augmented path: this process's share of each global batch.
+        order = iter(EpochSampler(len(subset), cfg.seed, rank=ctx.rank, num_replicas=ctx.world_size))
+    # The frozen encoder stays outside DDP (no gradients); DDP averages the head's gradients.
+    trained = DistributedDataParallel(head) if ctx.distributed else head
     criterion = nn.CrossEntropyLoss()
-    log = RunLog(out / "log.jsonl", total, 0, desc="linear", every=cfg.log_every)
+    log = RunLog(out / "log.jsonl", total, 0, desc="linear", every=cfg.log_every) if ctx.is_main else None
     head.train()
     try:
         for step in range(total):
             if cached is None:
                 images, labels = next(loader)
-                feats, labels = encode(encoder, images, device), labels.to(device)
+                feats, labels = encode(encoder, images, device), labels.to(device, non_blocking=True)
             else:
-                index = torch.tensor([next(order)[1] for _ in range(batch)], device=device)
+                index = torch.tensor([next(order)[1] for _ in range(micro)], device=device)
                 feats, labels = cached[0][index], cached[1][index]
-            logits = head(feats)
+            logits = trained(feats)
             loss = criterion(logits, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"the probe's loss is {loss.item()} at step {step}; stopping (lower blr)")
+            acc = (logits.detach().argmax(-1) == labels).float().mean()
+            # The means over the processes (the global batch's): every process sees the same
+            # value, so all of them stop together on a non-finite loss.
+            values = mean_across({"loss": float(loss.detach()), "train_acc": float(acc)}, ctx)
+            if not torch.isfinite(torch.tensor(values["loss"])):
+                raise NonFiniteLoss(f"the probe's loss is {values['loss']} at step {step}; stopping (lower blr)")
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step_update(step + 1)
-            acc = float((logits.detach().argmax(-1) == labels).float().mean())
-            log.step(step, batch, loss=float(loss.detach()), train_acc=acc, lr=optimizer.param_groups[0]["lr"])
+            if log:
+                log.step(step, batch, **values, lr=optimizer.param_groups[0]["lr"])
     finally:
-        log.close()
+        if log:
+            log.close()
     head.eval()
     with torch.no_grad():
-        metrics = topk_metrics(head(val_feats), val_labels, num_classes)
+        metrics = topk_metrics(head(val_feats), val_labels, num_classes, ctx)
     return metrics, head
+
+
+def head_state(head: nn.Module) -> dict[str, torch.Tensor]:
+    """The head's state dict on the CPU (tensors only: ``torch.load(weights_only=True)`` reads it)."""
+    return {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------- weighted k-NN
@@ -329,27 +463,36 @@ def knn_classify(
 
 def knn_probe(
     cfg: ProbeConfig, encoder: nn.Module, train_set: Dataset, val_set: Dataset, device: torch.device, out: Path,
+    ctx: Context = SINGLE,
 ) -> dict[str, float]:
     """DINO's weighted k-NN evaluation of the frozen ``encoder``. Metrics ``top1``/``top5`` for
-    ``cfg.k``, and ``top1_k10``/``top5_k10`` besides when ``cfg.k`` is not 10."""
+    ``cfg.k``, and ``top1_k10``/``top5_k10`` besides when ``cfg.k`` is not 10. Under torchrun the
+    training features (the bank) are gathered on every process and each process classifies its
+    share of the validation images; the counts are summed (module docstring)."""
     freeze(encoder)
     num_classes = len(train_set.classes)
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
     tf = eval_transform(cfg.img_size)
     train_data, val_data = Transformed(Subset(train_set, subset), tf), Transformed(val_set, tf)
     batch = cfg.batch_size
-    train_steps = -(-len(train_data) // batch)
-    log = RunLog(out / "features.jsonl", train_steps + -(-len(val_data) // batch), 0, desc="features", every=cfg.log_every)
+    train_steps = extraction_steps(len(train_data), batch, ctx)
+    log = None
+    if ctx.is_main:
+        log = RunLog(out / "features.jsonl", train_steps + extraction_steps(len(val_data), batch, ctx), 0,
+                     desc="features", every=cfg.log_every)
     try:
-        train_feats, train_labels = extract_features(encoder, train_data, batch, device, cfg.num_workers, log)
-        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, log, train_steps)
+        train_feats, train_labels = extract_features(encoder, train_data, batch, device, cfg.num_workers, log, ctx=ctx)
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, log, train_steps,
+                                                 ctx=ctx, gather=False)
     finally:
-        log.close()
+        if log:
+            log.close()
     ks = (cfg.k,) if cfg.k == 10 else (cfg.k, 10)
     scores = knn_classify(train_feats, train_labels, val_feats, num_classes, ks, cfg.temperature, cfg.knn_chunk)
-    metrics = topk_metrics(scores[cfg.k], val_labels, num_classes)
+    metrics = topk_metrics(scores[cfg.k], val_labels, num_classes, ctx)
     if cfg.k != 10:
-        metrics.update({f"{name}_k10": value for name, value in topk_metrics(scores[10], val_labels, num_classes).items()})
+        k10 = topk_metrics(scores[10], val_labels, num_classes, ctx)
+        metrics.update({f"{name}_k10": value for name, value in k10.items()})
     return metrics
 
 
@@ -357,14 +500,20 @@ def knn_probe(
 
 
 def probe(cfg: ProbeConfig, out_dir: str | Path) -> dict[str, float]:
-    """Runs the probe of ``cfg.mode`` and writes ``out_dir/result.json`` (kind ``linear`` or ``knn``)."""
+    """Runs the probe of ``cfg.mode`` and writes ``out_dir/result.json`` (kind ``linear`` or ``knn``)
+    and, for the linear probe, the head's state to ``out_dir/head.pth``. Under torchrun rank 0
+    alone writes, and returns the metrics (the other processes return ``{}``)."""
     started = time.time()
     check_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    ctx = init_distributed(device)
+    device = local_device(device, ctx)
+    fast_float32_matmul(device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out / "config.json", cfg)
+    seed_everything(cfg.seed)
     root = Path(cfg.data_root)
     train_set = load_classification(cfg.dataset, root, "train")
     val_set = load_classification(cfg.dataset, root, "val")
@@ -372,11 +521,15 @@ def probe(cfg: ProbeConfig, out_dir: str | Path) -> dict[str, float]:
         raise DataError(f"{root}: the train and val splits have different classes")
     encoder = build_encoder(cfg).to(device)
     if cfg.mode == "linear":
-        metrics, _ = linear_probe(cfg, encoder, train_set, val_set, device, out)
+        metrics, head = linear_probe(cfg, encoder, train_set, val_set, device, out, ctx)
+        if ctx.is_main:
+            torch_save(head_state(head), out / HEAD_FILE)
     else:
-        metrics = knn_probe(cfg, encoder, train_set, val_set, device, out)
-    write_result(out, cfg.mode, metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
-    return metrics
+        metrics = knn_probe(cfg, encoder, train_set, val_set, device, out, ctx)
+    if ctx.is_main:
+        write_result(out, cfg.mode, metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
+    barrier(ctx)
+    return metrics if ctx.is_main else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics))
+    finally:
+        shutdown()
+    if metrics:  # rank 0 under torchrun
+        print(json.dumps(metrics))
     return 0
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,7 @@ from benchmark.probe import (
 )
 from benchmark.results import load_result
 
+ROOT = Path(__file__).resolve().parent.parent
 CHANCE = 100.0 / 6  # six shape classes in the synthetic set
 CPU = torch.device("cpu")
 
@@ -205,3 +211,48 @@ def test_cli_rejects_bad_configs_with_one_line_errors(synthetic_root, tmp_path, 
     assert main(["--config", str(tmp_path / "broken.json"), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+def _run_probe(cfg: ProbeConfig, out: Path, processes: int) -> None:
+    cfg_path = out.parent / f"{out.name}.json"
+    cfg_path.write_text(json.dumps(asdict(cfg)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "benchmark.probe", "--config", str(cfg_path), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_probe_as_one_process(synthetic_root, tmp_path) -> None:
+    """``python -m benchmark.probe`` under torchrun: the k-NN metrics are those of one process
+    exactly, and the cached-feature linear probe's head (BN over the global batch, DDP over the
+    halves of each global batch) ends where one process's does."""
+    # One image fewer per split (287 train, 95 val): the two processes' shares differ in length.
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "classification", data / "classification")
+    for split in ("train", "val"):
+        sorted((data / "classification" / split / "circle").iterdir())[0].unlink()
+    knn = _cfg(data, mode="knn", batch_size=32, k=5, seed=1)
+    linear = _cfg(data, augment=False, epochs=3, batch_size=32, blr=0.5, warmup_epochs=1, seed=1)
+    for name, cfg in (("knn", knn), ("linear", linear)):
+        for processes in (1, 2):
+            _run_probe(cfg, tmp_path / f"{name}{processes}", processes)
+
+    results = {d: load_result(tmp_path / d / "result.json") for d in ("knn1", "knn2", "linear1", "linear2")}
+    assert results["knn1"]["metrics"] == results["knn2"]["metrics"]  # exactly
+    assert set(results["knn1"]["metrics"]) == {"top1", "top5", "top1_k10", "top5_k10"}
+    one, two = (torch.load(tmp_path / d / "head.pth", weights_only=True) for d in ("linear1", "linear2"))
+    assert set(one) == set(two) == {"0.running_mean", "0.running_var", "0.num_batches_tracked", "1.weight", "1.bias"}
+    assert int(one["0.num_batches_tracked"]) == int(two["0.num_batches_tracked"]) == 3 * (287 // 32)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
+    top1 = [results[d]["metrics"]["top1"] for d in ("linear1", "linear2")]
+    assert top1[0] == pytest.approx(top1[1], abs=100 / 95 + 1e-6)  # at most one image apart
+    logs = [[r["loss"] for r in read_log(tmp_path / d)] for d in ("linear1", "linear2")]
+    assert logs[0] == pytest.approx(logs[1], abs=1e-4)  # the logged loss is the global batch's
+    # Rank 0 alone writes: one set of records, one result.
+    assert len(logs[1]) == 3 * (287 // 32)
