@@ -4,7 +4,8 @@
 #
 #   ./run_all.sh                      the default subset (smoke: the whole chain on synthetic data)
 #   ./run_all.sh --subset smoke       the same, named
-#   ./run_all.sh --dry-run            print the plan: every run and whether it is done
+#   ./run_all.sh --dry-run            print the plan: every run, whether it is done, its GPU-hours
+#   ./run_all.sh --subset fig2 --scale paper --data-root /datasets [--launcher torchrun|slurm]
 #   ./run_all.sh --help               all options (python -m benchmark.run --help)
 set -euo pipefail
 cd "$(dirname "$0")"

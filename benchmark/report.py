@@ -6,14 +6,18 @@ Every evaluation run directory holds ``run.json`` (written by the driver: artifa
 and ``result.json`` (written by the evaluation). For each artifact of the registry the report
 writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, arch, downstream
 task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
-paper's value from ``tables/paper/reference.csv`` and the difference, and the seeds and run keys (config hashes) behind ours. A planned run without a
-result shows "—"; a paper value that is not known shows "unknown". Nothing is filled in.
+paper's value from ``tables/paper/reference.csv`` (beside each of our archs where the paper does not
+state its arch: ``paper_arch`` "unknown") and the difference (at the paper's scale only), and the
+seeds and run keys (config hashes) behind ours. A run shared by several artifacts counts in each
+that the registry plans it for. A planned run without a result shows "—"; a paper value that is
+not known shows "unknown". Nothing is filled in.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import sys
 from pathlib import Path
@@ -25,10 +29,16 @@ from benchmark.results import ResultError, load_result
 from benchmark.utils.io import atomic_path, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = ["method", "pretrain_data", "arch", "downstream", "metric", "scale"]
+KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "metric", "scale"]
+# Tags an artifact may vary beyond the paper's columns; absent ones are "" (not part of the run).
+OPTIONAL_TAGS = ("epochs", "tokenizer")
+PAPER_KEYS = ["method", "pretrain_data", "arch", "downstream", "metric"]
+# reference.csv's metric names -> the names our result.json files use.
+METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
 # The metrics each evaluation kind reports in the tables (result.json may hold more).
 TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "knn": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
 MISSING, UNKNOWN = "—", "unknown"
+NOT_COMPARABLE = "n/a (scale)"  # ours at a smaller scale than the paper's: no difference is computed
 
 
 def collect(runs_dir: Path) -> pd.DataFrame:
@@ -45,12 +55,34 @@ def collect(runs_dir: Path) -> pd.DataFrame:
             continue
         run = json.loads(run_path.read_text())
         tags = run["tags"]
-        for metric in TABLE_METRICS.get(result["kind"], sorted(result["metrics"])):
-            if metric in result["metrics"]:
-                rows.append({**{k: tags.get(k, UNKNOWN) for k in KEYS if k != "metric"}, "artifact": tags["artifact"],
-                             "metric": metric, "value": result["metrics"][metric], "seed": result["seed"],
-                             "created": result["created"], "run_key": run["key"]})
+        # A run several artifacts share (e.g. one fine-tuning in table 7, table 8 and fig. 2) counts in
+        # each, whichever subset ran it: the registry says which artifacts plan it.
+        members = registry_members().get((tags.get("scale"), run["name"])) or tags.get("artifacts") or [tags["artifact"]]
+        for artifact in members:
+            for metric in TABLE_METRICS.get(result["kind"], sorted(result["metrics"])):
+                if metric in result["metrics"]:
+                    rows.append({**_tag_values(tags), "artifact": artifact, "metric": metric,
+                                 "value": result["metrics"][metric], "seed": result["seed"],
+                                 "created": result["created"], "run_key": run["key"]})
     return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key"])
+
+
+@functools.lru_cache(maxsize=1)
+def registry_members() -> dict[tuple[str, str], list[str]]:
+    """(scale, run name) -> the artifacts of the registry that plan that run."""
+    members: dict[tuple[str, str], list[str]] = {}
+    for name, artifact in ARTIFACTS.items():
+        for scale in artifact.scales:
+            for run in plan_runs(name, scale):
+                members.setdefault((scale, run.name), []).append(name)
+    return members
+
+
+def _tag_values(tags: dict) -> dict[str, str]:
+    def text(value: object) -> str:
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+    return {k: text(tags.get(k, "" if k in OPTIONAL_TAGS else UNKNOWN)) for k in KEYS if k != "metric"}
 
 
 def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
@@ -60,15 +92,30 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
         if scale not in ARTIFACTS[artifact].scales:
             continue
         for run in plan_runs(artifact, scale):
+            if artifact not in (run.tags.get("artifacts") or [run.tags["artifact"]]):
+                continue
             for metric in TABLE_METRICS.get(run.kind, []):
-                rows.append({**{k: run.tags.get(k, UNKNOWN) for k in KEYS if k != "metric"}, "metric": metric})
+                rows.append({**_tag_values(run.tags), "metric": metric})
     return pd.DataFrame(rows, columns=KEYS)
 
 
 def load_paper(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=["artifact", "method", "pretrain_data", "arch", "downstream", "metric", "value", "status"])
-    return pd.read_csv(path, dtype=str)
+    paper = pd.read_csv(path, dtype=str)
+    paper["metric"] = paper["metric"].replace(METRIC_ALIASES)
+    return paper
+
+
+def _paper_rows(refs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's rows to join: one whose arch the paper does not state is set beside each of
+    our archs for the same comparison (``paper_arch`` then says "unknown")."""
+    refs = refs.assign(paper_arch=refs["arch"])
+    known, vague = refs[refs.arch != UNKNOWN], refs[refs.arch == UNKNOWN]
+    ours = table[[k for k in PAPER_KEYS]].drop_duplicates()
+    spread = vague.drop(columns=["arch"]).merge(ours, on=[k for k in PAPER_KEYS if k != "arch"], how="left")
+    spread["arch"] = spread["arch"].fillna(UNKNOWN)
+    return pd.concat([known, spread], ignore_index=True)
 
 
 def _joined(values: pd.Series) -> str:
@@ -84,8 +131,9 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     table = expected_rows(artifact, scales).merge(stats, on=KEYS, how="outer")
     refs = paper[paper.artifact == artifact].rename(columns={"value": "paper", "status": "paper_status"})
     # The paper's rows appear even where we have no run at this scale; the paper has no scale.
-    table = table.merge(refs.drop(columns=["artifact"]), on=["method", "pretrain_data", "arch", "downstream", "metric"], how="outer")
-    out = pd.DataFrame({k: table[k].fillna(UNKNOWN if k != "scale" else MISSING) for k in KEYS})
+    table = table.merge(_paper_rows(refs.drop(columns=["artifact"]), table), on=PAPER_KEYS, how="outer")
+    out = pd.DataFrame({k: table[k].fillna(MISSING if k == "scale" else "" if k in OPTIONAL_TAGS else UNKNOWN)
+                        for k in KEYS})
     have = table["count"].fillna(0) > 0
     paper_value = pd.to_numeric(table["paper"], errors="coerce")
     out["ours_mean"] = [f"{v:.2f}" if h else MISSING for v, h in zip(table["mean"], have)]
@@ -95,7 +143,10 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     out["run_keys"] = table["run_keys"].fillna(MISSING)  # config hashes: runs/<kind>/<name>-<key>/
     out["paper"] = [f"{v:.1f}" if pd.notna(v) else UNKNOWN for v in paper_value]
     out["paper_status"] = table["paper_status"].fillna(UNKNOWN)
-    out["diff"] = [f"{m - p:+.2f}" if h and pd.notna(p) else MISSING for m, p, h in zip(table["mean"], paper_value, have)]
+    out["paper_arch"] = table["paper_arch"].fillna(UNKNOWN)
+    # A difference is only meaningful at the paper's own scale; at smaller ones it says so.
+    out["diff"] = [MISSING if not (h and pd.notna(p)) else f"{m - p:+.2f}" if sc == "paper" else NOT_COMPARABLE
+                   for m, p, h, sc in zip(table["mean"], paper_value, have, out["scale"])]
     return out.sort_values(KEYS).reset_index(drop=True)
 
 

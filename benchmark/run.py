@@ -1,12 +1,17 @@
 """The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
 
-    python -m benchmark.run --subset smoke [--scale smoke] [--runs-dir runs] [--dry-run]
+    python -m benchmark.run --subset smoke [--scale smoke] [--runs-dir runs] [--data-root DATA] [--dry-run]
+                            [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...]
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
 resolved config (a changed config is a new run; an unchanged one is found again). The run
 directory holds ``run.json`` (name, kind, key, tags, config), the stage's own files, and for
 evaluations ``result.json``. A run that fails is reported, the runs that need it are skipped,
-and every other run still goes ahead; the exit code is non-zero if anything failed.
+and every other run still goes ahead; the exit code is non-zero if anything failed. A real data
+set missing under ``--data-root`` is reported with the layout it needs and the artifacts it
+blocks. ``--dry-run`` prints the plan with an estimate of each run's compute (GPU-hours,
+:mod:`benchmark.compute`). Runs go in this process, under torchrun, or to SLURM through submitit
+(:mod:`benchmark.launch`; dependencies become job dependencies).
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmark.experiments import ARTIFACTS, SCALES, SUBSETS, Run, plan_runs
+from benchmark.experiments import ARTIFACTS, SCALES, SUBSETS, Run, missing_datasets, plan_runs, resolve_data
+from benchmark.launch import Handle, InProcess, Launcher, Slurm, Torchrun, module_args
 from benchmark.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE_FILE = {"data": "synthetic.json", "pretrain": "encoder.safetensors", "finetune": "result.json",
-             "detect": "result.json", "segment": "result.json"}
+             "probe": "result.json", "detect": "result.json", "segment": "result.json"}
 
 
 def order_runs(runs: list[Run]) -> list[Run]:
@@ -98,17 +105,85 @@ def execute(run: Run, config: dict[str, Any], run_dir: Path) -> None:
         from benchmark.engine import config_from_dict
         from benchmark.finetune import FinetuneConfig, finetune
 
-        finetune(config_from_dict(FinetuneConfig, {**config, "tags": run.tags}), run_dir)
+        finetune(config_from_dict(FinetuneConfig, config), run_dir)
+    elif run.kind == "probe":
+        from benchmark.engine import config_from_dict
+        from benchmark.probe import ProbeConfig, probe
+
+        probe(config_from_dict(ProbeConfig, config), run_dir)
     elif run.kind in ("detect", "segment"):
         from benchmark.detect import run_detection
         from benchmark.segment import run_segmentation
 
         fn = run_detection if run.kind == "detect" else run_segmentation
-        config_path = Path(config["config"])
-        fn(config["ckpt"], str(config_path if config_path.is_absolute() else ROOT / config_path),
-           config["data_root"], str(run_dir), seed=config.get("seed", 0), cfg_options=config.get("cfg_options"))
+        fn(config["ckpt"], config["config"], config["data_root"], str(run_dir), seed=config.get("seed", 0),
+           cfg_options=config.get("cfg_options"))
     else:
         raise ValueError(f"unknown run kind {run.kind!r}")
+
+
+def step_config(run: Run, config: dict[str, Any]) -> dict[str, Any]:
+    """The config a step's module takes: the run's tags for evaluations that record them, the
+    MM config path made absolute."""
+    if run.kind in ("finetune", "probe"):
+        return {**config, "tags": run.tags}
+    if run.kind in ("detect", "segment"):
+        path = Path(config["config"])
+        return {**config, "config": str(path if path.is_absolute() else ROOT / path)}
+    return config
+
+
+def make_launcher(args: argparse.Namespace) -> Launcher:
+    if args.launcher == "torchrun":
+        return Torchrun(nproc_per_node=args.nproc_per_node, echo=True)
+    if args.launcher == "slurm":
+        options = {"partition": args.slurm_partition, "gpus_per_node": args.nproc_per_node, "nodes": args.slurm_nodes,
+                   "timeout_min": args.slurm_timeout_min, "account": args.slurm_account}
+        return Slurm({k: v for k, v in options.items() if v is not None})
+    return InProcess()
+
+
+def _data_markers(value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        if set(value) == {"data", "path"}:
+            return [(value["data"], value["path"])]
+        return [m for v in value.values() for m in _data_markers(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in _data_markers(v)]
+    return []
+
+
+def estimate_run(run: Run) -> Any:
+    """The compute estimate of one run, with the image counts of the real data set it reads."""
+    from benchmark.compute import DATASET_SIZES, estimate
+
+    sizes = None
+    for name, path in _data_markers(run.config):
+        key = f"domainnet-{path.split('/')[0]}" if name == "domainnet" else name
+        sizes = DATASET_SIZES.get(key, sizes)
+    config = resolve_data(run.config, "<data>")
+    return estimate(run.kind, config, dataset_sizes=None if run.kind in ("finetune", "probe") and
+                    config.get("dataset", "imagefolder") != "imagefolder" else sizes)
+
+
+def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
+    total, unknown = 0.0, 0
+    for i, run in enumerate(runs, 1):
+        status = "done" if is_done(run, dirs[run.name]) else ("blocked" if run.name in blocked else "to run")
+        line = f"  {i:>3}. {run.kind:<9} {run.name:<44} {status:<7} {dirs[run.name].relative_to(runs_dir)}"
+        if estimates:
+            est = estimate_run(run)
+            if est.gpu_hours is None:
+                unknown += run.kind != "data"
+            elif status != "done":
+                total += est.gpu_hours
+            line += f"  {est.summary() if run.kind != 'data' else ''}"
+        print(line)
+    if estimates:
+        from benchmark.compute import reference
+
+        print(f"compute still to run: {total:,.1f} GPU-hours ({reference()})"
+              + (f"; {unknown} runs unknown" if unknown else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="smoke", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
     parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, else smoke")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(ROOT / "data")),
+                        help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan with compute estimates and exit")
+    parser.add_argument("--launcher", choices=["inprocess", "torchrun", "slurm"], default="inprocess")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per run for torchrun / slurm")
+    parser.add_argument("--slurm-partition")
+    parser.add_argument("--slurm-nodes", type=int, default=None)
+    parser.add_argument("--slurm-timeout-min", type=int, default=None)
+    parser.add_argument("--slurm-account")
     parser.add_argument("--no-report", action="store_true", help="do not rebuild tables/, plots/ and REPORT.md at the end")
     args = parser.parse_args(argv)
     scale = args.scale or (args.subset if args.subset in SCALES else "smoke")
@@ -128,46 +211,60 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir).resolve()
     keys, dirs = locate(runs, runs_dir)
 
+    # A missing data set blocks the runs that read it and those that need them; the rest go on.
+    blocked: dict[str, str] = {}
+    for name, (layout, users) in missing_datasets(runs, args.data_root).items():
+        artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
+        print(f"missing data set {name!r}: expected {Path(args.data_root) / name} with {layout}; "
+              f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
+        for user in users:
+            blocked[user] = f"data set {name} missing"
+    for run in runs:
+        if run.name not in blocked and any(d in blocked for d in run.refs()):
+            blocked[run.name] = f"blocked by {', '.join(d for d in run.refs() if d in blocked)}"
+
     print(f"plan: {len(runs)} runs for --subset {args.subset} --scale {scale} in {runs_dir}")
-    for i, run in enumerate(runs, 1):
-        status = "done" if is_done(run, dirs[run.name]) else "to run"
-        print(f"  {i:>2}. {run.kind:<9} {run.name:<32} {status:<7} {dirs[run.name].relative_to(runs_dir)}")
+    print_plan(runs, dirs, runs_dir, blocked, estimates=args.dry_run)
     if args.dry_run:
         return 0
 
-    failed: dict[str, str] = {}
+    launcher = make_launcher(args)
+    handles: dict[str, Handle] = {}
     t0 = time.time()
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
-        blocked = [d for d in run.refs() if d in failed]
         head = f"[{i}/{len(runs)} {time.time() - t0:.0f}s] {run.kind} {run.name}"
-        if blocked:
-            failed[run.name] = f"blocked by {', '.join(blocked)}"
-            print(f"{head}: skipped, {failed[run.name]}", flush=True)
+        if run.name in blocked:
+            print(f"{head}: skipped, {blocked[run.name]}", flush=True)
             continue
         if is_done(run, run_dir):
             print(f"{head}: done already", flush=True)
             continue
-        print(f"{head}: running in {run_dir}", flush=True)
-        config = _resolve(run.config, dirs)
+        config = resolve_data(_resolve(run.config, dirs), args.data_root)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "run.json", {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags,
                                           "config": config})
+        config = step_config(run, config)
+        after = [handles[d] for d in run.refs() if d in handles]
+        if run.kind == "data" or isinstance(launcher, InProcess):
+            target: Any = lambda run=run, config=config, run_dir=run_dir: execute(run, config, run_dir)
+        else:
+            target = module_args(run.kind, config, run_dir)
+        print(f"{head}: {'running' if not isinstance(launcher, Slurm) else 'submitting'} in {run_dir}", flush=True)
         started = time.time()
-        try:
-            execute(run, config, run_dir)
-        except Exception as err:  # one failed run must not stop the others
-            failed[run.name] = f"{type(err).__name__}: {err}"
-            (run_dir / "error.log").write_text(traceback.format_exc())
-            print(f"{head}: FAILED ({failed[run.name]}); traceback in {run_dir / 'error.log'}", flush=True)
-            continue
-        print(f"{head}: finished in {time.time() - started:.0f}s", flush=True)
+        handles[run.name] = handle = launcher.submit(run.name, run.kind, target, run_dir, after=after)
+        if handle.status == "failed":
+            print(f"{head}: FAILED ({handle.error}); see {handle.log or run_dir / 'error.log'}", flush=True)
+        elif handle.status == "done":
+            print(f"{head}: finished in {time.time() - started:.0f}s", flush=True)
+    failed = {h.run_name: h.error for h in launcher.wait() if h.status in ("failed", "blocked")}
+    failed.update(blocked)
 
     if not args.no_report:
         from benchmark.report import build_report
 
         build_report(runs_dir, ROOT / "tables", ROOT / "plots", ROOT / "REPORT.md")
-    print(f"all runs: {time.time() - t0:.0f}s, {len(failed)} failed")
+    print(f"all runs: {time.time() - t0:.0f}s, {len(failed)} failed or blocked")
     for name, why in failed.items():
         print(f"  {name}: {why}", file=sys.stderr)
     return 1 if failed else 0

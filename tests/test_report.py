@@ -66,3 +66,31 @@ def test_report_without_runs_shows_only_missing(tmp_path) -> None:
     build_report(runs, tables, plots, report)
     table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
     assert len(table) > 0 and (table.ours_mean == MISSING).all()
+
+
+def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -> None:
+    """A paper-scale fine-tuning that table 7 and table 8 share appears in both tables; the
+    paper's value sits beside it even where the paper does not state the arch, and the paper's
+    metric spellings (bbox_ap, miou) meet ours (bbox_mAP, mIoU)."""
+    runs, tables, plots, report = _fixture(tmp_path)
+    by_name = {r.name: r for r in plan_runs("all", "paper")}
+    shared = next(r for r in by_name.values() if r.kind == "finetune" and r.tags["method"] == "beit"
+                  and r.tags["pretrain_data"] == "imagenet-100%" and r.tags["downstream"] == "imagenet-finetune"
+                  and {"table7", "table8"} <= set(r.tags["artifacts"]))
+    _fake_run(runs, shared.name, "finetune", shared.tags, {"top1": 80.0}, 0)
+    detect = next(r for r in by_name.values() if r.kind == "detect" and r.tags["method"] == "splitmask"
+                  and r.tags["pretrain_data"] == "coco" and "table4" in r.tags["artifacts"])
+    _fake_run(runs, detect.name, "detect", detect.tags, {"bbox_mAP": 40.0, "segm_mAP": 35.0}, 0)
+    build_report(runs, tables, plots, report)
+
+    for artifact in ("table7", "table8"):
+        table = pd.read_csv(tables / f"{artifact}.csv", dtype=str, keep_default_na=False)
+        mine = table[(table.method == "beit") & (table.pretrain_data == "imagenet-100%") & (table.arch == shared.tags["arch"])
+                     & (table.downstream == "imagenet-finetune") & (table.ours_mean != MISSING)]
+        assert list(mine.ours_mean) == ["80.00"], artifact
+    t8 = pd.read_csv(tables / "table8.csv", dtype=str, keep_default_na=False)
+    row = t8[(t8.method == "beit") & (t8.downstream == "imagenet-finetune") & (t8.ours_mean == "80.00")].iloc[0]
+    assert (row["paper"], row["paper_arch"], row["diff"]) == ("82.8", UNKNOWN, "-2.80")
+    t4 = pd.read_csv(tables / "table4.csv", dtype=str, keep_default_na=False)
+    row = t4[(t4.method == "splitmask") & (t4.pretrain_data == "coco") & (t4.metric == "bbox_mAP") & (t4.ours_mean != MISSING)].iloc[0]
+    assert (row["ours_mean"], row["paper"], row["diff"]) == ("40.00", "46.8", "-6.80")
