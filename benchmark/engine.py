@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from benchmark.utils.io import torch_save, write_json, write_text
+
+if TYPE_CHECKING:
+    from benchmark.distributed import Context
 
 C = TypeVar("C")
 
@@ -78,6 +81,23 @@ def fast_float32_matmul(device: torch.device) -> None:
     nearest-centre search, losses) run on TF32 tensor cores, as timm's training script does."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+
+
+def start_run(config: Any, out: Path) -> tuple[torch.device, "Context"]:
+    """What every training entry point does first: picks the device (``config.device``), joins
+    the process group under torchrun (this process's GPU), lets float32 products use TF32 on a
+    GPU, writes ``out/config.json`` on rank 0 and seeds every RNG with ``config.seed``."""
+    from benchmark.distributed import init_distributed, local_device
+
+    device = pick_device(config.device)
+    ctx = init_distributed(device)
+    device = local_device(device, ctx)
+    fast_float32_matmul(device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out / "config.json", config)
+    seed_everything(config.seed)
+    return device, ctx
 
 
 def autocast(device: torch.device):

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from benchmark.convert import CheckpointError, adapt_state_dict, read_checkpoint
-from benchmark.data.classification import Transformed, load_classification
+from benchmark.data.classification import Transformed, load_splits
 from benchmark.data.folders import (
     DataError,
     EpochSampler,
@@ -38,7 +38,7 @@ from benchmark.data.folders import (
     mix_seed,
     one_thread_worker,
 )
-from benchmark.distributed import barrier, init_distributed, local_device, mean_across, shutdown
+from benchmark.distributed import barrier, mean_across, shutdown
 from benchmark.engine import (
     ConfigError,
     NonFiniteLoss,
@@ -48,14 +48,11 @@ from benchmark.engine import (
     build_scheduler,
     FiniteGuard,
     config_from_dict,
-    fast_float32_matmul,
-    pick_device,
     restore_training,
     rng_state,
     save_state,
-    seed_everything,
     set_rng_state,
-    write_config,
+    start_run,
 )
 from benchmark.models import create_vit, downstream_kwargs
 from benchmark.results import write_result
@@ -133,20 +130,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     """
     started = time.time()
     out = Path(out_dir)
-    device = pick_device(cfg.device)
-    ctx = init_distributed(device)
-    device = local_device(device, ctx)
-    fast_float32_matmul(device)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
-    root = Path(cfg.data_root)
-    train_set = load_classification(cfg.dataset, root, "train")
-    val_set = load_classification(cfg.dataset, root, "val")
+    device, ctx = start_run(cfg, out)
+    train_set, val_set = load_splits(cfg.dataset, cfg.data_root)
     num_classes = len(train_set.classes)
-    if val_set.classes != train_set.classes:
-        raise DataError(f"{root}: the train and val splits have different classes")
 
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
     model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path,

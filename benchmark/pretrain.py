@@ -41,8 +41,6 @@ from benchmark.data.folders import (
 )
 from benchmark.distributed import (
     barrier,
-    init_distributed,
-    local_device,
     mean_across,
     shutdown,
 )
@@ -55,15 +53,12 @@ from benchmark.engine import (
     build_optimizer,
     build_scheduler,
     config_from_dict,
-    fast_float32_matmul,
-    pick_device,
     restore_training,
     rng_state,
     save_state,
-    seed_everything,
     set_rng_state,
     set_weight_decay,
-    write_config,
+    start_run,
 )
 from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation
@@ -169,18 +164,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if (out / ENCODER).is_file():
         print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
         return out / ENCODER
-    device = pick_device(cfg.device)
-    ctx = init_distributed(device)
-    device = local_device(device, ctx)
-    fast_float32_matmul(device)
+    device, ctx = start_run(cfg, out)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
                           f"= {cfg.accum_steps} x {ctx.world_size}")
     micro = cfg.batch_size // (cfg.accum_steps * ctx.world_size)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
 
     method_cls = method_class(cfg.method)
     images, labels = _images(cfg, method_cls.needs_labels)

@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 from benchmark.convert import CheckpointError
-from benchmark.data.classification import Transformed, load_classification
+from benchmark.data.classification import Transformed, load_splits
 from benchmark.data.folders import (
     DataError,
     EpochSampler,
@@ -72,7 +72,7 @@ from benchmark.data.folders import (
     fraction_subset,
     one_thread_worker,
 )
-from benchmark.distributed import Context, barrier, init_distributed, local_device, mean_across, shutdown
+from benchmark.distributed import Context, barrier, mean_across, shutdown
 from benchmark.engine import (
     ConfigError,
     NonFiniteLoss,
@@ -80,10 +80,7 @@ from benchmark.engine import (
     autocast,
     build_scheduler,
     config_from_dict,
-    fast_float32_matmul,
-    pick_device,
-    seed_everything,
-    write_config,
+    start_run,
 )
 from benchmark.finetune import load_pretrained
 from benchmark.methods.base import pooled_features
@@ -506,19 +503,8 @@ def probe(cfg: ProbeConfig, out_dir: str | Path) -> dict[str, float]:
     started = time.time()
     check_config(cfg)
     out = Path(out_dir)
-    device = pick_device(cfg.device)
-    ctx = init_distributed(device)
-    device = local_device(device, ctx)
-    fast_float32_matmul(device)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(out / "config.json", cfg)
-    seed_everything(cfg.seed)
-    root = Path(cfg.data_root)
-    train_set = load_classification(cfg.dataset, root, "train")
-    val_set = load_classification(cfg.dataset, root, "val")
-    if val_set.classes != train_set.classes:
-        raise DataError(f"{root}: the train and val splits have different classes")
+    device, ctx = start_run(cfg, out)
+    train_set, val_set = load_splits(cfg.dataset, cfg.data_root)
     encoder = build_encoder(cfg).to(device)
     if cfg.mode == "linear":
         metrics, head = linear_probe(cfg, encoder, train_set, val_set, device, out, ctx)

@@ -314,3 +314,11 @@ def load_classification(kind: str, root: str | Path, split: str) -> Dataset:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
     return READERS[kind](Path(root), split)
+
+
+def load_splits(kind: str, root: str | Path) -> tuple[Dataset, Dataset]:
+    """The train and val splits of a data set, which must have the same classes."""
+    train, val = load_classification(kind, root, "train"), load_classification(kind, root, "val")
+    if val.classes != train.classes:
+        raise DataError(f"{root}: the train and val splits have different classes")
+    return train, val
