@@ -19,7 +19,9 @@ import argparse
 import datetime as dt
 import functools
 import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -150,6 +152,74 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     return out.sort_values(KEYS).reset_index(drop=True)
 
 
+# Artifacts the paper draws as curves: the x-axis and its label.
+CURVES = {
+    "fig2": ("fraction", "pre-training subset of ImageNet (% of the images)"),
+    "fig3": ("epochs", "pre-training epochs on ImageNet-10%"),
+    "cars_overtraining": ("epochs", "pre-training epochs on Stanford Cars"),
+}
+
+
+def _x_value(row: pd.Series, axis: str) -> float | None:
+    if axis == "fraction":  # pretrain_data such as "imagenet-10%"
+        match = re.search(r"-([\d.]+)%$", str(row["pretrain_data"]))
+        return float(match.group(1)) if match else None
+    try:
+        return float(row[axis])
+    except (TypeError, ValueError):
+        return None
+
+
+def curve_points(table: pd.DataFrame, axis: str) -> dict[tuple[str, ...], list[tuple[float, float, float]]]:
+    """(downstream, metric, method, arch, scale) -> [(x, our mean, our std)] sorted by x, for the
+    rows that have a result; rows without one are left out of the curve (and counted apart)."""
+    curves: dict[tuple[str, ...], list[tuple[float, float, float]]] = {}
+    for _, row in table.iterrows():
+        x, mean = _x_value(row, axis), pd.to_numeric(row["ours_mean"], errors="coerce")
+        if x is None or pd.isna(mean):
+            continue
+        std = pd.to_numeric(row["ours_std"], errors="coerce")
+        key = (row["downstream"], row["metric"], row["method"], row["arch"], row["scale"])
+        curves.setdefault(key, []).append((x, float(mean), 0.0 if pd.isna(std) else float(std)))
+    return {k: sorted(v) for k, v in curves.items()}
+
+
+def plot_curves(artifact: str, table: pd.DataFrame, path: Path) -> None:
+    """The paper's figure as a curve: one panel per (downstream, metric), one line per method,
+    arch and scale, the x-axis logarithmic; runs that have not happened are counted in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis, label = CURVES[artifact]
+    curves = curve_points(table, axis)
+    panels = sorted({(k[0], k[1]) for k in curves} or {(d, m) for d, m in zip(table.downstream, table.metric)})
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.0 * max(1, len(panels)), 3.8), squeeze=False)
+    for ax, (downstream, metric) in zip(axes[0], panels):
+        for (d, m, method, arch, scale), points in curves.items():
+            if (d, m) != (downstream, metric):
+                continue
+            xs, means, stds = zip(*points)
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{method} ({arch}, {scale})")
+        rows = table[(table.downstream == downstream) & (table.metric == metric)]
+        missing = int((rows.ours_mean == MISSING).sum())
+        ax.set_xscale("log")
+        planned = [x for x in (_x_value(r, axis) for _, r in rows.iterrows()) if x]
+        if planned:  # the planned range, also while no point has run
+            ax.set_xlim(min(planned) / 1.5, max(planned) * 1.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{downstream}: {metric}" + (f" ({missing} points not run)" if missing else ""), fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(f"{artifact}: {ARTIFACTS[artifact].title}", 70), fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
     """A bar chart: one panel per (downstream, metric), one bar per method, paper values as marks."""
     import matplotlib
@@ -200,7 +270,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     for name, table in tables.items():
         with atomic_path(tables_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
-        plot_artifact(name, table, plots_dir / f"{name}.png")
+        (plot_curves if name in CURVES else plot_artifact)(name, table, plots_dir / f"{name}.png")
         runs = results[results.artifact == name]
         when = f"runs from {runs.created.min()} to {runs.created.max()}" if len(runs) else "no runs yet"
         missing = int((table.ours_mean == MISSING).sum())

@@ -94,3 +94,21 @@ def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -
     t4 = pd.read_csv(tables / "table4.csv", dtype=str, keep_default_na=False)
     row = t4[(t4.method == "splitmask") & (t4.pretrain_data == "coco") & (t4.metric == "bbox_mAP") & (t4.ours_mean != MISSING)].iloc[0]
     assert (row["ours_mean"], row["paper"], row["diff"]) == ("40.00", "46.8", "-6.80")
+
+
+def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
+    from benchmark.report import curve_points
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    evals = [r for r in plan_runs("fig2", "smoke") if r.kind == "finetune" and r.tags["method"] == "splitmask"]
+    by_fraction = {r.tags["pretrain_data"]: r for r in evals}
+    for pretrain_data, top1 in [("imagenet-1%", 30.0), ("imagenet-100%", 40.0)]:
+        run = by_fraction[pretrain_data]
+        _fake_run(runs, run.name, "finetune", run.tags, {"top1": top1}, 0)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "fig2.csv", dtype=str, keep_default_na=False)
+    curves = curve_points(table, "fraction")
+    (key, points), = [(k, v) for k, v in curves.items() if k[2] == "splitmask"]
+    assert [(x, m) for x, m, _ in points] == [(1.0, 30.0), (100.0, 40.0)]  # sorted by subset size
+    assert len(evals) > 2  # the other fractions exist in the plan but have not run: not drawn
+    assert (plots / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
