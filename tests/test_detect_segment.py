@@ -256,3 +256,18 @@ def _sync_bn_types(node, path: str = ""):
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             yield from _sync_bn_types(value, f"{path}.{i}")
+
+
+def test_an_interrupted_run_resumes_from_its_latest_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
+    """mmengine writes ``last_checkpoint`` beside its checkpoints; a run started again on that work
+    dir resumes (mmengine's resume), and says so in its log notes. A fresh work dir starts over."""
+    from benchmark.mm.runner import SEGMENT, prepare
+
+    fresh = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", tmp_path / "fresh", 0)
+    assert not fresh.cfg.resume
+    work = tmp_path / "interrupted"
+    work.mkdir()
+    (work / "last_checkpoint").write_text(str(work / "iter_80.pth"))
+    again = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", work, 0)
+    assert again.cfg.resume and again.cfg.load_from is None
+    assert any("resuming" in note for note in again.notes)

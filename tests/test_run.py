@@ -67,3 +67,20 @@ def test_smoke_chain_end_to_end(tmp_path) -> None:
 
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0 and again.stdout.count("done already") == 6
+
+
+def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, capsys) -> None:
+    from benchmark.run import main
+
+    assert main(["--subset", "all", "--scale", "paper", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                 "--data-root", str(tmp_path / "no-data")]) == 0
+    out, err = capsys.readouterr()
+    pretrain_lines = [line.split() for line in out.splitlines() if line.split()[1:2] == ["pretrain"]]
+    names = [fields[2] for fields in pretrain_lines]
+    assert len(names) == len(set(names)) > 20
+    dirs = [next(f for f in fields if f.startswith("pretrain/")) for fields in pretrain_lines]
+    assert len(set(d.rsplit("-", 1)[1] for d in dirs)) == len(dirs)  # distinct configs: distinct keys
+    assert all("GPU-h" in " ".join(fields) for fields in pretrain_lines)
+    assert "compute still to run:" in out and "GPU-hours" in out
+    # Every real data set is missing here: each is named with its layout, and what it blocks.
+    assert "missing data set 'imagenet'" in err and "train/<wnid>" in err and "blocks" in err

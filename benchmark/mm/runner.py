@@ -424,6 +424,9 @@ def prepare(
                          "run a single process on CPU")
     cfg.launcher = "pytorch" if _launched_by_torchrun() else "none"
     cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
+    if (work_dir / "last_checkpoint").is_file():  # an interrupted run: mmengine resumes its latest checkpoint
+        cfg.resume, cfg.load_from = True, None
+        notes.append(f"resuming from the latest checkpoint in {work_dir}")
     cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
     notes += single_process_fallbacks(cfg)
     return Prepared(task, cfg, work_dir, int(seed), ckpt, started, notes)
