@@ -114,11 +114,21 @@ def plain_transform(cfg: PretrainConfig):
 
 
 def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int] | None]:
-    """The pre-training images: an ImageFolder (with labels) or every image below a folder."""
+    """The pre-training images and the labels that pick the subset: an ImageFolder (with labels)
+    or every image below a folder. Self-supervised methods never see labels, but where the folder
+    is an ImageFolder (every image in a class folder just below the root, not hidden) its class
+    folders still balance the subset, so that every method, supervised included, pre-trains on
+    the same images for a given fraction and seed."""
     if needs_labels:
         folder = image_folder(cfg.data_root)
         return folder, folder.targets
-    return ImageFiles(cfg.data_root), None
+    files = ImageFiles(cfg.data_root)
+    root = files.root.resolve()
+    parents = [f.resolve().parent for f in files.files]
+    if all(p.parent == root and not p.name.startswith(".") for p in parents):
+        classes = {name: i for i, name in enumerate(sorted({p.name for p in parents}))}
+        return files, [classes[p.name] for p in parents]
+    return files, None
 
 
 def schedule_steps(cfg: PretrainConfig, images: int) -> tuple[int, int]:

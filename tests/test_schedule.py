@@ -26,3 +26,21 @@ def test_warm_up_never_exceeds_the_run_and_epochs_must_be_positive() -> None:
     assert schedule_steps(PretrainConfig(data_root=".", steps=5, warmup_steps=100), 10) == (5, 5)
     with pytest.raises(ConfigError, match="epochs must be positive"):
         schedule_steps(PretrainConfig(data_root=".", epochs=0), 10)
+
+
+def test_every_method_pretrains_on_the_same_subset(synthetic_root) -> None:
+    """A fraction of an ImageFolder is the same images for supervised pre-training (labels) and
+    for the self-supervised methods (no labels): both subsets are class-balanced."""
+    from pathlib import Path
+
+    from benchmark.data.folders import fraction_subset
+    from benchmark.pretrain import _images
+
+    cfg = PretrainConfig(data_root=str(synthetic_root / "classification" / "train"), fraction=0.25, seed=3)
+    picked = []
+    for needs_labels in (True, False):
+        images, labels = _images(cfg, needs_labels)
+        subset = fraction_subset(len(images), cfg.fraction, cfg.seed, labels=labels)
+        files = [Path(images.samples[i][0]) if needs_labels else images.files[i] for i in subset]
+        picked.append(sorted(str(f.resolve()) for f in files))
+    assert picked[0] == picked[1] and 0 < len(picked[0]) < len(list((synthetic_root / "classification" / "train").rglob("*.png")))
