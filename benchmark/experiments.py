@@ -153,15 +153,20 @@ def _is_marker(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"data", "path"}
 
 
+def data_markers(value: Any) -> list[tuple[str, str]]:
+    """``(name, path)`` of every data marker in ``value`` (a config), in order, with repeats."""
+    if _is_marker(value):
+        return [(value["data"], value["path"])]
+    if isinstance(value, dict):
+        return [m for v in value.values() for m in data_markers(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in data_markers(v)]
+    return []
+
+
 def find_data(value: Any) -> list[str]:
     """The data set names of every marker in ``value`` (a config), in order, with repeats."""
-    if _is_marker(value):
-        return [value["data"]]
-    if isinstance(value, dict):
-        return [n for v in value.values() for n in find_data(v)]
-    if isinstance(value, list):
-        return [n for v in value for n in find_data(v)]
-    return []
+    return [name for name, _ in data_markers(value)]
 
 
 def resolve_data(config: Any, data_root: str | Path) -> Any:

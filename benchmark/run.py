@@ -26,7 +26,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmark.experiments import ARTIFACTS, SCALES, SUBSETS, Run, missing_datasets, plan_runs, resolve_data
+from benchmark.experiments import (
+    ARTIFACTS, SCALES, SUBSETS, Run, data_markers, missing_datasets, plan_runs, resolve_data,
+)
 from benchmark.launch import Handle, InProcess, Launcher, Slurm, Torchrun, module_args
 from benchmark.utils.io import write_json
 
@@ -143,22 +145,12 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
     return InProcess()
 
 
-def _data_markers(value: Any) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        if set(value) == {"data", "path"}:
-            return [(value["data"], value["path"])]
-        return [m for v in value.values() for m in _data_markers(v)]
-    if isinstance(value, list):
-        return [m for v in value for m in _data_markers(v)]
-    return []
-
-
 def estimate_run(run: Run) -> Any:
     """The compute estimate of one run, with the image counts of the real data set it reads."""
     from benchmark.compute import DATASET_SIZES, estimate
 
     sizes = None
-    for name, path in _data_markers(run.config):
+    for name, path in data_markers(run.config):
         key = f"domainnet-{path.split('/')[0]}" if name == "domainnet" else name
         sizes = DATASET_SIZES.get(key, sizes)
     config = resolve_data(run.config, "<data>")
