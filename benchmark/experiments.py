@@ -438,8 +438,7 @@ def _pretrain_images(scale: Scale, pre: Pre) -> Any:
     if scale.name == "smoke":
         return ref(_SYNTHETIC, _SMOKE_PRETRAIN_IMAGES.get(pre.data, "classification/train"))
     if pre.data.startswith("domainnet-"):
-        # Every image of the domain's folder (ImageFiles cannot read a split list): see the report.
-        return data("domainnet", pre.data.removeprefix("domainnet-"))
+        return data("domainnet")  # the domain's train list (PretrainConfig.dataset), never its test images
     return data(pre.data, {"imagenet": "train", "coco": "train2017", "ade20k": "images/training",
                            "stanford-cars": "cars_train"}[pre.data])
 
@@ -473,6 +472,8 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
     }
     if pre.method in ("dino", "supervised"):
         config["blr"] = 5e-4 if scale.name != "smoke" else config["blr"]  # DINO / DeiT base lr (our choice)
+    if pre.data.startswith("domainnet-") and scale.name != "smoke":
+        config["dataset"] = pre.data
     if pre.data == "stanford-cars":
         config["crop_scale_max"] = 0.25         # largest crop 25% on Stanford Cars (known)
     frac = f"-{pre.fraction * 100:g}pct" if pre.data == "imagenet" else ""

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.convert import save_encoder
+from benchmark.data.classification import load_classification
 from benchmark.data.folders import (
     DataError,
     EpochSampler,
@@ -72,6 +73,8 @@ ENCODER = "encoder.safetensors"
 @dataclass
 class PretrainConfig:
     data_root: str                       # a folder of images; an ImageFolder for methods that use labels
+    dataset: str = "folder"              # "folder", or a classification format (benchmark.data.classification),
+                                         # whose train split is pre-trained on (DomainNet: its train list only)
     method: str = "splitmask"
     method_args: dict = field(default_factory=dict)
     arch: str = "vit-s16"
@@ -118,7 +121,11 @@ def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int]
     or every image below a folder. Self-supervised methods never see labels, but where the folder
     is an ImageFolder (every image in a class folder just below the root, not hidden) its class
     folders still balance the subset, so that every method, supervised included, pre-trains on
-    the same images for a given fraction and seed."""
+    the same images for a given fraction and seed. A classification format (``dataset``) gives
+    its train split, so that pre-training never sees the images a table is evaluated on."""
+    if cfg.dataset != "folder":
+        train = load_classification(cfg.dataset, cfg.data_root, "train")
+        return train, train.targets
     if needs_labels:
         folder = image_folder(cfg.data_root)
         return folder, folder.targets

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmark.engine import ConfigError
@@ -44,3 +46,22 @@ def test_every_method_pretrains_on_the_same_subset(synthetic_root) -> None:
         files = [Path(images.samples[i][0]) if needs_labels else images.files[i] for i in subset]
         picked.append(sorted(str(f.resolve()) for f in files))
     assert picked[0] == picked[1] and 0 < len(picked[0]) < len(list((synthetic_root / "classification" / "train").rglob("*.png")))
+
+
+def test_domainnet_pretraining_reads_the_train_list_only(tmp_path) -> None:
+    """Pre-training on a DomainNet domain sees the images of its train list, never the test
+    images that Table 6 evaluates on, although both live in the same class folders."""
+    from test_classification_data import make_domainnet
+
+    from benchmark.experiments import SCALE_SPECS, Pre, pretrain_run
+    from benchmark.pretrain import _images
+
+    root = make_domainnet(tmp_path / "domainnet", "clipart")
+    train_list = {line.split()[0] for line in (root / "clipart_train.txt").read_text().splitlines()}
+    images, labels = _images(PretrainConfig(data_root=str(root), dataset="domainnet-clipart"), needs_labels=False)
+    seen = {str(Path(f).relative_to(root)) for f in images.files}
+    assert seen == train_list and len(labels) == len(seen)
+    assert len(list((root / "clipart").rglob("*.jpg"))) > len(seen)  # the folder holds the test images too
+
+    run = pretrain_run(SCALE_SPECS["paper"], Pre("splitmask", "domainnet-clipart", 1.0, 100), "s")
+    assert run.config["dataset"] == "domainnet-clipart" and run.config["data_root"] == {"data": "domainnet", "path": ""}
