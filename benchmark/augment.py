@@ -74,10 +74,10 @@ def view_transform(
 class TwoViews:
     """BYOL's two views of an image: ``[view1, view2]`` with asymmetric blur and solarisation."""
 
-    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4) -> None:
+    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4, hflip: float = 0.5) -> None:
         self.views = [
-            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0),
-            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2),
+            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip),
+            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip),
         ]
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
@@ -98,16 +98,17 @@ class MultiCrop:
         global_scale: Sequence[float] = (0.4, 1.0),
         local_scale: Sequence[float] = (0.05, 0.4),
         color_jitter: float = 0.4,
+        hflip: float = 0.5,
     ) -> None:
         if global_crops < 1 or local_crops < 0:
             raise ValueError(f"need at least one global crop and no negative count, got {global_crops} global, {local_crops} local")
         self.global_crops, self.local_crops = global_crops, local_crops
         self.size, self.local_size = size, local_size
         self.global_views = [
-            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0),
-            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2),
+            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip),
+            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip),
         ]
-        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0)
+        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0, hflip=hflip)
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
         crops = [self.global_views[i % 2](image) for i in range(self.global_crops)]

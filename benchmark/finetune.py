@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from benchmark.convert import CheckpointError, adapt_state_dict, read_checkpoint
 from benchmark.data.classification import Transformed, load_splits
+from benchmark.select import apply_choice
 from benchmark.data.folders import (
     DataError,
     EpochSampler,
@@ -69,6 +70,8 @@ class FinetuneConfig:
     arch: str = "vit-s16"
     img_size: int = 224
     train_fraction: float = 1.0          # class-balanced subset of the training labels
+    eval_split: str = "val"              # the split result.json reports: "val", or "test" (ImageFolder)
+    hparams_from: str | None = None      # a select run's choice.json: its chosen fields replace these
     epochs: int = 100
     batch_size: int = 256
     blr: float = 5e-4                    # lr = blr * batch_size / 256
@@ -82,6 +85,8 @@ class FinetuneConfig:
     mixup: float = 0.8
     cutmix: float = 1.0
     clip_grad: float = 0.0
+    hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
+    crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1), timm's default
     seed: int = 0
     num_workers: int = 0
     log_every: int = 10
@@ -130,8 +135,10 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     """
     started = time.time()
     out = Path(out_dir)
+    if cfg.hparams_from:
+        cfg = apply_choice(cfg, cfg.hparams_from)
     device, ctx = start_run(cfg, out)
-    train_set, val_set = load_splits(cfg.dataset, cfg.data_root)
+    train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
     num_classes = len(train_set.classes)
 
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
@@ -166,7 +173,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         print(f"[finetune] resuming {out} at step {start}/{total}", file=sys.stderr)
 
     train_tf = create_transform(
-        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=0.5,
+        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,
+        scale=(cfg.crop_scale_min, 1.0),
         color_jitter=0.4 if cfg.rand_augment is None else None,
     )
     data = SeededTransform(train_set, train_tf, cfg.seed, subset)

@@ -76,7 +76,7 @@ def module_args(kind: str, config: dict[str, Any], run_dir: str | Path) -> list[
     """The CLI arguments of ``benchmark.<kind>`` for ``config`` (resolved); pretrain/finetune/probe
     configs are written to ``run_dir/launch_config.json``."""
     run_dir = Path(run_dir)
-    if kind in ("pretrain", "finetune", "probe"):
+    if kind in ("pretrain", "finetune", "probe", "select"):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / CONFIG_FILE
         path.write_text(json.dumps(config, indent=1, sort_keys=True))

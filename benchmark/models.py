@@ -12,10 +12,13 @@ from typing import Any
 import timm
 import torch.nn as nn
 
-# Named sizes -> (timm model name, overrides). Patch 16 everywhere, as in the paper.
+# Named sizes -> (timm model name, overrides). Patch 16, as in the paper, except vit-mini.
 # "vit-smoke" is a 4-block ViT-Ti for CPU smoke runs; it keeps ViT-Ti's width and heads.
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-smoke": ("vit_tiny_patch16_224", {"depth": 4}),
+    # The mini scale's ViT (real 8x8 digits upsampled to 32 px): 6 blocks of width 128 (4 heads),
+    # 8x8 patches: 16 tokens, each 2x2 pixels of the original digit. Sized for a 2-core CPU.
+    "vit-mini": ("vit_tiny_patch16_224", {"embed_dim": 128, "num_heads": 4, "depth": 6, "patch_size": 8}),
     "vit-ti16": ("vit_tiny_patch16_224", {}),
     "vit-s16": ("vit_small_patch16_224", {}),
     "vit-b16": ("vit_base_patch16_224", {}),

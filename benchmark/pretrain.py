@@ -94,6 +94,7 @@ class PretrainConfig:
     crop_scale_min: float = 0.08         # RandomResizedCrop scale range [min, max]
     crop_scale_max: float = 1.0
     color_jitter: float = 0.4
+    hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 500
@@ -217,7 +218,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
 
-    aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter)
+    aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter, cfg.hflip)
     data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size, rank=ctx.rank, num_replicas=ctx.world_size)
     loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker,

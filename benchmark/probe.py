@@ -104,6 +104,7 @@ class ProbeConfig:
     img_size: int = 224
     mode: str = "linear"                 # "linear" (MAE's linear probe) | "knn" (DINO's weighted k-NN)
     train_fraction: float = 1.0          # class-balanced subset of the training labels (both modes)
+    eval_split: str = "val"              # the split result.json reports: "val", or "test" (ImageFolder)
     # linear probe
     epochs: int = 90
     batch_size: int = 256                # also the batch of feature extraction
@@ -504,7 +505,7 @@ def probe(cfg: ProbeConfig, out_dir: str | Path) -> dict[str, float]:
     check_config(cfg)
     out = Path(out_dir)
     device, ctx = start_run(cfg, out)
-    train_set, val_set = load_splits(cfg.dataset, cfg.data_root)
+    train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
     encoder = build_encoder(cfg).to(device)
     if cfg.mode == "linear":
         metrics, head = linear_probe(cfg, encoder, train_set, val_set, device, out, ctx)

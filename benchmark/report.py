@@ -27,13 +27,14 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.experiments import ARTIFACTS, plan_runs
+from benchmark.findings import mini_findings
 from benchmark.results import ResultError, load_result
 from benchmark.utils.io import atomic_path, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "metric", "scale"]
+KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "hparams", "metric", "scale"]
 # Tags an artifact may vary beyond the paper's columns; absent ones are "" (not part of the run).
-OPTIONAL_TAGS = ("epochs", "tokenizer")
+OPTIONAL_TAGS = ("epochs", "tokenizer", "hparams")
 PAPER_KEYS = ["method", "pretrain_data", "arch", "downstream", "metric"]
 # reference.csv's metric names -> the names our result.json files use.
 METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
@@ -59,7 +60,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
         tags = run["tags"]
         # A run several artifacts share (e.g. one fine-tuning in table 7, table 8 and fig. 2) counts in
         # each, whichever subset ran it: the registry says which artifacts plan it.
-        members = registry_members().get((tags.get("scale"), run["name"])) or tags.get("artifacts") or [tags["artifact"]]
+        members = registry_members().get((tags.get("scale"), run["name"]), tags.get("artifacts", [tags.get("artifact")]))
         for artifact in members:
             for metric in TABLE_METRICS.get(result["kind"], sorted(result["metrics"])):
                 if metric in result["metrics"]:
@@ -76,7 +77,8 @@ def registry_members() -> dict[tuple[str, str], list[str]]:
     for name, artifact in ARTIFACTS.items():
         for scale in artifact.scales:
             for run in plan_runs(name, scale):
-                members.setdefault((scale, run.name), []).append(name)
+                if name in run.tags["artifacts"]:
+                    members.setdefault((scale, run.name), []).append(name)
     return members
 
 
@@ -94,7 +96,7 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
         if scale not in ARTIFACTS[artifact].scales:
             continue
         for run in plan_runs(artifact, scale):
-            if artifact not in (run.tags.get("artifacts") or [run.tags["artifact"]]):
+            if artifact not in run.tags.get("artifacts", [run.tags["artifact"]]):
                 continue
             for metric in TABLE_METRICS.get(run.kind, []):
                 rows.append({**_tag_values(run.tags), "metric": metric})
@@ -157,6 +159,7 @@ CURVES = {
     "fig2": ("fraction", "pre-training subset of ImageNet (% of the images)"),
     "fig3": ("epochs", "pre-training epochs on ImageNet-10%"),
     "cars_overtraining": ("epochs", "pre-training epochs on Stanford Cars"),
+    "mini_fig2": ("fraction", "pre-training subset of the digits' train images (%)"),
 }
 
 
@@ -267,6 +270,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         f"\"{MISSING}\": the run has not happened. \"{UNKNOWN}\": the paper's value is not known. Paper values are "
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
     ]
+    lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
     for name, table in tables.items():
         with atomic_path(tables_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)

@@ -1,6 +1,6 @@
 """The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
 
-    python -m benchmark.run --subset smoke [--scale smoke] [--runs-dir runs] [--data-root DATA] [--dry-run]
+    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs] [--data-root DATA] [--dry-run]
                             [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...]
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
@@ -34,7 +34,8 @@ from benchmark.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE_FILE = {"data": "synthetic.json", "pretrain": "encoder.safetensors", "finetune": "result.json",
-             "probe": "result.json", "detect": "result.json", "segment": "result.json"}
+             "probe": "result.json", "detect": "result.json", "segment": "result.json", "select": "choice.json"}
+DATA_MANIFEST = {"synthetic": "synthetic.json", "digits": "digits.json"}  # a data run's generator -> its manifest
 
 
 def order_runs(runs: list[Run]) -> list[Run]:
@@ -89,15 +90,24 @@ def locate(runs: list[Run], runs_dir: Path) -> tuple[dict[str, str], dict[str, P
 
 
 def is_done(run: Run, run_dir: Path) -> bool:
-    return (run_dir / DONE_FILE[run.kind]).is_file()
+    done = DATA_MANIFEST[run.config["generator"]] if run.kind == "data" else DONE_FILE[run.kind]
+    return (run_dir / done).is_file()
 
 
 def execute(run: Run, config: dict[str, Any], run_dir: Path) -> None:
     """Runs one step in this process."""
-    if run.kind == "data":
+    if run.kind == "data" and config["generator"] == "digits":
+        from benchmark.data.digits import write_digits
+
+        write_digits(run_dir, seed=config["seed"])
+    elif run.kind == "data":
         from benchmark.data.synthetic import make_all
 
         make_all(run_dir, seed=config["seed"], scale=config["scale"])
+    elif run.kind == "select":
+        from benchmark.select import select
+
+        select(config, run_dir)
     elif run.kind == "pretrain":
         from benchmark.engine import config_from_dict
         from benchmark.pretrain import PretrainConfig, pretrain
@@ -158,6 +168,37 @@ def estimate_run(run: Run) -> Any:
                     config.get("dataset", "imagefolder") != "imagefolder" else sizes)
 
 
+class TimeLeft:
+    """An estimate of the time the runs still to go will take: each is assumed to last as long as
+    the finished runs of its kind and method did on average (its kind alone, or all runs, while
+    none of those has finished). None until a run has finished."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.pending = {r.name: r for r in runs}
+        self.durations: dict[tuple[str, ...], list[float]] = {}
+
+    def finished(self, run: Run, seconds: float | None) -> None:
+        self.pending.pop(run.name, None)
+        if seconds is not None:
+            for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+                self.durations.setdefault(key, []).append(seconds)
+
+    def _guess(self, run: Run) -> float:
+        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+            if key in self.durations:
+                return sum(self.durations[key]) / len(self.durations[key])
+        return 0.0
+
+    def seconds(self) -> float | None:
+        if not self.durations:
+            return None
+        return sum(self._guess(r) for r in self.pending.values())
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f}s"
+
+
 def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
     total, unknown = 0.0, 0
     for i, run in enumerate(runs, 1):
@@ -181,7 +222,7 @@ def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
     parser.add_argument("--subset", default="smoke", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
-    parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, else smoke")
+    parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
     parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(ROOT / "data")),
                         help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
@@ -194,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm-account")
     parser.add_argument("--no-report", action="store_true", help="do not rebuild tables/, plots/ and REPORT.md at the end")
     args = parser.parse_args(argv)
-    scale = args.scale or (args.subset if args.subset in SCALES else "smoke")
+    scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
     try:
         runs = order_runs(plan_runs(args.subset, scale))
     except (KeyError, ValueError) as err:
@@ -223,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     launcher = make_launcher(args)
     handles: dict[str, Handle] = {}
     t0 = time.time()
+    left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])])
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
-        head = f"[{i}/{len(runs)} {time.time() - t0:.0f}s] {run.kind} {run.name}"
+        remaining = left.seconds()
+        eta = f", about {_clock(remaining)} left" if remaining is not None and not isinstance(launcher, Slurm) else ""
+        head = f"[{i}/{len(runs)} {_clock(time.time() - t0)}{eta}] {run.kind} {run.name}"
         if run.name in blocked:
             print(f"{head}: skipped, {blocked[run.name]}", flush=True)
             continue
@@ -238,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "config": config})
         config = step_config(run, config)
         after = [handles[d] for d in run.refs() if d in handles]
-        if run.kind == "data" or isinstance(launcher, InProcess):
+        # Data and select runs are quick and go in this process, except on SLURM, where a select
+        # waits, as a job, for the jobs it chooses between.
+        if run.kind == "data" or isinstance(launcher, InProcess) or (run.kind == "select" and not isinstance(launcher, Slurm)):
             target: Any = lambda run=run, config=config, run_dir=run_dir: execute(run, config, run_dir)
         else:
             target = module_args(run.kind, config, run_dir)
@@ -249,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{head}: FAILED ({handle.error}); see {handle.log or run_dir / 'error.log'}", flush=True)
         elif handle.status == "done":
             print(f"{head}: finished in {time.time() - started:.0f}s", flush=True)
+        left.finished(run, time.time() - started if handle.status == "done" else None)
     failed = {h.run_name: h.error for h in launcher.wait() if h.status in ("failed", "blocked")}
     failed.update(blocked)
 

@@ -296,7 +296,10 @@ def test_domainnet_errors(tmp_path: Path) -> None:
 def test_unknown_kind_and_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"unknown classification data set format 'cars'; expected one of .*'stanford-cars'"):
         load_classification("cars", tmp_path, "train")
-    with pytest.raises(DataError, match=r"unknown split 'test'"):
+    with pytest.raises(DataError, match=r"unknown split 'testing'"):
+        load_classification("imagefolder", tmp_path, "testing")
+    # Only an ImageFolder has a held-out test split of its own; the official formats' val is their test.
+    with pytest.raises(DataError, match=r"inat2019 has no split 'test' here"):
         load_classification("inat2019", tmp_path, "test")
 
 

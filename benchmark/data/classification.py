@@ -42,8 +42,8 @@ from torch.utils.data import Dataset
 
 from benchmark.data.folders import DataError, image_folder
 
-SPLITS = ("train", "val")
-IMAGEFOLDER_LAYOUT = "ROOT/{train,val}/<class>/<image> (ImageFolder)"
+SPLITS = ("train", "val", "test")   # "test": an ImageFolder with a held-out ROOT/test (the others' val is their test)
+IMAGEFOLDER_LAYOUT = "ROOT/{train,val[,test]}/<class>/<image> (ImageFolder)"
 INAT2019_LAYOUT = (
     "ROOT/{train2019,val2019}.json and ROOT/train_val2019/<supercategory>/<category id>/<image>.jpg "
     "(iNaturalist 2019)"
@@ -313,12 +313,17 @@ def load_classification(kind: str, root: str | Path, split: str) -> Dataset:
         raise DataError(f"unknown classification data set format {kind!r}; expected one of {sorted(READERS)}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split == "test" and kind != "imagefolder":
+        raise DataError(f"{kind} has no split 'test' here: its 'val' split is the official test split")
     return READERS[kind](Path(root), split)
 
 
-def load_splits(kind: str, root: str | Path) -> tuple[Dataset, Dataset]:
-    """The train and val splits of a data set, which must have the same classes."""
-    train, val = load_classification(kind, root, "train"), load_classification(kind, root, "val")
-    if val.classes != train.classes:
-        raise DataError(f"{root}: the train and val splits have different classes")
-    return train, val
+def load_splits(kind: str, root: str | Path, eval_split: str = "val") -> tuple[Dataset, Dataset]:
+    """The train split and the split evaluated on (``val`` or, for an ImageFolder with a held-out
+    ``test`` folder, ``test``), which must have the same classes."""
+    if eval_split == "train":
+        raise DataError("the evaluation split cannot be 'train'")
+    train, held_out = load_classification(kind, root, "train"), load_classification(kind, root, eval_split)
+    if held_out.classes != train.classes:
+        raise DataError(f"{root}: the train and {eval_split} splits have different classes")
+    return train, held_out

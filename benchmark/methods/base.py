@@ -35,6 +35,7 @@ class Augmentation:
     img_size: int
     crop_scale: tuple[float, float] = (0.08, 1.0)
     color_jitter: float = 0.4
+    hflip: float = 0.5          # probability of a horizontal flip (0 for data that flips change, e.g. digits)
 
 
 class PretrainMethod(nn.Module):
@@ -58,7 +59,7 @@ class PretrainMethod(nn.Module):
     def train_transform(self, aug: Augmentation) -> Callable[[Any], Any]:
         """Default (BEiT): random resized crop, horizontal flip, colour jitter, normalisation."""
         return create_transform(
-            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=0.5,
+            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=aug.hflip,
             color_jitter=aug.color_jitter, auto_augment=None, re_prob=0.0,
         )
 

@@ -64,7 +64,7 @@ class BYOL(PretrainMethod):
         self.target_projector = make_ema_copy(self.projector)
 
     def train_transform(self, aug: Augmentation) -> TwoViews:
-        return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter)
+        return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter, aug.hflip)
 
     def forward(self, views: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         if isinstance(views, torch.Tensor) or len(views) != 2:

@@ -217,7 +217,7 @@ class DINO(PretrainMethod):
         if self.local_crops and local_size % self.patch_size:
             raise ValueError(f"local_size {local_size} is not a multiple of the patch size {self.patch_size}")
         return MultiCrop(aug.img_size, local_size, self.global_crops, self.local_crops,
-                         self.global_scale, self.local_scale, aug.color_jitter)
+                         self.global_scale, self.local_scale, aug.color_jitter, aug.hflip)
 
     # ------------------------------------------------------------------------------- schedules
     def teacher_temp_at(self, step: int) -> float:

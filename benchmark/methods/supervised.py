@@ -43,7 +43,7 @@ class Supervised(PretrainMethod):
 
     def train_transform(self, aug: Augmentation) -> Callable[[Any], Any]:
         return create_transform(
-            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=0.5,
+            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=aug.hflip,
             auto_augment=self.rand_augment, color_jitter=aug.color_jitter if self.rand_augment is None else None,
             re_prob=self.random_erase, re_mode="pixel",
         )

@@ -1,0 +1,177 @@
+"""What the mini runs found, in sentences computed from the results (the REPORT.md section).
+
+Every number here is a mean over the seeds that ran, with its standard deviation; a difference
+counts as real when it is larger than twice its standard error (sqrt(s1^2/n1 + s2^2/n2)),
+otherwise it is "within the seed noise". Each finding is set beside the paper's claim it tests
+(../shared/paper/PROTOCOL.md), saying whether the miniature agrees. Nothing is written for a
+comparison whose runs have not happened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+DENOISING = ("splitmask", "beit", "mae")
+JOINT_EMBEDDING = ("dino", "byol")
+
+
+class Stat:
+    """Mean, standard deviation and count of one row's seeds."""
+
+    def __init__(self, values: pd.Series) -> None:
+        self.n = int(values.count())
+        self.mean = float(values.mean()) if self.n else math.nan
+        self.std = float(values.std()) if self.n > 1 else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
+
+
+def _verdict(a: Stat, b: Stat) -> tuple[float, str]:
+    """(a - b, "higher" | "lower" | "within the seed noise")."""
+    diff = a.mean - b.mean
+    se = math.sqrt(a.std ** 2 / max(a.n, 1) + b.std ** 2 / max(b.n, 1))
+    if a.n > 1 and b.n > 1 and abs(diff) > 2 * se:
+        return diff, "higher" if diff > 0 else "lower"
+    if a.n < 2 or b.n < 2:
+        return diff, "not testable (one seed)"
+    return diff, "within the seed noise"
+
+
+def _stats(results: pd.DataFrame, artifact: str, downstream: str, metric: str = "top1") -> dict[tuple[str, str], Stat]:
+    rows = results[(results.artifact == artifact) & (results.downstream == downstream) & (results.metric == metric)]
+    return {(m, d): Stat(group.value) for (m, d), group in rows.groupby(["method", "pretrain_data"])}
+
+
+def _chosen(runs_dir: Path) -> str | None:
+    for path in sorted(runs_dir.glob("select/select-finetune-digits-*/choice.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        scale = path.parent.name.removeprefix("select-finetune-digits-").rsplit("-", 1)[0]
+        chosen = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["chosen"].items())
+        return f"{chosen} (scale {scale}; best mean val top-1 over every initialisation, seed 0: `tables/mini_hparams.csv`)"
+    return None
+
+
+def _table6(results: pd.DataFrame) -> list[str]:
+    stats = _stats(results, "mini_table6", "digits-10%-labels-finetune")
+    base = stats.get(("random-init", "none"))
+    if base is None or not base.n:
+        return []
+    lines = [f"- **Pre-training on the task's own images (Table 6 in miniature).** Fine-tuned on 100 labels, test top-1: "
+             f"random init {base}."]
+    helped = []
+    for method in (*DENOISING, *JOINT_EMBEDDING):
+        stat = stats.get((method, "digits-100%"))
+        if stat is None or not stat.n:
+            continue
+        diff, verdict = _verdict(stat, base)
+        lines.append(f"  - {method} pre-trained on the 1,000 train images (labels unused): {stat}, {diff:+.1f} points vs random "
+                     f"init ({verdict}).")
+        helped.append((method, verdict))
+    sup = stats.get(("supervised", "digits-train-labelled"))
+    if sup is not None and sup.n:
+        lines.append(f"  - supervised pre-training on all 1,000 train labels (10x the labels; a ceiling, not a baseline): {sup}.")
+    denoising = {m: v for m, v in helped if m in DENOISING}
+    if denoising:
+        if all(v == "higher" for v in denoising.values()):
+            verdict = "agrees: every denoising autoencoder is above random init"
+        elif any(v.startswith("not testable") for v in denoising.values()):
+            verdict = "not testable with one seed"
+        else:
+            verdict = "disagrees for " + ", ".join(f"{m} ({v})" for m, v in denoising.items() if v != "higher")
+        lines.append(f"  - Paper: denoising autoencoders pre-trained on the target data alone do well, far above random init. "
+                     f"Here: {verdict}.")
+    return lines
+
+
+def _fig2(results: pd.DataFrame) -> list[str]:
+    stats = _stats(results, "mini_fig2", "digits-10%-labels-finetune")
+    fractions = sorted({d for _, d in stats if d.endswith("%")}, key=lambda d: -float(d.removeprefix("digits-").rstrip("%")))
+    if len(fractions) < 2:
+        return []
+    full, least = fractions[0], fractions[-1]
+    lines = [f"- **Smaller pre-training sets at constant iterations (Fig. 2 in miniature).** Test top-1 after pre-training on "
+             f"{full.removeprefix('digits-')} vs {least.removeprefix('digits-')} of the train images:"]
+    drops: dict[str, float] = {}
+    real = False  # whether any change is beyond the seed noise
+    for method in (*DENOISING, *JOINT_EMBEDDING):
+        a, b = stats.get((method, full)), stats.get((method, least))
+        if a is None or b is None or not a.n or not b.n:
+            continue
+        diff, verdict = _verdict(b, a)
+        drops[method] = diff
+        real |= verdict in ("higher", "lower")
+        lines.append(f"  - {method}: {a} -> {b}, {diff:+.1f} points ({verdict}).")
+    dae = [drops[m] for m in DENOISING if m in drops]
+    joint = [drops[m] for m in JOINT_EMBEDDING if m in drops]
+    if dae and joint:
+        dae_mean, joint_mean = sum(dae) / len(dae), sum(joint) / len(joint)
+        agree = dae_mean > joint_mean
+        lines.append(f"  - Paper: denoising autoencoders are more robust to a smaller pre-training set than joint-embedding "
+                     f"methods. Here: mean change {dae_mean:+.1f} points for {', '.join(m for m in DENOISING if m in drops)} vs "
+                     f"{joint_mean:+.1f} for {', '.join(m for m in JOINT_EMBEDDING if m in drops)}: "
+                     f"{'agrees' if agree else 'disagrees'}"
+                     f"{'' if real else ' in direction, but every change is within the seed noise (or untestable)'}.")
+    return lines
+
+
+def _table8(results: pd.DataFrame) -> list[str]:
+    linear = _stats(results, "mini_table8", "digits-10%-labels-linear")
+    finetune = _stats(results, "mini_table8", "digits-10%-labels-finetune")
+    lines = ["- **Linear probing vs fine-tuning (Table 8 in miniature)**, 100 labels, test top-1:"]
+    for (method, data), lin in sorted(linear.items()):
+        fin = finetune.get((method, data))
+        if fin is None or not lin.n or not fin.n:
+            continue
+        lines.append(f"  - {method}: linear {lin}, fine-tuned {fin}.")
+    if len(lines) == 1:
+        return []
+    probes = {m: stat for (m, _), stat in linear.items() if stat.n}
+    dae = [m for m in DENOISING if m in probes]
+    if dae and "dino" in probes:
+        best = max(dae, key=lambda m: probes[m].mean)
+        diff, verdict = _verdict(probes["dino"], probes[best])
+        outcome = {"higher": "agrees", "lower": "disagrees"}.get(verdict, f"undecided ({verdict})")
+        lines.append(f"  - Paper: denoising autoencoders trail DINO in linear probing. Here: DINO {probes['dino']} vs the best "
+                     f"denoising autoencoder, {best}, {probes[best]}: {outcome}.")
+    return lines
+
+
+def _dense(results: pd.DataFrame) -> list[str]:
+    rows = results[results.artifact == "mini_dense"]
+    if rows.empty:
+        return []
+    lines = ["- **Detection and segmentation, on synthetic data** (synthetic COCO-style and ADE20k-style sets, one seed; "
+             "they check the pipeline, not the paper's claim):"]
+    for (downstream, metric), group in rows.groupby(["downstream", "metric"]):
+        values = ", ".join(f"{m} {v:.1f}" for m, v in zip(group.method, group.value))
+        lines.append(f"  - synthetic {downstream.removeprefix('synthetic-')}, {metric}: {values}.")
+    return lines
+
+
+def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
+    """The REPORT.md section on the mini scale (empty when no mini run has happened)."""
+    mini = results[results.scale.astype(str).str.startswith("mini")]
+    if mini.empty:
+        return []
+    scales = ", ".join(sorted(set(mini.scale)))
+    lines = ["## The paper in miniature: what the runs found", "",
+             f"Scale {scales}: a 6-block ViT (width 128, 8x8 patches) on scikit-learn's handwritten digits upsampled to 32 px; "
+             "pre-training on the 1,000 train images (labels unused), fine-tuning and linear probing on 100 of their labels, "
+             "test top-1 on 500 held-out images. Means ± standard deviations over seeds; a difference counts when it exceeds twice "
+             "its standard error. These are small models on a small, easy task: they test the direction of the paper's claims, "
+             "not its numbers.", ""]
+    chosen = _chosen(runs_dir)
+    if chosen:
+        lines += [f"Fine-tuning learning rate chosen on the val split: {chosen}.", ""]
+    for part in (_table6, _fig2, _table8, _dense):
+        found = part(mini)
+        lines += found + ([""] if found else [])
+    return lines
