@@ -693,12 +693,13 @@ def _mini_plan(fn: Any, scale: str) -> list[Run]:
     providers = {r.name: r for r in [Run(_MINI_DATA, "data", {"generator": "digits", "seed": 0}), *_mini_sweep(scale),
                                      *(_mini_pretrain(scale, m, f) for m in MINI_SSL for f in MINI_FRACTIONS),
                                      _mini_pretrain(scale, "supervised")]}
-    own = {r.name for r in runs}
+    planned = {r.name for r in runs}
     needed: list[Run] = []
 
     def add(run: Run) -> None:
         for name in run.refs():
-            if name not in own and name not in {r.name for r in needed}:
+            if name not in planned:
+                planned.add(name)
                 dep = providers[name]
                 add(dep)
                 needed.append(Run(dep.name, dep.kind, dep.config, tags={**dep.tags, "dependency": True}))
