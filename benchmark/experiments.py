@@ -543,8 +543,8 @@ def _artifact_runs(name: str, scale_name: str) -> list[Run]:
 MINI_ARCH, MINI_IMG = "vit-mini", 32
 MINI_SSL = ["splitmask", "beit", "mae", "dino", "byol"]
 MINI_LABELS = 0.1                        # fraction of the train labels that fine-tuning / probing see
-MINI_FRACTIONS = (1.0, 0.25, 0.1)        # Fig. 2 in miniature: pre-training subsets, constant iterations
-MINI_BLR_GRID = (1e-3, 3e-3, 1e-2)       # fine-tuning base learning rates swept on val (our choice)
+MINI_FRACTIONS = (1.0, 0.1)              # Fig. 2 in miniature: pre-training subsets, constant iterations
+MINI_BLR_GRID = (3e-3, 1e-2, 3e-2)       # fine-tuning base learning rates swept on val (our choice)
 _MINI_DATA = "digits"
 
 
@@ -559,13 +559,14 @@ class MiniSpec:
 
 
 MINI_SPECS = {
-    "mini": MiniSpec(seeds=(0, 1, 2), pretrain_steps=150, finetune_epochs=20, probe_epochs=90, detect_epochs=12, segment_iters=160),
+    "mini": MiniSpec(seeds=(0, 1, 2), pretrain_steps=150, finetune_epochs=40, probe_epochs=300, detect_epochs=12, segment_iters=160),
     "mini-quick": MiniSpec(seeds=(0,), pretrain_steps=6, finetune_epochs=2, probe_epochs=5, detect_epochs=1, segment_iters=8),
 }
-# Fine-tuning: one recipe for every initialisation, random init included (so no layer-wise lr
-# decay, which would only slow a random init's lower blocks; our choice). Pre-training, shared
-# by every method (our choice): no flips (a mirrored digit is another glyph), crops of
-# at least 40% (an 8x8 digit has little to spare).
+# Fine-tuning: one recipe for every initialisation, random init included, with BEiT's layer-wise
+# lr decay (0.75; on 100 labels it also helped random init in our trials: 62% vs 46% val).
+# Pre-training, shared by every method (our choice): no flips (a mirrored digit is another
+# glyph), crops of at least 40% (an 8x8 digit has little to spare); at 150 steps the teacher
+# EMAs move faster than at the paper's length (momentum 0.99).
 _MINI_PRETRAIN = {"arch": MINI_ARCH, "img_size": MINI_IMG, "batch_size": 64, "blr": 4e-3, "min_lr": 1e-5,
                   "warmup_steps": 10, "weight_decay": 0.05, "drop_path": 0.0, "clip_grad": 3.0, "crop_scale_min": 0.4,
                   "hflip": 0.0, "checkpoint_every": 50, "log_every": 25}
@@ -574,12 +575,15 @@ _MINI_METHOD_ARGS: dict[str, dict[str, Any]] = {
     "splitmask": {"tokenizer": "kmeans", "vocab_size": 256, "keep_ratio": 0.5, "decoder_depth": 2},
     "beit": {"tokenizer": "kmeans", "vocab_size": 256, "mask_ratio": 0.4, "min_mask_patches": 2},
     "mae": {"mask_ratio": 0.75, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4},
-    "dino": {"out_dim": 1024, "head_hidden": 512, "head_bottleneck": 128, "local_crops": 4, "local_size": 16},
+    "dino": {"out_dim": 1024, "head_hidden": 512, "head_bottleneck": 128, "local_crops": 2, "local_size": 16,
+             "momentum_teacher": 0.99},
     "byol": {"proj_hidden": 512, "proj_dim": 128, "pred_hidden": 512},
-    "supervised": {},
+    # DeiT's recipe (Mixup/CutMix, RandAugment, erasing) left the loss at ln 10 after 150 steps:
+    # the light recipe (crops, smoothing) learns.
+    "supervised": {"mixup": 0.0, "cutmix": 0.0, "rand_augment": None, "random_erase": 0.0},
 }
 _MINI_FINETUNE = {"dataset": "imagefolder", "arch": MINI_ARCH, "img_size": MINI_IMG, "train_fraction": MINI_LABELS,
-                  "batch_size": 16, "warmup_epochs": 3.0, "weight_decay": 0.05, "layer_decay": 1.0, "drop_path": 0.0,
+                  "batch_size": 16, "warmup_epochs": 3.0, "weight_decay": 0.05, "layer_decay": 0.75, "drop_path": 0.0,
                   "rand_augment": None, "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.1, "hflip": 0.0, "crop_scale_min": 0.4,
                   "log_every": 50}
 _MINI_PROBE = {"dataset": "imagefolder", "arch": MINI_ARCH, "img_size": MINI_IMG, "mode": "linear", "train_fraction": MINI_LABELS,
