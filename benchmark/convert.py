@@ -62,6 +62,14 @@ class CheckpointError(ValueError):
     """A checkpoint that is not in the expected format or does not match the model."""
 
 
+def load_failure(err: BaseException, limit: int = 300) -> str:
+    """Why ``torch.load`` failed, on one short line: for a ``weights_only`` refusal, the global it
+    refused (torch's message puts it after several lines of advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    line = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
+    return " ".join(line.split())[:limit]
+
+
 def encoder_state_dict(vit: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of a timm ViT without its classifier head, contiguous and detached."""
     return {
@@ -145,7 +153,7 @@ def _load_mm(path: Path, mmap: bool) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling / zip errors of many types
-        raise CheckpointError(f"{path}: not a weights-only mm backbone checkpoint ({err})") from None
+        raise CheckpointError(f"{path}: not a weights-only mm backbone checkpoint ({load_failure(err)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not an mm backbone checkpoint (expected a 'state_dict')")
     meta = ckpt.get("meta")

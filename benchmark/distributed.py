@@ -61,6 +61,16 @@ def mean_across(values: dict[str, float], ctx: Context) -> dict[str, float]:
     return {k: float(v) / ctx.world_size for k, v in zip(values, tensor.tolist())}
 
 
+def any_across(flag: bool, ctx: Context) -> bool:
+    """Whether ``flag`` is set on any process."""
+    if not ctx.distributed:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()

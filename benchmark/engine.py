@@ -17,7 +17,14 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from benchmark.utils.io import torch_save, write_json, write_text
+from benchmark.utils.io import DiskFull, torch_save, write_json, write_text
+from benchmark.utils.stop import (  # noqa: F401  (re-exported: the trainers' stop on SIGTERM)
+    EXIT_PREEMPTED,
+    Preempted,
+    StopSignal,
+    stop_signals_blocked,
+    stopped_message,
+)
 
 if TYPE_CHECKING:
     from benchmark.distributed import Context
@@ -32,7 +39,13 @@ class ConfigError(ValueError):
 def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     """Builds dataclass ``cls`` from ``values``, rejecting unknown keys (with the nearest valid
     key suggested) and values of the wrong type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{cls.__name__}: expected a JSON object of fields, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{cls.__name__}: missing required key {missing[0]!r}")
     for key, value in values.items():
         if key not in fields:
             near = difflib.get_close_matches(key, fields, n=1)
@@ -42,6 +55,31 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
         if not _type_ok(value, expected):
             raise ConfigError(f"{cls.__name__}: {key}={value!r} should be of type {expected}")
     return cls(**values)
+
+
+def check_kwargs(fn: Any, values: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
+    """Rejects keys of ``values`` that ``fn`` (a class: its ``__init__``) takes no argument of,
+    suggesting the nearest one, before anything is built."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n in params if n not in skip and n != "self"]
+    for key in values:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def error_line(err: BaseException) -> str:
+    """An error's message on one line. An error raised in a data-loader worker comes back wrapped
+    in a traceback; its own message is the last line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
@@ -83,10 +121,12 @@ def fast_float32_matmul(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def start_run(config: Any, out: Path) -> tuple[torch.device, "Context"]:
+def start_run(config: Any, out: Path, save_config: bool = True) -> tuple[torch.device, "Context"]:
     """What every training entry point does first: picks the device (``config.device``), joins
     the process group under torchrun (this process's GPU), lets float32 products use TF32 on a
-    GPU, writes ``out/config.json`` on rank 0 and seeds every RNG with ``config.seed``."""
+    GPU, writes ``out/config.json`` on rank 0 (unless ``save_config`` is False: a run that may
+    resume writes it once its checkpoint is found to be of the same config) and seeds every RNG
+    with ``config.seed``."""
     from benchmark.distributed import init_distributed, local_device
 
     device = pick_device(config.device)
@@ -95,7 +135,8 @@ def start_run(config: Any, out: Path) -> tuple[torch.device, "Context"]:
     fast_float32_matmul(device)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(out / "config.json", config)
+        if save_config:
+            write_config(out / "config.json", config)
     seed_everything(config.seed)
     return device, ctx
 
@@ -178,12 +219,36 @@ class FiniteGuard:
 
 def save_state(path: Path, **state: Any) -> None:
     """Writes a training checkpoint atomically. Holds tensors and plain values only, so that
-    ``torch.load(weights_only=True)`` reads it back."""
-    torch_save(state, path)
+    ``torch.load(weights_only=True)`` reads it back. On a full disk the previous checkpoint stays
+    as it was and :class:`DiskFull` says so."""
+    try:
+        torch_save(state, path)
+    except DiskFull as err:
+        before = "the previous checkpoint is unchanged" if path.is_file() else "there is no earlier checkpoint"
+        full = DiskFull(f"{path}: no space left on device while writing the step {state.get('step')} checkpoint; "
+                        f"{before}: free some space, then run the same command again to resume")
+        full.errno = err.errno
+        raise full from None
+
+
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "step", "rng", "config")
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A training checkpoint (:func:`save_state`), read with ``weights_only=True``; a one-line
+    :class:`~benchmark.convert.CheckpointError` for anything else."""
+    from benchmark.convert import CheckpointError, load_failure
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, unpickling and storage errors of many types
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({load_failure(err)}); move it away, "
+                              "or use --resume never to start over") from None
+    missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint of this suite (missing {missing}); move it away, "
+                              "or use --resume never to start over")
+    return state
 
 
 def restore_training(path: Path, config: Any, model: nn.Module, optimizer: torch.optim.Optimizer,

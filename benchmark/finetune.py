@@ -8,7 +8,9 @@ The data set is read in its official format (``dataset``: see :mod:`benchmark.da
 parts: AdamW with layer-wise learning-rate decay, drop path, label smoothing, optional
 RandAugment and Mixup/CutMix, warm-up then cosine. Writes ``RUN_DIR/result.json`` with top-1
 (and top-5 with at least 10 classes) on the validation split. Training checkpoints
-(``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly.
+(``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly;
+SIGTERM (or SIGUSR2) makes it write one after the current step and exit with code 75
+(docs/faults.md). Bad input is one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -32,33 +34,45 @@ from benchmark.convert import CheckpointError, adapt_state_dict, read_checkpoint
 from benchmark.data.classification import Transformed, load_splits
 from benchmark.select import apply_choice
 from benchmark.data.folders import (
+    CORRUPT_POLICIES,
     DataError,
     EpochSampler,
     SeededTransform,
     fraction_subset,
     mix_seed,
     one_thread_worker,
+    set_corrupt_policy,
+    skipped_images,
 )
 from benchmark.distributed import barrier, mean_across, shutdown
 from benchmark.engine import (
+    EXIT_PREEMPTED,
     ConfigError,
     NonFiniteLoss,
+    Preempted,
     RunLog,
+    StopSignal,
     autocast,
     build_optimizer,
     build_scheduler,
     FiniteGuard,
     config_from_dict,
+    error_line,
     restore_training,
     rng_state,
     save_state,
     set_rng_state,
     start_run,
+    stop_signals_blocked,
+    stopped_message,
+    write_config,
 )
 from benchmark.models import create_vit, downstream_kwargs
 from benchmark.results import write_result
+from benchmark.utils.io import DiskFull
 
 CHECKPOINT = "checkpoint.pth"
+SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 
 
 
@@ -137,8 +151,9 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     out = Path(out_dir)
     if cfg.hparams_from:
         cfg = apply_choice(cfg, cfg.hparams_from)
-    device, ctx = start_run(cfg, out)
+    # The data first: bad input stops the run before it writes anything.
     train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
+    device, ctx = start_run(cfg, out, save_config=False)
     num_classes = len(train_set.classes)
 
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
@@ -169,6 +184,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     ckpt_path = out / CHECKPOINT
     state = restore_training(ckpt_path, cfg, model, optimizer, scheduler) if resume and ckpt_path.is_file() else None
     start = int(state["step"]) if state else 0
+    if ctx.is_main:  # once the checkpoint, if any, was found to be of this config
+        write_config(out / "config.json", cfg)
     if state:
         print(f"[finetune] resuming {out} at step {start}/{total}", file=sys.stderr)
 
@@ -177,16 +194,18 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         scale=(cfg.crop_scale_min, 1.0),
         color_jitter=0.4 if cfg.rand_augment is None else None,
     )
-    data = SeededTransform(train_set, train_tf, cfg.seed, subset)
+    data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
     sampler = EpochSampler(len(data), cfg.seed, start=start * batch, rank=ctx.rank, num_replicas=ctx.world_size)
-    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
-                             worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
+    with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
+        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
     if state is not None:  # after the loader's iterator drew from the global RNG, as at the start
         set_rng_state(state["rng"])
     ddp = DistributedDataParallel(model) if ctx.distributed else model
     log = RunLog(out / "log.jsonl", total, start, desc="finetune", every=cfg.log_every) if ctx.is_main else None
     guard = FiniteGuard(ckpt_path)
     model.train()
+    stop = StopSignal().install()
     try:
         for step in range(start, total):
             images, labels = next(loader)
@@ -208,7 +227,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
             scheduler.step_update(step + 1)
             logging = (step + 1) % cfg.log_every == 0 or step + 1 == total
             checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total
-            if logging or checkpointing:
+            stopping = stop.requested(ctx, sync=logging or checkpointing) and step + 1 < total
+            if logging or checkpointing or stopping:
                 guard.check()
             if logging:
                 values = mean_across({"loss": float(loss.detach())}, ctx)
@@ -216,17 +236,23 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
                     log.step(step, batch, lr=optimizer.param_groups[-1]["lr"], **values)
             elif log:
                 log.step(step, batch)
-            if ctx.is_main and checkpointing:
+            if ctx.is_main and (checkpointing or stopping):
                 save_state(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(), config=asdict(cfg))
+            if stopping:
+                raise Preempted(stopped_message("fine-tuning", stop, step + 1, total, ckpt_path))
     finally:
+        stop.restore()
         if log:
             log.close()
     metrics: dict[str, float] = {}
     if ctx.is_main:
-        val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False))
+        val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False), skip_log=out / SKIPPED)
         val_loader = DataLoader(val_set, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
         metrics = evaluate(model, val_loader, device, num_classes)
+        skipped = skipped_images(out / SKIPPED)
+        if skipped:
+            print(f"[finetune] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)
         write_result(out, "finetune", metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
     barrier(ctx)
     return metrics
@@ -237,12 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a JSON file of FinetuneConfig fields")
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--resume", choices=["auto", "never"], default="auto")
+    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
     args = parser.parse_args(argv)
     try:
+        set_corrupt_policy(args.corrupt_images)
         cfg = config_from_dict(FinetuneConfig, json.loads(Path(args.config).read_text()))
         metrics = finetune(cfg, args.out, resume=args.resume == "auto")
-    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Preempted as err:
+        print(f"[finetune] {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, DiskFull, FileNotFoundError, json.JSONDecodeError) as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     finally:
         shutdown()

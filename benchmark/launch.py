@@ -19,6 +19,9 @@ builds them). A step whose dependencies (``after``) failed is not run: its handl
   starting ``torchrun --nproc_per_node GPUS`` on its node; with several nodes the task passes
   ``--nnodes $SLURM_NNODES --node_rank $SLURM_NODEID`` and a c10d rendezvous at the first host of
   the allocation (``--rdzv_id`` = the job id), so torchrun, not srun, owns the per-GPU processes.
+  Pre-emption and time-outs: submitit's signal (USR2) calls :meth:`TorchrunJob.checkpoint`, which
+  sends SIGTERM to torchrun (the trainers write their checkpoint and exit), then the job is
+  requeued; the requeued job runs the same command, which resumes (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
+
+from benchmark.utils.io import write_text
+from benchmark.utils.stop import EXIT_PREEMPTED, Preempted
 
 Target = Union[Sequence[str], Callable[[], Any]]
 MULTI_PROCESS_KINDS = ("pretrain", "finetune", "probe", "detect", "segment")
@@ -47,7 +54,7 @@ class LaunchError(RuntimeError):
 
 @dataclass
 class Handle:
-    """One submitted step. ``status``: pending | done | failed | blocked."""
+    """One submitted step. ``status``: pending | done | failed | blocked | stopped (by a signal)."""
 
     run_name: str
     kind: str
@@ -79,7 +86,7 @@ def module_args(kind: str, config: dict[str, Any], run_dir: str | Path) -> list[
     if kind in ("pretrain", "finetune", "probe", "select"):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / CONFIG_FILE
-        path.write_text(json.dumps(config, indent=1, sort_keys=True))
+        write_text(path, json.dumps(config, indent=1, sort_keys=True))  # atomic: a requeued job may read it
         return ["--config", str(path), "--out", str(run_dir)]
     if kind in ("detect", "segment"):
         args = ["--ckpt", str(config.get("ckpt") or "none"), "--config", str(config["config"]),
@@ -96,15 +103,23 @@ def _blocked(after: Sequence[Handle]) -> list[str]:
 
 
 def _call(handle: Handle, fn: Callable[[], Any]) -> Handle:
-    """Runs ``fn``; a raised exception marks the handle failed, traceback in ``RUN/error.log``."""
+    """Runs ``fn``; a raised exception marks the handle failed, traceback in ``RUN/error.log``.
+    :class:`~benchmark.utils.stop.Preempted` (SIGTERM: the run wrote its checkpoint) goes on up:
+    the whole driver was asked to stop."""
     try:
         result = fn()
+    except Preempted:
+        handle.status, handle.error = "stopped", "stopped by a signal; its checkpoint resumes it"
+        raise
     except Exception as err:  # one failed run must not stop the others
         handle.run_dir.mkdir(parents=True, exist_ok=True)
         handle.log = handle.run_dir / "error.log"
         handle.log.write_text(traceback.format_exc())
         handle.status, handle.error = "failed", f"{type(err).__name__}: {err}; traceback in {handle.log}"
         return handle
+    if result == EXIT_PREEMPTED and not isinstance(result, bool):  # a CLI main stopped by a signal
+        handle.status, handle.error = "stopped", "stopped by a signal; its checkpoint resumes it"
+        raise Preempted(f"{handle.kind} {handle.run_name} stopped by a signal; run the same command again to resume")
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:  # a CLI main's exit code
         handle.status, handle.error = "failed", f"exit code {result}"
     else:
@@ -206,6 +221,8 @@ class TorchrunJob:
     args: list[str]
     gpus_per_node: int
     python: str = sys.executable
+    stop_timeout_s: float = 75.0  # how long checkpoint() waits for the trainers (submitit warns 90 s ahead)
+    _proc: Any = field(default=None, init=False, repr=False, compare=False)  # the running torchrun
 
     def command(self, nodes: int = 1, node_rank: int = 0, master: str = "localhost", job_id: str = "0") -> list[str]:
         """The torchrun command of this node."""
@@ -225,10 +242,36 @@ class TorchrunJob:
             nodes, rank, hosts, job_id = 1, 0, ["localhost"], "0"
         cmd = self.command(nodes, rank, hosts[0], job_id)
         print(f"$ {shlex.join(cmd)}", flush=True)
-        code = subprocess.call(cmd, cwd=str(Path(__file__).resolve().parent.parent))
+        # torchrun ignores USR2 (which SLURM may send to every process of the job, and which would
+        # kill it); the trainers install their own handler for it (benchmark.engine.StopSignal).
+        self._proc = subprocess.Popen(cmd, cwd=str(Path(__file__).resolve().parent.parent),
+                                      preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+        code = self._proc.wait()
+        self._proc = None
         if code != 0:
             raise LaunchError(f"benchmark.{self.kind} exited with {code}")
         return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """What submitit calls on pre-emption or time-out, before it requeues the job: SIGTERM to
+        the running torchrun, which passes it to the trainers; they finish their step, write their
+        checkpoint and exit (waited for up to ``stop_timeout_s``). The requeued job is this one
+        again: the same command, which resumes from that checkpoint."""
+        from submitit.helpers import DelayedSubmission
+
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            print(f"[launch] stopping benchmark.{self.kind} (SIGTERM) for a checkpoint before the requeue", flush=True)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                print(f"[launch] benchmark.{self.kind} still running after {self.stop_timeout_s:.0f}s; "
+                      "it resumes from its previous checkpoint", flush=True)
+        return DelayedSubmission(self, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled by submitit; a process handle is not
+        return {**self.__dict__, "_proc": None}
 
 
 DEFAULT_TIMEOUT_MIN: dict[str, int] = {"data": 60, "pretrain": 72 * 60, "finetune": 48 * 60, "probe": 24 * 60,

@@ -5,6 +5,10 @@
 A run directory holds ``config.json`` (the resolved config), ``log.jsonl``, ``checkpoint.pth``
 (the whole training state, rewritten atomically every ``checkpoint_every`` steps) and, once
 finished, ``encoder.safetensors`` (the encoder alone, loadable by timm's ViT of the same size).
+
+Killed at any moment, a run started again resumes from its checkpoint and ends with the same
+weights. SIGTERM (or SIGUSR2) makes it finish the current step, write its checkpoint and exit with
+code 75 (docs/faults.md). Bad input is one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from timm.data import create_transform
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.convert import save_encoder
+from benchmark.convert import CheckpointError, save_encoder
 from benchmark.data.classification import load_classification
 from benchmark.data.folders import (
+    CORRUPT_POLICIES,
     DataError,
     EpochSampler,
     ImageFiles,
@@ -39,6 +44,8 @@ from benchmark.data.folders import (
     image_folder,
     mix_seed,
     one_thread_worker,
+    set_corrupt_policy,
+    skipped_images,
 )
 from benchmark.distributed import (
     barrier,
@@ -46,26 +53,36 @@ from benchmark.distributed import (
     shutdown,
 )
 from benchmark.engine import (
+    EXIT_PREEMPTED,
     ConfigError,
     FiniteGuard,
     NonFiniteLoss,
+    Preempted,
     RunLog,
+    StopSignal,
     autocast,
     build_optimizer,
     build_scheduler,
+    check_kwargs,
     config_from_dict,
+    error_line,
     restore_training,
     rng_state,
     save_state,
     set_rng_state,
     set_weight_decay,
     start_run,
+    stop_signals_blocked,
+    stopped_message,
+    write_config,
 )
 from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
+from benchmark.utils.io import DiskFull
 
 CHECKPOINT = "checkpoint.pth"
+SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 FIT_BATCHES = 8  # micro-batches of plain (unaugmented) images a method's prepare() fits on
 ENCODER = "encoder.safetensors"
 
@@ -182,14 +199,19 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if (out / ENCODER).is_file():
         print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
         return out / ENCODER
-    device, ctx = start_run(cfg, out)
+    # The method and the data are checked first: bad input stops the run before it writes anything.
+    try:
+        method_cls = method_class(cfg.method)
+    except ValueError as err:
+        raise ConfigError(f"PretrainConfig.method: {err}") from None
+    check_kwargs(method_cls, cfg.method_args, f"PretrainConfig.method_args of {cfg.method}", skip=("encoder",))
+    images, labels = _images(cfg, method_cls.needs_labels)
+    device, ctx = start_run(cfg, out, save_config=False)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
                           f"= {cfg.accum_steps} x {ctx.world_size}")
     micro = cfg.batch_size // (cfg.accum_steps * ctx.world_size)
 
-    method_cls = method_class(cfg.method)
-    images, labels = _images(cfg, method_cls.needs_labels)
     method_args = dict(cfg.method_args)
     if method_cls.needs_labels:
         method_args.setdefault("num_classes", len(images.classes))
@@ -210,19 +232,22 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     ckpt_path = out / CHECKPOINT
     state = restore_training(ckpt_path, cfg, method, optimizer, scheduler) if resume and ckpt_path.is_file() else None
     start = int(state["step"]) if state else 0
+    if ctx.is_main:  # once the checkpoint, if any, was found to be of this config
+        write_config(out / "config.json", cfg)
     if state:
         print(f"[pretrain] resuming {out} at step {start}/{total_steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
-        plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset)
+        plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset, skip_log=out / SKIPPED)
         fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
         method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
 
     aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter, cfg.hflip)
-    data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset)
+    data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset, skip_log=out / SKIPPED)
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size, rank=ctx.rank, num_replicas=ctx.world_size)
-    loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker,
-                             pin_memory=device.type == "cuda", drop_last=True))
+    with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
+        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
+                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
     if state is not None:
         # Restored only now: creating the loader's iterator above draws from the global RNG, as
         # it did at the start of the uninterrupted run, whose stream the saved state continues.
@@ -231,6 +256,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     log = RunLog(out / "log.jsonl", total_steps, start, desc=f"pretrain {cfg.method}", every=cfg.log_every) if ctx.is_main else None
     method.train()
     guard = FiniteGuard(ckpt_path)
+    stop = StopSignal().install()
     try:
         for step in range(start, total_steps):
             # The method's own randomness (masks, splits): one stream per step and process.
@@ -260,7 +286,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             method.after_step(step, total_steps)
             logging = (step + 1) % cfg.log_every == 0 or step + 1 == total_steps
             checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps
-            if logging or checkpointing:
+            stopping = stop.requested(ctx, sync=logging or checkpointing) and step + 1 < total_steps
+            if logging or checkpointing or stopping:
                 guard.check()
             if logging:
                 values = mean_across({k: float(v) for k, v in scalars.items()}, ctx)
@@ -268,13 +295,19 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                     log.step(step, cfg.batch_size, lr=optimizer.param_groups[0]["lr"], **values)
             elif log:
                 log.step(step, cfg.batch_size)
-            if ctx.is_main and checkpointing:
+            if ctx.is_main and (checkpointing or stopping):
                 save_state(ckpt_path, model=method.state_dict(), optimizer=optimizer.state_dict(),
                            scheduler=scheduler.state_dict(), step=step + 1, rng=rng_state(),
                            config=dataclasses.asdict(cfg))
+            if stopping:
+                raise Preempted(stopped_message("pre-training", stop, step + 1, total_steps, ckpt_path))
     finally:
+        stop.restore()
         if log:
             log.close()
+    skipped = skipped_images(out / SKIPPED)
+    if ctx.is_main and skipped:
+        print(f"[pretrain] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)
     if ctx.is_main:
         save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
     barrier(ctx)
@@ -286,13 +319,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a JSON file of PretrainConfig fields")
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--resume", choices=["auto", "never"], default="auto")
+    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
     args = parser.parse_args(argv)
     started = time.time()
     try:
+        set_corrupt_policy(args.corrupt_images)
         cfg = config_from_dict(PretrainConfig, json.loads(Path(args.config).read_text()))
         path = pretrain(cfg, args.out, resume=args.resume == "auto")
-    except (ConfigError, DataError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Preempted as err:
+        print(f"[pretrain] {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, DiskFull, FileNotFoundError, json.JSONDecodeError) as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     finally:
         shutdown()

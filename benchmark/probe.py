@@ -66,11 +66,13 @@ from torchvision import transforms
 from benchmark.convert import CheckpointError
 from benchmark.data.classification import Transformed, load_splits
 from benchmark.data.folders import (
+    CORRUPT_POLICIES,
     DataError,
     EpochSampler,
     SeededTransform,
     fraction_subset,
     one_thread_worker,
+    set_corrupt_policy,
 )
 from benchmark.distributed import Context, barrier, mean_across, shutdown
 from benchmark.engine import (
@@ -80,13 +82,14 @@ from benchmark.engine import (
     autocast,
     build_scheduler,
     config_from_dict,
+    error_line,
     start_run,
 )
 from benchmark.finetune import load_pretrained
 from benchmark.methods.base import pooled_features
 from benchmark.models import ARCHS, create_vit, downstream_kwargs
 from benchmark.results import write_result
-from benchmark.utils.io import torch_save
+from benchmark.utils.io import DiskFull, torch_save
 
 MODES = ("linear", "knn")
 LARS_FAMILY = ("lars", "larc", "nlars", "nlarc")
@@ -524,8 +527,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Linear probe or weighted k-NN on frozen ViT features.")
     parser.add_argument("--config", required=True, help="a JSON file of ProbeConfig fields")
     parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
     args = parser.parse_args(argv)
     try:
+        set_corrupt_policy(args.corrupt_images)
         values = json.loads(Path(args.config).read_text())
         if not isinstance(values, dict):
             raise ConfigError(f"{args.config}: expected a JSON object of ProbeConfig fields")
@@ -534,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         except TypeError as err:  # a required field (data_root) missing
             raise ConfigError(f"ProbeConfig: {err}") from None
         metrics = probe(cfg, args.out)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, FileNotFoundError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, DiskFull, FileNotFoundError, json.JSONDecodeError) as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     finally:
         shutdown()

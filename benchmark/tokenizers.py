@@ -12,9 +12,11 @@ With a codebook, a patch's token is the index of its nearest entry (squared L2 d
 computed on the same normalised pixels the encoder sees. Tokenizers carry no gradient.
 
 DALL-E weights are never downloaded: convert the released ``encoder.pkl`` once with
-``python -m benchmark.tokenizers convert-dalle encoder.pkl dalle_encoder.safetensors --trust-pickle``
-(the release is a pickled module, so this one step must unpickle it), then pass the
-safetensors file as the method's ``tokenizer_weights``.
+``python -m benchmark.tokenizers convert-dalle encoder.pkl dalle_encoder.safetensors``, then pass
+the safetensors file as the method's ``tokenizer_weights``. The release is a pickled module; it
+is read with torch's ``weights_only`` unpickler, allowed to build the dVAE encoder's own classes
+(:data:`DALLE_CLASSES`) and nothing else, so a file holding anything more is refused, never run.
+(``--trust-pickle``, which older instructions pass, is accepted and changes nothing.)
 """
 
 from __future__ import annotations
@@ -178,13 +180,35 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def convert_dalle(pickled: str | Path, out: str | Path) -> Path:
-    """Unpickles DALL-E's released ``encoder.pkl`` (a whole pickled module) and writes its
-    weights as safetensors. Only call this on a file you trust."""
-    from safetensors.torch import save_file
+def dalle_classes() -> list[type]:
+    """The classes DALL-E's pickled encoder is built of: all ``weights_only`` loading may create."""
+    from dall_e.encoder import Encoder, EncoderBlock
+    from dall_e.utils import Conv2d
 
-    module = torch.load(pickled, map_location="cpu", weights_only=False)  # the release is a pickled module
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out))
+    return [Encoder, EncoderBlock, Conv2d, nn.Sequential, nn.ReLU, nn.MaxPool2d, nn.Identity]
+
+
+def convert_dalle(pickled: str | Path, out: str | Path) -> Path:
+    """Reads DALL-E's released ``encoder.pkl`` (a pickled module) with ``weights_only=True``,
+    allowing only the dVAE encoder's classes (:func:`dalle_classes`), and writes its weights as
+    safetensors (atomically). A :class:`~benchmark.convert.CheckpointError` names anything else."""
+    from safetensors.torch import save
+
+    from benchmark.convert import CheckpointError, load_failure
+    from benchmark.utils.io import write_bytes
+
+    path = Path(pickled)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with torch.serialization.safe_globals(dalle_classes()):
+            module = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler's refusal, or not a torch file at all
+        raise CheckpointError(f"{path}: not DALL-E's encoder.pkl, refused without running it "
+                              f"({load_failure(err)})") from None
+    if not isinstance(module, dalle_classes()[0]):
+        raise CheckpointError(f"{path}: holds a {type(module).__name__}, not DALL-E's dVAE Encoder")
+    write_bytes(out, save({k: v.contiguous() for k, v in module.state_dict().items()}))
     return Path(out)
 
 
@@ -194,13 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     conv = sub.add_parser("convert-dalle", help="convert DALL-E's encoder.pkl into safetensors weights")
     conv.add_argument("pickled")
     conv.add_argument("out")
-    conv.add_argument("--trust-pickle", action="store_true", help="required: the release must be unpickled once")
+    conv.add_argument("--trust-pickle", action="store_true",
+                      help="accepted for older instructions; the file is read without running any of its code")
     args = parser.parse_args(argv)
-    if not args.trust_pickle:
-        print("error: encoder.pkl is a pickled module and unpickling runs its code; pass --trust-pickle if you "
-              "trust the file", file=sys.stderr)
+    from benchmark.convert import CheckpointError
+    from benchmark.utils.io import DiskFull
+
+    try:
+        print(f"wrote {convert_dalle(args.pickled, args.out)}")
+    except (CheckpointError, DiskFull) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {convert_dalle(args.pickled, args.out)}")
     return 0
 
 

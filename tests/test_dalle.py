@@ -47,7 +47,26 @@ def test_beit_trains_on_dalle_tokens_without_storing_them() -> None:
     assert torch.isfinite(out["loss"]) and method.encoder.blocks[0].mlp.fc1.weight.grad.abs().sum() > 0
 
 
-def test_convert_refuses_to_unpickle_without_consent(tmp_path, capsys) -> None:
-    assert main(["convert-dalle", str(tmp_path / "encoder.pkl"), str(tmp_path / "out.safetensors")]) == 2
-    assert "--trust-pickle" in capsys.readouterr().err
-    assert not (tmp_path / "out.safetensors").exists()
+def test_convert_reads_the_pickled_encoder_without_a_full_unpickle(tokenizer: DalleTokenizer, tmp_path, capsys) -> None:
+    """The release is a pickled module: it is read with ``weights_only=True`` allowing only the
+    dVAE's classes; a pickle that would run code is refused, one line, exit 2, nothing written."""
+    import os
+
+    torch.save(tokenizer.encoder, tmp_path / "encoder.pkl")  # as OpenAI pickled it
+    assert main(["convert-dalle", str(tmp_path / "encoder.pkl"), str(tmp_path / "dalle.safetensors")]) == 0
+    loaded = DalleTokenizer(weights=tmp_path / "dalle.safetensors", vocab_size=8192)
+    images = torch.randn(2, 3, 64, 64)
+    assert torch.equal(loaded(images), tokenizer(images))
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"encoder": Payload()}, tmp_path / "evil.pkl")
+    capsys.readouterr()
+    assert main(["convert-dalle", str(tmp_path / "evil.pkl"), str(tmp_path / "out.safetensors"), "--trust-pickle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "refused without running it" in err and "system" in err and "\n" not in err
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()

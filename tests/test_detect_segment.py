@@ -260,14 +260,21 @@ def _sync_bn_types(node, path: str = ""):
 
 def test_an_interrupted_run_resumes_from_its_latest_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
     """mmengine writes ``last_checkpoint`` beside its checkpoints; a run started again on that work
-    dir resumes (mmengine's resume), and says so in its log notes. A fresh work dir starts over."""
+    dir resumes from the checkpoint it names, and says so in its log notes; a pointer to a partial
+    (or missing) file falls back to the newest whole checkpoint. A fresh work dir starts over."""
     from benchmark.mm.runner import SEGMENT, prepare
 
     fresh = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", tmp_path / "fresh", 0)
     assert not fresh.cfg.resume
+    assert fresh.cfg.train_cfg.type == "ResumableIterBasedTrainLoop"
     work = tmp_path / "interrupted"
     work.mkdir()
+    torch.save({"meta": {}}, work / "iter_40.pth")
+    torch.save({"meta": {}}, work / "iter_80.pth")
     (work / "last_checkpoint").write_text(str(work / "iter_80.pth"))
     again = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", work, 0)
-    assert again.cfg.resume and again.cfg.load_from is None
+    assert again.cfg.resume and again.cfg.load_from == str(work / "iter_80.pth")
     assert any("resuming" in note for note in again.notes)
+    (work / "iter_80.pth").write_bytes((work / "iter_80.pth").read_bytes()[:100])  # cut short
+    again = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", work, 0)
+    assert again.cfg.resume and again.cfg.load_from == str(work / "iter_40.pth")

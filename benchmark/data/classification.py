@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from benchmark.data.folders import DataError, image_folder
+from benchmark.data.folders import DataError, SkipCorrupt, image_folder, open_image
 
 SPLITS = ("train", "val", "test")   # "test": an ImageFolder with a held-out ROOT/test (the others' val is their test)
 IMAGEFOLDER_LAYOUT = "ROOT/{train,val[,test]}/<class>/<image> (ImageFolder)"
@@ -77,8 +77,7 @@ class LabelledFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with Image.open(self.files[index]) as img:
-            return img.convert("RGB"), self.targets[index]
+        return open_image(self.files[index]), self.targets[index]
 
 
 def first_missing(files: Iterable[Path]) -> Path | None:
@@ -293,16 +292,18 @@ READERS: dict[str, Callable[[Path, str], Dataset]] = {
 
 
 class Transformed(Dataset):
-    """``dataset`` with ``transform`` applied to each item's image (evaluation: no randomness)."""
+    """``dataset`` with ``transform`` applied to each item's image (evaluation: no randomness); a
+    corrupt image is replaced by the next one (:class:`~benchmark.data.folders.SkipCorrupt`)."""
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any]) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Any], skip_log: str | Path | None = None) -> None:
         self.dataset, self.transform = dataset, transform
+        self.corrupt = SkipCorrupt(skip_log)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.dataset[index]
+        image, label = self.corrupt.read(self.dataset.__getitem__, index, len(self.dataset))
         return self.transform(image), label
 
 

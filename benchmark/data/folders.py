@@ -7,12 +7,19 @@
 Augmentation randomness is tied to (seed, epoch, index) by :class:`SeededTransform`, and the
 order of samples to (seed, epoch) by :class:`EpochSampler`, so a run resumed at any step sees
 exactly the images and crops an uninterrupted run would have seen, for any number of workers.
+
+A corrupt or truncated image (one PIL cannot decode) is, by default, skipped: the next image of the
+data set takes its place (deterministically, so a resumed run still matches), one ``[data]`` line on
+stderr names it, and the run's ``skipped_images.txt`` lists it. ``--corrupt-images fail`` (the
+environment variable ``SSLBENCH_CORRUPT_IMAGES=fail``, which data-loader workers and child
+processes inherit) makes the first one a one-line :class:`DataError` instead.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,6 +34,79 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 class DataError(ValueError):
     """A data set that is missing or not in the expected layout."""
+
+
+CORRUPT_ENV = "SSLBENCH_CORRUPT_IMAGES"
+CORRUPT_POLICIES = ("skip", "fail")
+
+
+class CorruptImage(DataError):
+    """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
+
+    def __init__(self, path: str | Path, reason: Exception | str) -> None:
+        self.path, self.reason = Path(path), " ".join(str(reason).split())
+        super().__init__(f"{self.path}: corrupt or truncated image ({self.reason})")
+
+
+def set_corrupt_policy(policy: str) -> None:
+    """``skip`` (the default) or ``fail``, for this process and those it starts."""
+    if policy not in CORRUPT_POLICIES:
+        raise DataError(f"unknown corrupt-image policy {policy!r}; expected one of {CORRUPT_POLICIES}")
+    os.environ[CORRUPT_ENV] = policy
+
+
+def corrupt_policy() -> str:
+    policy = os.environ.get(CORRUPT_ENV, "skip")
+    if policy not in CORRUPT_POLICIES:
+        raise DataError(f"{CORRUPT_ENV}={policy!r}; expected one of {CORRUPT_POLICIES}")
+    return policy
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The image at ``path``, fully decoded, as RGB; :class:`CorruptImage` if it cannot be."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImage(path, err) from None
+
+
+class SkipCorrupt:
+    """Reads item ``position`` of a data set through ``read``; where its image is corrupt, the
+    next readable one takes its place (or, under ``--corrupt-images fail``, a DataError stops the
+    run). Each skipped file is reported once per process, on stderr and in ``log`` if given."""
+
+    def __init__(self, log: str | Path | None = None) -> None:
+        self.log = Path(log) if log is not None else None
+        self.skipped: set[Path] = set()
+
+    def read(self, read: Callable[[int], Any], position: int, size: int) -> Any:
+        for offset in range(size):
+            try:
+                return read((position + offset) % size)
+            except CorruptImage as err:
+                if corrupt_policy() == "fail":
+                    raise DataError(f"{err}; stopping (--corrupt-images fail); without the flag it is skipped") from None
+                self._report(err)
+        raise DataError(f"no readable image among the {size} of the data set (every one is corrupt)")
+
+    def _report(self, err: CorruptImage) -> None:
+        if err.path in self.skipped:
+            return
+        self.skipped.add(err.path)
+        print(f"[data] skipped {err}; the next image takes its place ({len(self.skipped)} skipped so far in this "
+              "process; --corrupt-images fail stops instead)", file=sys.stderr, flush=True)
+        if self.log is not None:
+            with open(self.log, "a") as fh:  # one short append per file: whole lines from every worker
+                fh.write(f"{err.path}\t{err.reason}\n")
+
+
+def skipped_images(log: str | Path) -> list[str]:
+    """The distinct files a run's ``skipped_images.txt`` lists."""
+    path = Path(log)
+    if not path.is_file():
+        return []
+    return sorted({line.split("\t", 1)[0] for line in path.read_text().splitlines() if line.strip()})
 
 
 def list_images(root: str | Path, layout_hint: str = "any folder of .jpg/.png images") -> list[Path]:
@@ -47,7 +127,11 @@ def one_thread_worker(_worker_id: int) -> None:
 
 
 class VisibleImageFolder(ImageFolder):
-    """torchvision's ImageFolder, but hidden folders (``.ipynb_checkpoints``, caches) are no class."""
+    """torchvision's ImageFolder, but hidden folders (``.ipynb_checkpoints``, caches) are no class,
+    and images are read by :func:`open_image` (a corrupt one raises :class:`CorruptImage`)."""
+
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        super().__init__(root, loader=open_image, **kwargs)
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
@@ -78,8 +162,7 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with Image.open(self.files[index]) as img:
-            return img.convert("RGB"), 0
+        return open_image(self.files[index]), 0
 
 
 def fraction_subset(num_items: int, fraction: float, seed: int, labels: Sequence[int] | None = None) -> list[int]:
@@ -118,21 +201,25 @@ class SeededTransform(Dataset):
 
     Items are requested as ``(epoch, index)`` (see :class:`EpochSampler`). The transform may
     draw from torch's, ``random``'s and numpy's global RNGs (torchvision, timm's augmentations);
-    all three are seeded per item and restored afterwards, so the caller's are untouched.
+    all three are seeded per item and restored afterwards, so the caller's are untouched. A
+    corrupt image is replaced by the next one of ``indices`` (:class:`SkipCorrupt`; ``skip_log``
+    lists them).
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Any], seed: int, indices: Sequence[int] | None = None) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Any], seed: int, indices: Sequence[int] | None = None,
+                 skip_log: str | Path | None = None) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.indices = list(indices) if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
+        self.corrupt = SkipCorrupt(skip_log)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[Any, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        image, label = self.dataset[self.indices[index]]
+        image, label = self.corrupt.read(lambda i: self.dataset[self.indices[i]], index, len(self.indices))
         seed = mix_seed(self.seed, epoch, index)
         state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):

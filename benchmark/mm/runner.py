@@ -13,8 +13,14 @@ each switch is logged as one warning line in the run's log (:func:`single_proces
 pyramid, neck, heads), and mixed precision (``AmpOptimWrapper``) -> fp32 ``OptimWrapper`` without
 CUDA. A total batch smaller than the recipe's ``auto_scale_lr.base_batch_size`` is only logged.
 
-Bad input (missing data, unknown checkpoint format, mismatching checkpoint) raises
-:class:`InputError` or :class:`benchmark.convert.CheckpointError`; the CLIs print one line and exit 2.
+Bad input (missing data, a COCO annotation file with missing fields or boxes outside their image,
+ADE20k labels out of range, unknown checkpoint format, mismatching checkpoint, a mistyped
+``--cfg-options`` key) raises :class:`InputError` or :class:`benchmark.convert.CheckpointError`;
+the CLIs print one line and exit 2.
+
+An interrupted run started again on its work dir resumes from its latest whole checkpoint and ends
+as the uninterrupted run would have; SIGTERM makes it write a checkpoint after the current
+iteration and exit with code 75 (:mod:`benchmark.mm.faults`, docs/faults.md).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from benchmark.convert import CheckpointError, to_mm
+from benchmark.utils.stop import EXIT_PREEMPTED, Preempted
+from benchmark.utils.io import DiskFull
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
     from mmengine.config import Config
@@ -48,25 +56,79 @@ class InputError(ValueError):
 # ---------------------------------------------------------------------------- data sets
 
 
-def _require(paths: Sequence[Path], what: str, root: Path) -> None:
+COCO_DIRS = "ROOT/{train2017,val2017}/<image>.jpg and ROOT/annotations/instances_{train,val}2017.json"
+ADE_DIRS = "ROOT/images/{training,validation}/<name>.jpg and ROOT/annotations/{training,validation}/<name>.png"
+
+
+def _require(paths: Sequence[Path], what: str, root: Path, layout: str) -> None:
     if not root.is_dir():
-        raise InputError(f"{root}: data root does not exist or is not a directory")
+        raise InputError(f"{root}: data root does not exist or is not a directory (expected {what} layout: {layout})")
     for path in paths:
         if not path.exists():
-            raise InputError(f"{root}: not {what} data root (missing {path.relative_to(root)})")
+            raise InputError(f"{root}: not {what} data root (missing {path.relative_to(root)}; expected {layout})")
+
+
+COCO_LAYOUT = ("COCO instances: 'images' (id, file_name, width, height), 'annotations' (image_id, category_id, "
+               "bbox [x, y, w, h]) and 'categories' (id, name)")
+BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (rounding)
+
+
+def _missing(record: Any, keys: Sequence[str]) -> str | None:
+    if not isinstance(record, dict):
+        return "any field (not an object)"
+    return next((repr(k) for k in keys if k not in record), None)
+
+
+def check_coco(ann: Path) -> tuple[str, ...]:
+    """Checks a COCO instances file (fields, references, boxes inside their image); returns the
+    category names in category-id order."""
+    try:
+        data = json.loads(ann.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{ann}: not a COCO instances file ({err})") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise InputError(f"{ann}: missing field {key!r} (expected {COCO_LAYOUT})")
+    images: dict[Any, dict] = {}
+    for i, image in enumerate(data["images"]):
+        if (field := _missing(image, ("id", "file_name", "width", "height"))) is not None:
+            raise InputError(f"{ann}: images[{i}] has no {field} (expected {COCO_LAYOUT})")
+        images[image["id"]] = image
+    for i, cat in enumerate(data["categories"]):
+        if (field := _missing(cat, ("id", "name"))) is not None:
+            raise InputError(f"{ann}: categories[{i}] has no {field} (expected {COCO_LAYOUT})")
+    categories = {c["id"] for c in data["categories"]}
+    for i, a in enumerate(data["annotations"]):
+        if (field := _missing(a, ("image_id", "category_id", "bbox"))) is not None:
+            raise InputError(f"{ann}: annotations[{i}] has no {field} (expected {COCO_LAYOUT})")
+        where = f"{ann}: annotations[{i}] (id {a.get('id')})"
+        image = images.get(a["image_id"])
+        if image is None:
+            raise InputError(f"{where} refers to image_id {a['image_id']!r}, which 'images' does not list")
+        if a["category_id"] not in categories:
+            raise InputError(f"{where} has category_id {a['category_id']!r}, which 'categories' does not list")
+        box = a["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise InputError(f"{where}: bbox {box!r} is not [x, y, w, h]")
+        x, y, w, h = box
+        width, height = image["width"], image["height"]
+        if w < 0 or h < 0 or x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE \
+                or y + h > height + BOX_TOLERANCE:
+            raise InputError(f"{where}: bbox {box} lies outside its image {image['file_name']} ({width}x{height})")
+    return tuple(str(c["name"]) for c in sorted(data["categories"], key=lambda c: int(c["id"])))
 
 
 def coco_classes(root: Path) -> tuple[str, ...]:
-    """Checks a COCO directory and returns its category names, in category-id order."""
+    """Checks a COCO directory (layout, both annotation files) and returns its category names, in
+    category-id order."""
     ann = root / "annotations" / "instances_train2017.json"
-    _require([ann, root / "annotations" / "instances_val2017.json", root / "train2017", root / "val2017"], "a COCO", root)
-    try:
-        cats = json.loads(ann.read_text())["categories"]
-        names = tuple(str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"])))
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{ann}: not a COCO instances file ({err})") from None
+    val = root / "annotations" / "instances_val2017.json"
+    _require([ann, val, root / "train2017", root / "val2017"], "a COCO", root, COCO_DIRS)
+    names = check_coco(ann)
     if not names:
         raise InputError(f"{ann}: no categories")
+    if check_coco(val) != names:
+        raise InputError(f"{val}: categories differ from those of {ann.name}")
     return names
 
 
@@ -79,16 +141,45 @@ def ade_classes(root: Path) -> tuple[str, ...]:
     _require(
         [root / "images" / "training", root / "images" / "validation",
          root / "annotations" / "training", root / "annotations" / "validation"],
-        "an ADE20k", root,
+        "an ADE20k", root, ADE_DIRS,
     )
     from benchmark.data.synthetic import read_manifest
 
     manifest = read_manifest(root.parent)
     if manifest and manifest.get("ade20k", {}).get("path") == root.name and manifest["ade20k"].get("classes"):
-        return tuple(str(c) for c in manifest["ade20k"]["classes"])
-    from mmseg.datasets import ADE20KDataset
+        classes = tuple(str(c) for c in manifest["ade20k"]["classes"])
+    else:
+        from mmseg.datasets import ADE20KDataset
 
-    return tuple(ADE20KDataset.METAINFO["classes"])
+        classes = tuple(ADE20KDataset.METAINFO["classes"])
+    check_ade_labels(root, len(classes))
+    return classes
+
+
+def check_ade_labels(root: Path, num_classes: int) -> None:
+    """Every label map of both splits is single-channel with values 0 (other, ignored),
+    1..``num_classes`` or 255 (ignored); an :class:`InputError` names the first that is not."""
+    import numpy as np
+    from PIL import Image
+
+    for split in ("training", "validation"):
+        folder = root / "annotations" / split
+        labels = sorted(folder.glob("*.png"))
+        if not labels:
+            raise InputError(f"{folder}: no label maps (expected <name>.png beside images/{split}/<name>.jpg)")
+        for path in labels:
+            try:
+                with Image.open(path) as img:
+                    values = np.unique(np.asarray(img))
+                    mode = img.mode
+            except (OSError, SyntaxError, ValueError) as err:
+                raise InputError(f"{path}: unreadable label map ({err})") from None
+            if mode not in ("L", "P", "I", "I;16"):
+                raise InputError(f"{path}: a {mode} image; expected a single-channel label map")
+            bad = values[(values > num_classes) & (values != 255)]
+            if bad.size:
+                raise InputError(f"{path}: label values {bad[:5].tolist()} outside 0..{num_classes} "
+                                 f"(0 = other, 1..{num_classes} = the {num_classes} classes, 255 = ignore)")
 
 
 def _leaf_dataset(dataset: dict[str, Any]) -> dict[str, Any]:
@@ -213,10 +304,41 @@ def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None) -
 
     if not Path(config).is_file():
         raise InputError(f"{config}: no such config file")
-    cfg = Config.fromfile(str(config))
+    try:
+        cfg = Config.fromfile(str(config))
+    except Exception as err:  # syntax errors, failed imports, bad base files
+        raise InputError(f"{config}: not a valid mmengine config ({type(err).__name__}: {err})") from None
     if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+        for key in cfg_options:
+            check_option_key(cfg, key)
+        try:
+            cfg.merge_from_dict(dict(cfg_options))
+        except (TypeError, KeyError, ValueError) as err:
+            raise InputError(f"--cfg-options: {' '.join(str(err).split())}") from None
     return cfg
+
+
+def check_option_key(cfg: Any, key: str) -> None:
+    """Rejects a dotted ``--cfg-options`` key that looks like a typo: a part missing from the
+    config where a close name exists (the nearest is suggested). A new key with no near name is
+    allowed (adding a field is how some options are meant to be used)."""
+    import difflib
+
+    node, path = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg, []
+    for part in key.split("."):
+        if isinstance(node, (list, tuple)) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict):
+            near = difflib.get_close_matches(part, [str(k) for k in node], n=1, cutoff=0.75)
+            if near:
+                raise InputError(f"--cfg-options {key}: the config has no {'.'.join(path + [part])!r}; "
+                                 f"did you mean {'.'.join(path + [near[0]])!r}?")
+            return
+        else:
+            return
+        path.append(part)
 
 
 def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | None, explicit: set[str]) -> int:
@@ -424,19 +546,43 @@ def prepare(
                          "run a single process on CPU")
     cfg.launcher = "pytorch" if _launched_by_torchrun() else "none"
     cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
-    if (work_dir / "last_checkpoint").is_file():  # an interrupted run: mmengine resumes its latest checkpoint
-        cfg.resume, cfg.load_from = True, None
-        notes.append(f"resuming from the latest checkpoint in {work_dir}")
+    _fault_tolerant(cfg, notes)
+    from benchmark.mm.faults import latest_checkpoint
+
+    latest = latest_checkpoint(work_dir)
+    if latest is not None:  # an interrupted run: resume from its latest whole checkpoint
+        cfg.resume, cfg.load_from = True, str(latest)
+        notes.append(f"resuming from the latest checkpoint in {work_dir}: {latest.name}")
     cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
     notes += single_process_fallbacks(cfg)
     return Prepared(task, cfg, work_dir, int(seed), ckpt, started, notes)
 
 
+def _fault_tolerant(cfg: Config, notes: list[str]) -> None:
+    """mmengine's train loops swapped for their resumable versions (:mod:`benchmark.mm.faults`),
+    and checkpoints written atomically."""
+    from benchmark.mm.faults import ATOMIC_BACKEND, RESUMABLE_LOOPS
+
+    train_cfg = cfg.get("train_cfg") or {}
+    loop = train_cfg.get("type")
+    if loop in RESUMABLE_LOOPS:
+        train_cfg["type"] = RESUMABLE_LOOPS[loop]
+    elif loop not in RESUMABLE_LOOPS.values():
+        notes.append(f"train loop {loop!r}: an interrupted run resumes, but not bit for bit")
+    hook = (cfg.get("default_hooks") or {}).get("checkpoint")
+    if isinstance(hook, dict) and not hook.get("backend_args"):
+        hook["backend_args"] = dict(backend=ATOMIC_BACKEND)
+
+
 def build_runner(prepared: Prepared) -> Runner:
-    """The mmengine Runner of a prepared run (model built, nothing trained); logs the run's notes."""
+    """The mmengine Runner of a prepared run (model built, nothing trained), with the
+    :class:`~benchmark.mm.faults.FaultTolerance` hook; logs the run's notes."""
     from mmengine.runner import Runner
 
+    from benchmark.mm.faults import FaultTolerance
+
     runner = Runner.from_cfg(prepared.cfg)
+    runner.register_hook(FaultTolerance("detection" if prepared.task.kind == "detect" else "segmentation"))
     for note in prepared.notes:
         runner.logger.warning(note)
     return runner
@@ -452,16 +598,29 @@ def run(
     cfg_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Trains and evaluates one model; writes ``work_dir/result.json`` and returns its metrics."""
+    import pickle
+
+    from benchmark.mm.faults import FaultTolerance
+
     prepared = prepare(task, ckpt, config, data_root, work_dir, seed, cfg_options)
     runner = build_runner(prepared)
     try:
         recorder = _metrics_hook()
         runner.register_hook(recorder)
-        runner.train()
+        try:
+            runner.train()
+        except pickle.UnpicklingError as err:  # a checkpoint holding objects, not only tensors and plain values
+            from benchmark.convert import load_failure
+
+            raise CheckpointError(f"{prepared.cfg.load_from}: cannot be resumed with weights_only loading "
+                                  f"({load_failure(err)}); move it away to start over") from None
         raw = recorder.metrics if recorder.metrics is not None and recorder.at_iter == runner.iter else runner.val()
         metrics = _pick_metrics(task, raw or {}, runner.logger)
         runner.logger.info(f"{task.kind} metrics: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     finally:
+        for hook in runner.hooks:
+            if isinstance(hook, FaultTolerance):
+                hook.stop.restore()
         _close_log_files(runner.logger)
     from mmengine.dist import get_rank
 
@@ -519,7 +678,10 @@ def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
     try:
         options = _cfg_options(args.cfg_options)
         metrics = run(task, args.ckpt, args.config, args.data_root, args.work_dir, args.seed, options)
-    except (InputError, CheckpointError) as err:
+    except Preempted as err:
+        print(f"[{task.kind}] {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (InputError, CheckpointError, DiskFull) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(json.dumps({"result": str(Path(args.work_dir) / "result.json"), "metrics": metrics}))

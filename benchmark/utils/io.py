@@ -1,7 +1,14 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint, result or table."""
+"""Atomic file writes: a reader never sees a half-written checkpoint, result or table.
+
+Every writer goes through :func:`atomic_path`: the data goes to a hidden temporary file beside the
+target (``.NAME.XXXX.tmp``), is flushed to disk (``fsync``) and only then renamed over the target
+(``os.replace``, atomic on POSIX). A crash or a full disk leaves the previous version of the file
+(or none) in place, never a partial one; a full disk raises :class:`DiskFull`, naming the file.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,6 +16,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """No space left (or quota exceeded) while writing a file; the file was left as it was."""
 
 
 @contextmanager
@@ -20,10 +33,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb+") as fh:  # on disk before it gets the real name
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)  # frees the space a partial write took
+        if isinstance(err, OSError) and err.errno in _FULL and not isinstance(err, DiskFull):
+            full = DiskFull(f"{path}: no space left on device; not written "
+                            "(an earlier version of the file, if any, is unchanged)")
+            full.errno = err.errno
+            raise full from None
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -38,8 +63,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a Python file: a full disk raises OSError(ENOSPC), not torch's opaque RuntimeError.
+        torch.save(obj, fh)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
