@@ -156,6 +156,42 @@ def _dense(results: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _last_log(path: Path) -> tuple[dict, dict] | None:
+    """(first, last) records of a run's log.jsonl, or None when it has none."""
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (records[0], records[-1]) if records else None
+
+
+def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
+    """How far each full-data pre-training got: its loss at the first and last log line, the
+    supervised run's train accuracy, and DINO's teacher entropy (at ln K the head's output is
+    uniform: collapsed, whatever the encoder's numbers downstream)."""
+    lines = []
+    for run_json in sorted(runs_dir.glob("pretrain/pretrain-*-digits-100pct-*/run.json")):
+        run = json.loads(run_json.read_text())
+        logs = _last_log(run_json.with_name("log.jsonl"))
+        if run["tags"].get("scale") not in scales or logs is None:
+            continue
+        (first, last), method = logs, run["config"]["method"]
+        line = f"  - {method}: loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}"
+        if "train_acc" in last:
+            line += f", train accuracy {last['train_acc'] * 100:.0f}% in its last batch"
+        if "teacher_entropy" in last:
+            out_dim = run["config"]["method_args"].get("out_dim", 65536)
+            uniform = math.log(out_dim)
+            collapsed = last["teacher_entropy"] > 0.98 * uniform
+            line += (f", teacher entropy {last['teacher_entropy']:.3f} of at most ln {out_dim} = {uniform:.3f}"
+                     + (": its head's output **collapsed** to uniform, so its loss had stopped teaching the encoder; "
+                        "the rows below measure what the encoder learned before" if collapsed else ""))
+        lines.append(line + ".")
+    if not lines:
+        return []
+    return ["- **Pre-training, as logged** (the 100% runs; the losses are per method, not comparable across methods):", *lines]
+
+
 def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
     """The REPORT.md section on the mini scale (empty when no mini run has happened)."""
     mini = results[results.scale.astype(str).str.startswith("mini")]
@@ -171,6 +207,8 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
     chosen = _chosen(runs_dir)
     if chosen:
         lines += [f"Fine-tuning learning rate chosen on the val split: {chosen}.", ""]
+    health = _pretraining(runs_dir, set(mini.scale))
+    lines += health + ([""] if health else [])
     for part in (_table6, _fig2, _table8, _dense):
         found = part(mini)
         lines += found + ([""] if found else [])

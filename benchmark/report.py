@@ -100,7 +100,8 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
                 continue
             for metric in TABLE_METRICS.get(run.kind, []):
                 rows.append({**_tag_values(run.tags), "metric": metric})
-    return pd.DataFrame(rows, columns=KEYS)
+    # One row per comparison: the seeds of a row are its runs, averaged in artifact_table.
+    return pd.DataFrame(rows, columns=KEYS).drop_duplicates(ignore_index=True)
 
 
 def load_paper(path: Path) -> pd.DataFrame:

@@ -24,13 +24,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from benchmark.experiments import (
     ARTIFACTS, SCALES, SUBSETS, Run, data_markers, missing_datasets, plan_runs, resolve_data,
 )
 from benchmark.launch import Handle, InProcess, Launcher, Slurm, Torchrun, module_args
 from benchmark.utils.io import write_json
+from benchmark.utils.stop import EXIT_PREEMPTED, Preempted
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE_FILE = {"data": "synthetic.json", "pretrain": "encoder.safetensors", "finetune": "result.json",
@@ -171,11 +172,15 @@ def estimate_run(run: Run) -> Any:
 class TimeLeft:
     """An estimate of the time the runs still to go will take: each is assumed to last as long as
     the finished runs of its kind and method did on average (its kind alone, or all runs, while
-    none of those has finished). None until a run has finished."""
+    none of those has finished). None until a run has finished. ``done`` seeds the averages with
+    the runs an earlier invocation finished (their ``run.json`` keeps ``wall_s``), so that a
+    resumed plan is priced from the start."""
 
-    def __init__(self, runs: list[Run]) -> None:
+    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = ()) -> None:
         self.pending = {r.name: r for r in runs}
         self.durations: dict[tuple[str, ...], list[float]] = {}
+        for run, seconds in done:
+            self.finished(run, seconds)
 
     def finished(self, run: Run, seconds: float | None) -> None:
         self.pending.pop(run.name, None)
@@ -193,6 +198,14 @@ class TimeLeft:
         if not self.durations:
             return None
         return sum(self._guess(r) for r in self.pending.values())
+
+
+def _wall_seconds(run_dir: Path) -> float | None:
+    """How long the driver saw a finished run take (``run.json``'s ``wall_s``), if it recorded it."""
+    try:
+        return float(json.loads((run_dir / "run.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _clock(seconds: float) -> str:
@@ -219,9 +232,23 @@ def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: 
               + (f"; {unknown} runs unknown" if unknown else ""))
 
 
+def conflicting_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options, or None."""
+    slurm_only = [f"--slurm-{name.replace('_', '-')}" for name in ("partition", "nodes", "timeout_min", "account")
+                  if getattr(args, f"slurm_{name}") is not None]
+    if slurm_only and args.launcher != "slurm":
+        return f"{', '.join(slurm_only)} needs --launcher slurm (got --launcher {args.launcher})"
+    if args.nproc_per_node < 1:
+        return f"--nproc-per-node must be at least 1, got {args.nproc_per_node}"
+    if args.nproc_per_node > 1 and args.launcher == "inprocess":
+        return (f"--nproc-per-node {args.nproc_per_node} needs --launcher torchrun or slurm "
+                "(--launcher inprocess runs one process)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
-    parser.add_argument("--subset", default="smoke", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
+    parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
     parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
     parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(ROOT / "data")),
@@ -234,7 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm-timeout-min", type=int, default=None)
     parser.add_argument("--slurm-account")
     parser.add_argument("--no-report", action="store_true", help="do not rebuild tables/, plots/ and REPORT.md at the end")
+    parser.add_argument("--corrupt-images", choices=["skip", "fail"], default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the run's log) or stop the run")
     args = parser.parse_args(argv)
+    conflict = conflicting_options(args)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
+    os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
     scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
     try:
         runs = order_runs(plan_runs(args.subset, scale))
@@ -264,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     launcher = make_launcher(args)
     handles: dict[str, Handle] = {}
     t0 = time.time()
-    left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])])
+    left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
+                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None])
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
         remaining = left.seconds()
@@ -278,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         config = resolve_data(_resolve(run.config, dirs), args.data_root)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "run.json", {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags,
-                                          "config": config})
+        record = {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags, "config": config}
+        write_json(run_dir / "run.json", record)
         config = step_config(run, config)
         after = [handles[d] for d in run.refs() if d in handles]
         # Data and select runs are quick and go in this process, except on SLURM, where a select
@@ -290,11 +325,18 @@ def main(argv: list[str] | None = None) -> int:
             target = module_args(run.kind, config, run_dir)
         print(f"{head}: {'running' if not isinstance(launcher, Slurm) else 'submitting'} in {run_dir}", flush=True)
         started = time.time()
-        handles[run.name] = handle = launcher.submit(run.name, run.kind, target, run_dir, after=after)
+        try:
+            handles[run.name] = handle = launcher.submit(run.name, run.kind, target, run_dir, after=after)
+        except Preempted as err:  # SIGTERM reached this process: the run wrote its checkpoint; stop here
+            print(f"{head}: {err}", flush=True)
+            print(f"stopped by a signal after {_clock(time.time() - t0)}; run the same command again to resume",
+                  file=sys.stderr)
+            return EXIT_PREEMPTED
         if handle.status == "failed":
             print(f"{head}: FAILED ({handle.error}); see {handle.log or run_dir / 'error.log'}", flush=True)
         elif handle.status == "done":
             print(f"{head}: finished in {time.time() - started:.0f}s", flush=True)
+            write_json(run_dir / "run.json", {**record, "wall_s": round(time.time() - started, 1)})  # for TimeLeft
         left.finished(run, time.time() - started if handle.status == "done" else None)
     failed = {h.run_name: h.error for h in launcher.wait() if h.status in ("failed", "blocked")}
     failed.update(blocked)

@@ -13,7 +13,7 @@ import pytest
 
 from benchmark.engine import ConfigError
 from benchmark.experiments import MINI_BLR_GRID, MINI_FRACTIONS, MINI_INITS, MINI_SSL, plan_runs
-from benchmark.report import MISSING, build_report
+from benchmark.report import MISSING, build_report, expected_rows
 from benchmark.run import TimeLeft
 from benchmark.select import apply_choice, choose
 
@@ -125,6 +125,32 @@ def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
     assert left.seconds() == pytest.approx(30.0 + 30.0 + 30.0)  # mae pretrain: kind mean; finetune: overall mean
     left.finished(runs[1], 10.0)
     assert left.seconds() == pytest.approx(30.0 + 20.0)
+    # A resumed plan: the runs an earlier invocation finished price the rest from the start.
+    resumed = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)])
+    assert resumed.seconds() == pytest.approx(30.0 + 20.0)
+
+
+def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path) -> None:
+    import math
+
+    from benchmark.findings import _pretraining
+
+    def pretraining(name: str, method: str, last: dict) -> None:
+        run = tmp_path / "pretrain" / f"pretrain-{method}-digits-100pct-mini-{name}"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"tags": {"scale": "mini"}, "config": {"method": method, "method_args": {"out_dim": 64}}}))
+        (run / "log.jsonl").write_text(json.dumps({"step": 25, "loss": 4.0}) + "\n" + json.dumps({"step": 150, **last}) + "\n")
+
+    pretraining("a", "dino", {"loss": math.log(64), "teacher_entropy": math.log(64) - 1e-4})
+    pretraining("b", "mae", {"loss": 0.5})
+    lines = _pretraining(tmp_path, {"mini"})
+    dino, mae = (next(line for line in lines if f"- {m}:" in line) for m in ("dino", "mae"))
+    assert "collapsed" in dino and "ln 64 = 4.159" in dino
+    assert "loss 4.000 at step 25 -> 0.500 at step 150" in mae and "collapsed" not in mae
+    (tmp_path / "pretrain" / "pretrain-dino-digits-100pct-mini-a" / "log.jsonl").write_text(
+        json.dumps({"step": 150, "loss": 3.0, "teacher_entropy": 2.0}) + "\n")
+    assert not any("collapsed" in line for line in _pretraining(tmp_path, {"mini"}))
+    assert _pretraining(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this section's
 
 
 @pytest.mark.slow
@@ -153,3 +179,8 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
     assert dense.downstream.str.startswith("synthetic-").all()
     report = (tmp_path / "REPORT.md").read_text()
     assert "## The paper in miniature: what the runs found" in report and "random init" in report
+
+
+def test_a_row_of_the_mini_tables_stands_for_all_its_seeds() -> None:
+    rows = expected_rows("mini_table6", ["mini"])
+    assert len(rows) == len(MINI_INITS) and not rows.duplicated().any()  # 3 seeds each, one row each

@@ -65,8 +65,11 @@ def test_smoke_chain_end_to_end(tmp_path) -> None:
     assert (table.ours_mean != MISSING).all() and (table.n_runs == "1").all()
     assert (tmp_path / "plots" / "smoke.png").is_file()
 
+    # The driver keeps each run's duration, which prices a later, resumed plan from its start.
+    assert all(json.loads(p.read_text())["wall_s"] > 0 for p in runs_dir.glob("*/*/run.json"))
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0 and again.stdout.count("done already") == 6
+    assert "left]" in again.stdout.splitlines()[-2]  # the last run's line has an estimate from the start
 
 
 def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, capsys) -> None:
