@@ -231,10 +231,18 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     panels = table.groupby(["downstream", "metric"], sort=True)
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
-    for ax, ((downstream, metric), rows) in zip(axes[0], panels):
-        labels = [f"{m}\n({d}, {s})" for m, d, s in zip(rows.method, rows.pretrain_data, rows.scale)]
+    widest = max((len(rows) for _, rows in panels), default=1)  # bars: a panel grows with them
+    cols = min(2, max(1, len(panels)))
+    grid = -(-max(1, len(panels)) // cols)  # rows of panels
+    fig, axes = plt.subplots(grid, cols, figsize=(min(12.0, max(4.2, 0.75 * widest)) * cols, 4.2 * grid), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, ((downstream, metric), rows) in zip(axes.flat, panels):
+        hparams = rows["hparams"] if "hparams" in rows else [""] * len(rows)
+        labels = [f"{m}{' ' + h if h else ''}\n({d}, {s})" for m, h, d, s in zip(rows.method, hparams, rows.pretrain_data, rows.scale)]
         ours = pd.to_numeric(rows.ours_mean, errors="coerce")
         err = pd.to_numeric(rows.ours_std, errors="coerce").fillna(0)
         xs = range(len(rows))
@@ -245,11 +253,11 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
         for x, value in zip(xs, ours):
             ax.annotate(f"{MISSING} not run" if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
                         ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_xticks(list(xs), labels, fontsize=7, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
         ax.set_title(f"{downstream}: {metric}", fontsize=9)
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{artifact}: {ARTIFACTS[artifact].title}", fontsize=10)
+    fig.suptitle(textwrap.fill(f"{artifact}: {ARTIFACTS[artifact].title}", width=int(fig.get_figwidth() * 14)), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
