@@ -5,7 +5,7 @@
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
 resolved config (a changed config is a new run; an unchanged one is found again). The run
-directory holds ``run.json`` (name, kind, key, tags, config), the stage's own files, and for
+directory holds ``run.json`` (name, kind, key, tags, config; ``wall_s`` once finished), the stage's own files, and for
 evaluations ``result.json``. A run that fails is reported, the runs that need it are skipped,
 and every other run still goes ahead; the exit code is non-zero if anything failed. A real data
 set missing under ``--data-root`` is reported with the layout it needs and the artifacts it
