@@ -17,7 +17,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from benchmark.utils.io import DiskFull, torch_save, write_json, write_text
+from benchmark.utils.io import DiskFull, read_log, torch_save, write_json, write_text  # noqa: F401  (read_log re-exported)
 from benchmark.utils.stop import (  # noqa: F401  (re-exported: the trainers' stop on SIGTERM)
     EXIT_PREEMPTED,
     Preempted,
@@ -311,12 +311,6 @@ class RunLog:
 
     def close(self) -> None:
         self.fh.close()
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``log.jsonl`` (written by :class:`RunLog`), in order."""
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _fmt_time(seconds: float) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.utils.io import read_log
+
 DENOISING = ("splitmask", "beit", "mae")
 JOINT_EMBEDDING = ("dino", "byol")
 
@@ -156,15 +158,6 @@ def _dense(results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _last_log(path: Path) -> tuple[dict, dict] | None:
-    """(first, last) records of a run's log.jsonl, or None when it has none."""
-    try:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
-        return None
-    return (records[0], records[-1]) if records else None
-
-
 def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
     """How far each full-data pre-training got: its loss at the first and last log line, the
     supervised run's train accuracy, and DINO's teacher entropy (at ln K the head's output is
@@ -172,10 +165,15 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
     lines = []
     for run_json in sorted(runs_dir.glob("pretrain/pretrain-*-digits-100pct-*/run.json")):
         run = json.loads(run_json.read_text())
-        logs = _last_log(run_json.with_name("log.jsonl"))
-        if run["tags"].get("scale") not in scales or logs is None:
+        if run["tags"].get("scale") not in scales:
             continue
-        (first, last), method = logs, run["config"]["method"]
+        try:
+            records = read_log(run_json.parent)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not records:
+            continue
+        first, last, method = records[0], records[-1], run["config"]["method"]
         line = f"  - {method}: loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}"
         if "train_acc" in last:
             line += f", train accuracy {last['train_acc'] * 100:.0f}% in its last batch"

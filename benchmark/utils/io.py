@@ -68,6 +68,13 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, fh)
 
 
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl`` (written by ``benchmark.engine.RunLog``), in order.
+    Here, without torch, so that the report can read logs too."""
+    path = Path(run_dir) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
