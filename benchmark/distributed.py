@@ -20,6 +20,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1          # processes on this node (torchrun's LOCAL_WORLD_SIZE)
     joined: bool = False               # a member of a torch.distributed process group
 
     @property
@@ -42,7 +43,8 @@ def init_distributed(device: torch.device) -> Context:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return Context(rank=rank, world_size=world, local_rank=local_rank, joined=True)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return Context(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world, joined=True)
 
 
 def local_device(device: torch.device, ctx: Context) -> torch.device:

@@ -232,6 +232,9 @@ def save_state(path: Path, **state: Any) -> None:
 
 
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "step", "rng", "config")
+# Config fields that change how fast a run goes, not what it computes: a run resumes across them.
+# (decode_on_device is not one: its crops are drawn differently from the PIL path's.)
+RUNTIME_FIELDS = {"num_workers", "compile"}
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -254,10 +257,12 @@ def load_state(path: Path) -> dict[str, Any]:
 def restore_training(path: Path, config: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: Any) -> dict[str, Any]:
     """Loads a training checkpoint (:func:`save_state`) into the run's objects and returns it;
-    refuses a checkpoint written with another config, naming the fields that differ."""
+    refuses a checkpoint written with another config, naming the fields that differ (other than
+    :data:`RUNTIME_FIELDS`)."""
     state, current = load_state(path), dataclasses.asdict(config)
-    if state["config"] != current:
-        changed = sorted(k for k in set(state["config"]) | set(current) if state["config"].get(k) != current.get(k))
+    changed = sorted(k for k in set(state["config"]) | set(current)
+                     if k not in RUNTIME_FIELDS and state["config"].get(k) != current.get(k))
+    if changed:
         raise ConfigError(f"{path} was written with another config (differs in {changed}); "
                           "use another --out, or --resume never to start over")
     model.load_state_dict(state["model"])
@@ -323,3 +328,21 @@ def _fmt_time(seconds: float) -> str:
 
 def write_config(path: Path, config: Any) -> None:
     write_json(path, dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config)
+
+
+def is_transformer_block(module: nn.Module) -> bool:
+    """A timm transformer block (ViT's or BEiT's ``Block``): the unit the throughput floor and
+    :func:`compile_blocks` work on."""
+    return type(module).__name__ == "Block"
+
+
+def compile_blocks(model: nn.Module) -> int:
+    """Compiles every transformer block of ``model`` in place (``nn.Module.compile``: parameter
+    names, checkpoints and exports are unchanged) and returns how many. Only the blocks: the
+    masking, gathers and losses between them hold host-side logic and data-dependent shapes that
+    would break a whole-model graph into pieces and recompile it. Whether it pays is measured by
+    ``python -m benchmark.perf --compile``, not assumed."""
+    blocks = [m for m in model.modules() if is_transformer_block(m)]
+    for block in blocks:
+        block.compile()
+    return len(blocks)

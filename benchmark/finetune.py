@@ -40,10 +40,10 @@ from benchmark.data.folders import (
     SeededTransform,
     fraction_subset,
     mix_seed,
-    one_thread_worker,
     set_corrupt_policy,
     skipped_images,
 )
+from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.distributed import barrier, mean_across, shutdown
 from benchmark.engine import (
     EXIT_PREEMPTED,
@@ -102,7 +102,7 @@ class FinetuneConfig:
     hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
     crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1), timm's default
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     log_every: int = 10
     checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
     device: str = "auto"
@@ -154,6 +154,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     # The data first: bad input stops the run before it writes anything.
     train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
     device, ctx = start_run(cfg, out, save_config=False)
+    workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     num_classes = len(train_set.classes)
 
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
@@ -197,8 +198,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
     sampler = EpochSampler(len(data), cfg.seed, start=start * batch, rank=ctx.rank, num_replicas=ctx.world_size)
     with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
-        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
-                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
+        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True))
     if state is not None:  # after the loader's iterator drew from the global RNG, as at the start
         set_rng_state(state["rng"])
     ddp = DistributedDataParallel(model) if ctx.distributed else model
@@ -248,7 +248,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     metrics: dict[str, float] = {}
     if ctx.is_main:
         val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False), skip_log=out / SKIPPED)
-        val_loader = DataLoader(val_set, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
+        val_loader = make_loader(val_set, micro, device=device, num_workers=workers)
         metrics = evaluate(model, val_loader, device, num_classes)
         skipped = skipped_images(out / SKIPPED)
         if skipped:

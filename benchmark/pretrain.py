@@ -30,10 +30,11 @@ import torch
 import torch.nn as nn
 from timm.data import create_transform
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from benchmark.convert import CheckpointError, save_encoder
 from benchmark.data.classification import load_classification
+from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, supports_device_decode
 from benchmark.data.folders import (
     CORRUPT_POLICIES,
     DataError,
@@ -43,10 +44,10 @@ from benchmark.data.folders import (
     fraction_subset,
     image_folder,
     mix_seed,
-    one_thread_worker,
     set_corrupt_policy,
     skipped_images,
 )
+from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.distributed import (
     barrier,
     mean_across,
@@ -64,6 +65,7 @@ from benchmark.engine import (
     build_optimizer,
     build_scheduler,
     check_kwargs,
+    compile_blocks,
     config_from_dict,
     error_line,
     restore_training,
@@ -76,7 +78,7 @@ from benchmark.engine import (
     stopped_message,
     write_config,
 )
-from benchmark.methods import method_class
+from benchmark.methods import METHODS, method_class
 from benchmark.methods.base import Augmentation
 from benchmark.models import create_vit, model_spec
 from benchmark.utils.io import DiskFull
@@ -113,7 +115,11 @@ class PretrainConfig:
     color_jitter: float = 0.4
     hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
+    decode_on_device: bool = False       # decode JPEGs on the GPU with torchvision's decode_jpeg and augment
+                                         # there: for when the CPU cannot keep up (single-crop methods only)
+    compile: bool = False                # torch.compile each transformer block (engine.compile_blocks): measure
+                                         # it first with python -m benchmark.perf --compile
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
@@ -128,6 +134,11 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return [to_device(b, device) for b in batch]
     return batch.to(device, non_blocking=True)
+
+
+def device_decode_methods() -> list[str]:
+    """The methods whose augmentation ``decode_on_device`` reproduces on the device."""
+    return [name for name in METHODS if supports_device_decode(method_class(name))]
 
 
 def plain_transform(cfg: PretrainConfig):
@@ -205,8 +216,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     except ValueError as err:
         raise ConfigError(f"PretrainConfig.method: {err}") from None
     check_kwargs(method_cls, cfg.method_args, f"PretrainConfig.method_args of {cfg.method}", skip=("encoder",))
+    if cfg.decode_on_device and not supports_device_decode(method_cls):
+        raise ConfigError(f"decode_on_device supports the methods of the single-crop augmentation only "
+                          f"({', '.join(device_decode_methods())}), not {cfg.method}")
     images, labels = _images(cfg, method_cls.needs_labels)
+    subset = fraction_subset(len(images), cfg.fraction, cfg.seed, labels=labels)
+    if len(subset) < cfg.batch_size:
+        raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, "
+                        f"fewer than one batch of {cfg.batch_size}")
+    encoded = EncodedImages(images, cfg.seed, subset) if cfg.decode_on_device else None  # JPEGs only
     device, ctx = start_run(cfg, out, save_config=False)
+    workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
                           f"= {cfg.accum_steps} x {ctx.world_size}")
@@ -215,10 +235,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     method_args = dict(cfg.method_args)
     if method_cls.needs_labels:
         method_args.setdefault("num_classes", len(images.classes))
-    subset = fraction_subset(len(images), cfg.fraction, cfg.seed, labels=labels)
-    if len(subset) < cfg.batch_size:
-        raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, "
-                        f"fewer than one batch of {cfg.batch_size}")
 
     total_steps, warmup_steps = schedule_steps(cfg, len(subset))
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
@@ -226,6 +242,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if ctx.distributed and device.type == "cuda":
         # Batch norm (BYOL's MLPs) over the global batch, as BYOL trains; gloo has no SyncBN.
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if cfg.compile:
+        print(f"[pretrain] compiling {compile_blocks(method)} transformer blocks (first steps are slow)", file=sys.stderr)
     optimizer = build_optimizer(method, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total_steps, warmup_steps, cfg.min_lr)
 
@@ -238,16 +256,20 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         print(f"[pretrain] resuming {out} at step {start}/{total_steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
         plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset, skip_log=out / SKIPPED)
-        fit_loader = DataLoader(plain, batch_size=micro, num_workers=cfg.num_workers, worker_init_fn=one_thread_worker)
+        fit_loader = make_loader(plain, micro, device=device, num_workers=workers)
         method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
+        del fit_loader  # its workers stop here
 
     aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter, cfg.hflip)
-    data = SeededTransform(images, method.train_transform(aug), cfg.seed, subset, skip_log=out / SKIPPED)
+    # With decode_on_device the workers read JPEG bytes and the step decodes and augments them.
+    augment = DeviceAugment(aug) if encoded is not None else None
+    data = encoded if encoded is not None else SeededTransform(images, method.train_transform(aug), cfg.seed, subset,
+                                                               skip_log=out / SKIPPED)
     sampler = EpochSampler(len(data), cfg.seed, start=start * cfg.batch_size, rank=ctx.rank, num_replicas=ctx.world_size)
     with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
-        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
-                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
+        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True,
+                                  collate_fn=collate_encoded if augment is not None else None))
     if state is not None:
         # Restored only now: creating the loader's iterator above draws from the global RNG, as
         # it did at the start of the uninterrupted run, whose stream the saved state continues.
@@ -265,7 +287,12 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             # at log and checkpoint steps, so that it keeps queueing work in between.
             scalars: dict[str, torch.Tensor] = {}
             for micro_step in range(cfg.accum_steps):
-                batch, batch_labels = next(loader)
+                if augment is not None:
+                    encoded_batch = next(loader)
+                    batch = augment(encoded_batch.images(), encoded_batch.seeds, device)
+                    batch_labels = encoded_batch.labels
+                else:
+                    batch, batch_labels = next(loader)
                 inputs = (batch, batch_labels) if method.needs_labels else batch
                 # DDP reduces gradients on the last micro-step only.
                 sync = micro_step == cfg.accum_steps - 1 or not ctx.distributed

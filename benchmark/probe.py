@@ -60,7 +60,7 @@ from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.optim import create_optimizer_v2, list_optimizers
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
 from benchmark.convert import CheckpointError
@@ -71,9 +71,9 @@ from benchmark.data.folders import (
     EpochSampler,
     SeededTransform,
     fraction_subset,
-    one_thread_worker,
     set_corrupt_policy,
 )
+from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.distributed import Context, barrier, mean_across, shutdown
 from benchmark.engine import (
     ConfigError,
@@ -123,7 +123,7 @@ class ProbeConfig:
     temperature: float = 0.07
     knn_chunk: int = 256                 # validation images per similarity block
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     log_every: int = 10
     device: str = "auto"
     tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
@@ -149,6 +149,8 @@ def check_config(cfg: ProbeConfig) -> None:
         problems.append(f"temperature={cfg.temperature} should be positive")
     if not 0 < cfg.crop_scale_min <= 1:
         problems.append(f"crop_scale_min={cfg.crop_scale_min} should be in (0, 1]")
+    if cfg.num_workers < -1:
+        problems.append(f"num_workers={cfg.num_workers} should be -1 (default_workers() for this machine) or at least 0")
     if problems:
         raise ConfigError(f"ProbeConfig: {'; '.join(problems)}")
 
@@ -203,8 +205,7 @@ def extract_features(
     in order, on every process; without, the process's share alone is returned."""
     mine = share(len(dataset), ctx)
     part = dataset if len(mine) == len(dataset) else Subset(dataset, mine)
-    loader = DataLoader(part, batch_size=per_process_batch(batch_size, ctx), num_workers=num_workers,
-                        worker_init_fn=one_thread_worker)
+    loader = make_loader(part, per_process_batch(batch_size, ctx), device=device, num_workers=num_workers)
     feats, labels = [], []
     for i, (images, targets) in enumerate(loader):
         feats.append(encode(encoder, images, device))
@@ -338,6 +339,7 @@ def linear_probe(
     training log to ``out/log.jsonl`` and feature-extraction progress to ``out/features.jsonl``
     (rank 0 alone under torchrun, where the head trains under DDP: module docstring)."""
     freeze(encoder)
+    workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     num_classes = len(train_set.classes)
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
     batch = min(cfg.batch_size, len(subset))  # global
@@ -356,9 +358,9 @@ def linear_probe(
         cached = None
         if not cfg.augment:
             plain = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size))
-            cached = extract_features(encoder, plain, batch, device, cfg.num_workers, flog, ctx=ctx)
+            cached = extract_features(encoder, plain, batch, device, workers, flog, ctx=ctx)
         # Each process keeps its share of the validation features: evaluation is sharded.
-        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, flog, train_steps,
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, workers, flog, train_steps,
                                                  ctx=ctx, gather=False)
     finally:
         if flog:
@@ -371,8 +373,7 @@ def linear_probe(
     if cached is None:
         data = SeededTransform(train_set, probe_train_transform(cfg.img_size, cfg.crop_scale_min), cfg.seed, subset)
         sampler = EpochSampler(len(data), cfg.seed, rank=ctx.rank, num_replicas=ctx.world_size)
-        loader = iter(DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
-                                 worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", drop_last=True))
+        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True))
     else:
         # The same sample order as the augmented path: this process's share of each global batch.
         order = iter(EpochSampler(len(subset), cfg.seed, rank=ctx.rank, num_replicas=ctx.world_size))
@@ -471,6 +472,7 @@ def knn_probe(
     training features (the bank) are gathered on every process and each process classifies its
     share of the validation images; the counts are summed (module docstring)."""
     freeze(encoder)
+    workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     num_classes = len(train_set.classes)
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
     tf = eval_transform(cfg.img_size)
@@ -482,8 +484,8 @@ def knn_probe(
         log = RunLog(out / "features.jsonl", train_steps + extraction_steps(len(val_data), batch, ctx), 0,
                      desc="features", every=cfg.log_every)
     try:
-        train_feats, train_labels = extract_features(encoder, train_data, batch, device, cfg.num_workers, log, ctx=ctx)
-        val_feats, val_labels = extract_features(encoder, val_data, batch, device, cfg.num_workers, log, train_steps,
+        train_feats, train_labels = extract_features(encoder, train_data, batch, device, workers, log, ctx=ctx)
+        val_feats, val_labels = extract_features(encoder, val_data, batch, device, workers, log, train_steps,
                                                  ctx=ctx, gather=False)
     finally:
         if log:

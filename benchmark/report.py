@@ -28,6 +28,7 @@ import pandas as pd
 
 from benchmark.experiments import ARTIFACTS, plan_runs
 from benchmark.findings import mini_findings
+from benchmark.perf_summary import perf_section
 from benchmark.results import ResultError, load_result
 from benchmark.utils.io import atomic_path, write_text
 
@@ -280,6 +281,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
     ]
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
+    lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
         with atomic_path(tables_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)

@@ -53,7 +53,8 @@ def _intact(before: dict[Path, bytes]) -> bool:
 def _pretrain_cfg(tmp_path: Path, data_root: Path | str, **overrides) -> Path:
     values = asdict(PretrainConfig(data_root=str(data_root), method="splitmask", method_args={"vocab_size": 16},
                                    arch="vit-smoke", img_size=32, steps=2, batch_size=8, warmup_steps=1,
-                                   checkpoint_every=1, log_every=1))
+                                   checkpoint_every=1, log_every=1,
+                                   num_workers=0))  # images read in this process: capsys sees its [data] lines
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({**values, **overrides}))
     return path

@@ -106,3 +106,34 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
     state = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not (tmp_path / "encoder.safetensors").exists()
+
+
+def test_a_checkpoint_written_with_0_workers_resumes_with_2_to_the_same_weights(synthetic_root, tmp_path,
+                                                                               monkeypatch) -> None:
+    """num_workers changes how fast batches come, not which: a run resumes across it (RUNTIME_FIELDS)."""
+    import benchmark.pretrain as pretrain_module
+
+    cfg = _config(synthetic_root / "classification" / "train")
+    cfg.steps, cfg.checkpoint_every, cfg.num_workers = 4, 2, 0
+    pretrain(cfg, tmp_path / "whole")
+
+    class Interrupted(Exception):
+        pass
+
+    real_save = pretrain_module.save_state
+
+    def save_then_stop(path, **state):
+        real_save(path, **state)
+        raise Interrupted
+
+    monkeypatch.setattr(pretrain_module, "save_state", save_then_stop)
+    with pytest.raises(Interrupted):
+        pretrain(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(pretrain_module, "save_state", real_save)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["step"] == 2
+    cfg.num_workers = 2
+    pretrain(cfg, tmp_path / "resumed")
+    a = load_file(str(tmp_path / "whole" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "encoder.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "resumed" / "config.json").read_text())["num_workers"] == 2
