@@ -48,17 +48,20 @@ def _batch(root: Path, aug: Augmentation, seeds: list[int]) -> torch.Tensor:
 def test_a_constant_colour_comes_out_as_the_pil_path_s(color_jitter, tmp_path) -> None:
     root = _jpegs(tmp_path / "images", 4, constant=True)
     aug = Augmentation(16, (0.2, 1.0), color_jitter, 0.5)
-    seeds = list(range(96))
+    seeds = list(range(512))
     device = _batch(root, aug, seeds)
-    assert device.shape == (96, 3, 16, 16) and device.dtype == torch.float32
+    assert device.shape == (512, 3, 16, 16) and device.dtype == torch.float32
     pil_tf = PretrainMethod.train_transform(None, aug)  # type: ignore[arg-type]
     files = ImageFiles(root).files
     torch.manual_seed(0)
     pil = torch.stack([pil_tf(open_image(files[i % len(files)])) for i in seeds])
     # Per image one colour; over the batch, per channel, the same mean and spread as the PIL path.
+    # Two independent samples of 512: with jitter the per-image colours spread by up to 0.8, so
+    # their means differ by 0.05 and their spreads by 0.035 (one standard error); the bounds are
+    # three of those. (Without jitter, or with it misapplied, the spread would be near 0.)
     per_image_device, per_image_pil = device.mean((2, 3)), pil.mean((2, 3))
-    assert torch.allclose(per_image_device.mean(0), per_image_pil.mean(0), atol=0.06)
-    assert torch.allclose(per_image_device.std(0), per_image_pil.std(0), atol=0.06)
+    assert torch.allclose(per_image_device.mean(0), per_image_pil.mean(0), atol=0.15)
+    assert torch.allclose(per_image_device.std(0), per_image_pil.std(0), atol=0.1)
     assert device.std((2, 3)).max() < 0.02  # a crop of one colour is one colour
     if color_jitter == 0:
         expected = (torch.tensor(COLOUR) / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])

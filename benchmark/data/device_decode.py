@@ -15,7 +15,6 @@ distribution does not.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -23,6 +22,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -103,35 +103,6 @@ def collate_encoded(items: list[tuple[torch.Tensor, int, int]]) -> EncodedBatch:
                         torch.tensor(seeds, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64))
 
 
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=gen, dtype=torch.float64))
-
-
-def crop_params(gen: torch.Generator, height: int, width: int, scale: tuple[float, float],
-                ratio: tuple[float, float] = RATIO) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a random resized crop, by timm's rule
-    (``RandomResizedCropAndInterpolation.get_params``: ten tries, then a centre crop)."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = _uniform(gen, *scale) * area
-        aspect = math.exp(_uniform(gen, *log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if w <= width and h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (), generator=gen))
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        w, h = int(round(height * max(ratio))), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """torchvision's blend of float images, with one factor per image of the batch."""
     factor = factor.view(-1, 1, 1, 1)
@@ -154,9 +125,9 @@ def jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> 
 
 class DeviceAugment:
     """Decodes a batch of JPEGs on ``device`` and augments it there as
-    ``PretrainMethod.train_transform(aug)`` does on the CPU: timm's random resized crop
-    (``aug.crop_scale``, ratios 3/4 to 4/3, bilinear with antialiasing, timm's default
-    interpolation), a horizontal flip with probability ``aug.hflip``, colour jitter of strength
+    ``PretrainMethod.train_transform(aug)`` does on the CPU: a random resized crop
+    (``aug.crop_scale``, ratios 3/4 to 4/3, the rule timm's and torchvision's share; bilinear with
+    antialiasing, timm's default interpolation), a horizontal flip with probability ``aug.hflip``, colour jitter of strength
     ``aug.color_jitter`` on brightness, contrast and saturation (torchvision's ColorJitter: a
     random order), ImageNet normalisation. Returns float (B, 3, img_size, img_size)."""
 
@@ -165,14 +136,19 @@ class DeviceAugment:
         self.mean, self.std = list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)
 
     def draw(self, seed: int, height: int, width: int) -> dict[str, Any]:
-        """One item's random parameters, every one from a generator seeded by ``seed``."""
-        gen = torch.Generator().manual_seed(int(seed))
-        params: dict[str, Any] = {"crop": crop_params(gen, height, width, self.aug.crop_scale)}
-        params["flip"] = float(torch.rand((), generator=gen)) < self.aug.hflip
+        """One item's random parameters, drawn by torchvision's own rules (``RandomResizedCrop``'s
+        and ``ColorJitter``'s ``get_params``) from torch's RNG seeded by ``seed``; the caller's
+        RNG state is restored afterwards."""
         j = self.aug.color_jitter
-        params["order"] = torch.randperm(3, generator=gen)
-        params["factors"] = torch.tensor([_uniform(gen, max(0.0, 1 - j), 1 + j) for _ in range(3)])
-        return params
+        strength = [max(0.0, 1 - j), 1 + j]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            shape_only = torch.empty(1, height, width, device="meta")  # get_params reads the size alone
+            crop = T.RandomResizedCrop.get_params(shape_only, list(self.aug.crop_scale), list(RATIO))
+            flip = bool(torch.rand(1) < self.aug.hflip)
+            order, bright, contrast, saturation, _ = T.ColorJitter.get_params(strength, strength, strength, None)
+        return {"crop": crop, "flip": flip, "order": order[order < 3],  # 3 would be hue: not jittered
+                "factors": torch.tensor([bright, contrast, saturation])}
 
     def __call__(self, encoded: Sequence[torch.Tensor], seeds: Sequence[int] | torch.Tensor,
                  device: torch.device) -> torch.Tensor:
