@@ -149,8 +149,10 @@ def check_config(cfg: ProbeConfig) -> None:
         problems.append(f"temperature={cfg.temperature} should be positive")
     if not 0 < cfg.crop_scale_min <= 1:
         problems.append(f"crop_scale_min={cfg.crop_scale_min} should be in (0, 1]")
-    if cfg.num_workers < -1:
-        problems.append(f"num_workers={cfg.num_workers} should be -1 (default_workers() for this machine) or at least 0")
+    try:
+        resolve_workers(cfg.num_workers)  # its check alone: the count itself is resolved on the device later
+    except ConfigError as err:
+        problems.append(str(err))
     if problems:
         raise ConfigError(f"ProbeConfig: {'; '.join(problems)}")
 

@@ -49,6 +49,13 @@ def test_num_workers_minus_one_is_the_default_and_other_negatives_are_refused() 
         loader.resolve_workers(-2)
 
 
+def test_a_probe_config_with_a_negative_num_workers_is_refused_before_it_runs() -> None:
+    from benchmark.probe import ProbeConfig, check_config
+
+    with pytest.raises(ConfigError, match=r"ProbeConfig: num_workers=-2 should be -1 \(default_workers\(\) for this"):
+        check_config(ProbeConfig(data_root="data", arch="vit-smoke", num_workers=-2))
+
+
 def test_a_config_with_a_negative_num_workers_is_one_error_line(tmp_path, capsys) -> None:
     import json
     from dataclasses import asdict
