@@ -15,3 +15,29 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_all(root, seed=0, scale="smoke")
     return root
+
+
+@pytest.fixture
+def pretrain_to_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
+    """``run(cfg, out)``: pre-trains ``cfg`` into ``out`` and stops it right after its first
+    checkpoint is written, as a kill would; the run can then be resumed."""
+    import benchmark.pretrain as pretrain_module
+
+    class Interrupted(Exception):
+        pass
+
+    real_save = pretrain_module.save_state
+
+    def save_then_stop(path, **state):
+        real_save(path, **state)
+        raise Interrupted
+
+    def run(cfg, out: Path) -> None:
+        monkeypatch.setattr(pretrain_module, "save_state", save_then_stop)
+        try:
+            with pytest.raises(Interrupted):
+                pretrain_module.pretrain(cfg, out)
+        finally:
+            monkeypatch.setattr(pretrain_module, "save_state", real_save)
+
+    return run

@@ -129,27 +129,14 @@ def _config(root: Path, **overrides) -> PretrainConfig:
     return PretrainConfig(**{**values, **overrides})
 
 
-def test_pretraining_decodes_on_the_device_trains_and_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
-    import benchmark.pretrain as pretrain_module
-
+def test_pretraining_decodes_on_the_device_trains_and_resumes_to_the_same_weights(tmp_path,
+                                                                                   pretrain_to_first_checkpoint) -> None:
     cfg = _config(_jpegs(tmp_path / "images", 16))
     pretrain(cfg, tmp_path / "whole")
     losses = [r["loss"] for r in read_log(tmp_path / "whole")]
     assert len(losses) == 6 and all(np.isfinite(losses)) and losses[-1] < losses[0]
 
-    real_save = pretrain_module.save_state
-
-    class Interrupted(Exception):
-        pass
-
-    def save_then_stop(path, **state):
-        real_save(path, **state)
-        raise Interrupted
-
-    monkeypatch.setattr(pretrain_module, "save_state", save_then_stop)
-    with pytest.raises(Interrupted):
-        pretrain(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(pretrain_module, "save_state", real_save)
+    pretrain_to_first_checkpoint(cfg, tmp_path / "resumed")
     cfg.num_workers = 2  # workers read the bytes; the batch is the same
     pretrain(cfg, tmp_path / "resumed")
     a = load_file(str(tmp_path / "whole" / "encoder.safetensors"))

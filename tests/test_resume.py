@@ -109,27 +109,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
 
 
 def test_a_checkpoint_written_with_0_workers_resumes_with_2_to_the_same_weights(synthetic_root, tmp_path,
-                                                                               monkeypatch) -> None:
+                                                                               pretrain_to_first_checkpoint) -> None:
     """num_workers changes how fast batches come, not which: a run resumes across it (RUNTIME_FIELDS)."""
-    import benchmark.pretrain as pretrain_module
-
     cfg = _config(synthetic_root / "classification" / "train")
     cfg.steps, cfg.checkpoint_every, cfg.num_workers = 4, 2, 0
     pretrain(cfg, tmp_path / "whole")
 
-    class Interrupted(Exception):
-        pass
-
-    real_save = pretrain_module.save_state
-
-    def save_then_stop(path, **state):
-        real_save(path, **state)
-        raise Interrupted
-
-    monkeypatch.setattr(pretrain_module, "save_state", save_then_stop)
-    with pytest.raises(Interrupted):
-        pretrain(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(pretrain_module, "save_state", real_save)
+    pretrain_to_first_checkpoint(cfg, tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["step"] == 2
     cfg.num_workers = 2
     pretrain(cfg, tmp_path / "resumed")
