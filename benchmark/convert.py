@@ -386,7 +386,8 @@ SOURCES = ("timm", "deit", "mae", "dino", "beit", "mmpretrain")
 DROPPED: dict[str, tuple[str, ...]] = {
     "timm": ("head.*",),  # classifier
     "deit": ("head.*",),  # classifier (a distilled DeiT's dist_token / head_dist is refused, see below)
-    "mae": ("head.*", "decoder_*", "mask_token"),  # fine-tuned head; pre-training decoder and mask token
+    # fine-tuned head; pre-training decoder and mask token. A fine-tuned release's fc_norm becomes norm (_map_state).
+    "mae": ("head.*", "decoder_*", "mask_token"),
     "dino": ("head.*",),  # DINO projection head of a full training checkpoint
     # fine-tuned head; pre-training mask token and visual-token head; relative position indices (buffers
     # timm rebuilds). A final "norm.*" (pre-training / cls-pooling models) is dropped as well when the
@@ -458,6 +459,13 @@ def load_source(src: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     return obj
 
 
+def _is_global_pool_finetuned(keys: Any) -> bool:
+    """MAE's fine-tuned releases (``global_pool=True``): a final ``fc_norm`` after average pooling
+    and no ``norm`` (MAE's fine-tuning deletes the pre-trained one)."""
+    keys = set(keys)
+    return "fc_norm.weight" in keys and "norm.weight" not in keys and "cls_token" in keys
+
+
 def _is_dino_training(ckpt: Mapping[str, Any]) -> bool:
     return any(isinstance(ckpt.get(k), Mapping) for k in ("teacher", "student"))
 
@@ -493,7 +501,7 @@ def detect_source(ckpt: Mapping[str, Any]) -> str:
     if has(lambda k: k.startswith(("rel_pos_bias.", "lm_head.")) or k.endswith(
             (".relative_position_bias_table", ".attn.q_bias", ".gamma_1"))):
         return "beit"
-    if has(lambda k: k.startswith("decoder_")):
+    if has(lambda k: k.startswith("decoder_")) or _is_global_pool_finetuned(keys):
         return "mae"
     if "dist_token" in keys or has(lambda k: k.startswith("head_dist.")):
         return "deit"
@@ -560,6 +568,13 @@ def _map_state(
         )
     if source == "dino":
         kept = _rename(kept, lambda k: k[len("backbone."):] if k.startswith("backbone.") else k, what)
+    elif source == "mae" and _is_global_pool_finetuned(kept):
+        kept = _rename(kept, lambda k: "norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else k, what)
+        notes.append(
+            "fc_norm (MAE's fine-tuning, global_pool=True) kept as the final norm (norm.*): it is the checkpoint's "
+            "only final LayerNorm, trained on these blocks' outputs; our ViTs normalise every token with it and pool "
+            "the class token, where MAE's fine-tuned model averaged the patch tokens before normalising"
+        )
     elif source == "mmpretrain":
         kept = _rename(kept, _mmpretrain_key, what)
     if fill_fc_norm:

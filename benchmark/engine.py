@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler.scheduler import Scheduler
 
 from benchmark.utils.io import DiskFull, read_log, torch_save, write_json, write_text  # noqa: F401  (read_log re-exported)
+from benchmark.utils.schedule import WARMUP_RULES, cosine_schedule
 from benchmark.utils.stop import (  # noqa: F401  (re-exported: the trainers' stop on SIGTERM)
     EXIT_PREEMPTED,
     Preempted,
@@ -167,12 +168,33 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
             group["weight_decay"] = value
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr: float) -> CosineLRScheduler:
-    """Linear warm-up then cosine decay, stepped once per optimiser step (``step_update``)."""
-    return CosineLRScheduler(
-        optimizer, t_initial=max(1, total_steps), lr_min=min_lr, warmup_t=warmup_steps,
-        warmup_lr_init=min_lr, warmup_prefix=True, t_in_epochs=False,
-    )
+class ReferenceCosineScheduler(Scheduler):
+    """timm's scheduler interface (``step_update`` once per optimiser step, ``state_dict``, each
+    group's ``lr_scale`` from layer decay applied) over the reference implementations' rule:
+    :func:`benchmark.utils.schedule.cosine_schedule`, from 0 through the warm-up to ``base`` and by
+    a half cosine to ``min_lr`` at the end of the run. timm's own ``CosineLRScheduler`` cannot
+    express it: its warm-up reaches the peak one step after BEiT's ``np.linspace``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: float, min_lr: float,
+                 warmup_rule: str = "beit") -> None:
+        if warmup_rule not in WARMUP_RULES:
+            raise ValueError(f"warmup_rule must be one of {WARMUP_RULES}, got {warmup_rule!r}")
+        self.total_steps, self.warmup_steps, self.min_lr = max(1, total_steps), warmup_steps, min_lr
+        self.warmup_rule = warmup_rule
+        super().__init__(optimizer, "lr", t_in_epochs=False)
+        self.step_update(0)
+
+    def _get_lr(self, t: int) -> list[float]:
+        return [cosine_schedule(t, base, self.min_lr, self.total_steps, self.warmup_steps, warmup_rule=self.warmup_rule)
+                for base in self.base_values]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: float, min_lr: float,
+                    warmup_rule: str = "beit") -> ReferenceCosineScheduler:
+    """Linear warm-up from 0, then a cosine to ``min_lr`` at the last step, stepped once per
+    optimiser step (``step_update``). ``warmup_rule``: "beit" (BEiT and DINO, pre-training and
+    fine-tuning) or "mae" (MAE's linear probe); see :mod:`benchmark.utils.schedule`."""
+    return ReferenceCosineScheduler(optimizer, total_steps, warmup_steps, min_lr, warmup_rule)
 
 
 class NonFiniteLoss(RuntimeError):

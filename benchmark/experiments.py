@@ -362,7 +362,7 @@ _PAPER_PRETRAIN = {"blr": 1.5e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_pa
                    "crop_scale_min": 0.08, "checkpoint_every": 2000, "num_workers": 10}  # BEiT's values (our choice)
 _PAPER_METHOD_ARGS = {
     "splitmask": {"decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},  # weight unknown: 1.0 (our choice)
-    "beit": {"mask_ratio": 0.4},
+    "beit": {},  # BEiT's 75 of 196 patches (methods.beit.BEIT_MASK_RATIO)
     "dino": {},
     "supervised": {},
 }

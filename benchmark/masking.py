@@ -187,13 +187,14 @@ class VisualTokenTargets:
 
     def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
         """Fits the codebook on ``batches``. A k-means codebook (minutes at the paper's vocabulary)
-        is kept at ``<cache>-kmeans-v<vocab>-p<patch>-s<seed>.safetensors`` and loaded from there
-        by the next run on the same images; ``batches`` is then never read."""
+        is kept at ``<cache>-kmeans-pqc-v<vocab>-p<patch>-s<seed>.safetensors`` (pqc: the order of a
+        patch's values, :func:`~benchmark.tokenizers.patchify`) and loaded from there by the next run
+        on the same images; ``batches`` is then never read."""
         if self.tokenizer_name not in TOKENIZERS:
             return
         path = None
         if cache is not None and self.tokenizer_name == "kmeans":
-            key = f"kmeans-v{self.vocab_size}-p{self.patch_size}-s{self.tokenizer_seed}"
+            key = f"kmeans-pqc-v{self.vocab_size}-p{self.patch_size}-s{self.tokenizer_seed}"
             path = cache.with_name(f"{cache.name}-{key}.safetensors")
             if path.is_file():
                 codebook = load_file(str(path))["codebook"]
@@ -215,9 +216,9 @@ class VisualTokenTargets:
 
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N) visual token ids, or (B, N, C*p*p) pixel targets. With ``index``
+        """(B, C, H, W) -> (B, N) visual token ids, or (B, N, p*p*C) pixel targets. With ``index``
         (M,) into the B*N patches (sample-major), the targets of those patches alone: (M,) or
-        (M, C*p*p); a codebook then looks up only those patches."""
+        (M, p*p*C); a codebook then looks up only those patches."""
         if self.tokenizer_name in TOKENIZERS and index is not None:
             patches = patchify(images.float(), self.patch_size).flatten(0, 1).index_select(0, index)
             return nearest(patches, self.codebook)

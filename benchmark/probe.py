@@ -371,7 +371,8 @@ def linear_probe(
     head = make_head(encoder.num_features, num_classes, synchronised=ctx.distributed).to(device)
     lr = cfg.blr * batch / 256
     optimizer = build_head_optimizer(head, cfg.optimizer, lr, cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
+    # MAE's linear probe sets its lr per iteration from a fractional epoch: its warm-up rule, unrounded.
+    scheduler = build_scheduler(optimizer, total, cfg.warmup_epochs * steps_per_epoch, cfg.min_lr, warmup_rule="mae")
     if cached is None:
         data = SeededTransform(train_set, probe_train_transform(cfg.img_size, cfg.crop_scale_min), cfg.seed, subset)
         sampler = EpochSampler(len(data), cfg.seed, rank=ctx.rank, num_replicas=ctx.world_size)

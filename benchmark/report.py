@@ -42,6 +42,7 @@ METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
 # The metrics each evaluation kind reports in the tables (result.json may hold more).
 TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "knn": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
 MISSING, UNKNOWN = "—", "unknown"
+EARLIER_SCHEDULE = "timm-cosine/0"  # a result.json without lr_schedule: made before SCHEDULE_ID
 NOT_COMPARABLE = "n/a (scale)"  # ours at a smaller scale than the paper's: no difference is computed
 
 
@@ -67,8 +68,23 @@ def collect(runs_dir: Path) -> pd.DataFrame:
                 if metric in result["metrics"]:
                     rows.append({**_tag_values(tags), "artifact": artifact, "metric": metric,
                                  "value": result["metrics"][metric], "seed": result["seed"],
-                                 "created": result["created"], "run_key": run["key"]})
-    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key"])
+                                 "created": result["created"], "run_key": run["key"],
+                                 "lr_schedule": result.get("lr_schedule", EARLIER_SCHEDULE)})
+    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key", "lr_schedule"])
+
+
+def schedule_note(results: pd.DataFrame) -> list[str]:
+    """A REPORT.md paragraph naming the results made with the learning-rate schedule used before
+    the suite followed the reference code (their result.json has no ``lr_schedule``)."""
+    earlier = results[results.lr_schedule == EARLIER_SCHEDULE]
+    if earlier.empty:
+        return []
+    runs, artifacts = earlier.run_key.nunique(), ", ".join(sorted(set(earlier.artifact)))
+    return [f"{runs} of the {results.run_key.nunique()} evaluation runs below ({artifacts}) were made with the "
+            "learning-rate schedule used before 29 November 2026: timm's cosine over the steps after the warm-up, which "
+            "stopped with about a tenth of the peak learning rate still on, from a warm-up starting at `min_lr` and "
+            "peaking one step late. The suite now follows BEiT's, DINO's and MAE's schedules step for step "
+            "(`benchmark/utils/schedule.py`, pinned by `tests/test_parity.py`); these runs were not repeated with it.", ""]
 
 
 @functools.lru_cache(maxsize=1)
@@ -280,6 +296,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         f"\"{MISSING}\": the run has not happened. \"{UNKNOWN}\": the paper's value is not known. Paper values are "
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
     ]
+    lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():

@@ -9,6 +9,9 @@ Schema (all keys required):
 - ``checkpoint``: ``{"path": str | None, "sha256": str | None}``, the pre-trained weights used
 - ``versions``: package versions, ``python``, ``git_commit``
 - ``device``, ``wall_time_s``, ``seed``, ``created``: where, how long, which seed, when
+
+Optional: ``lr_schedule``, the schedule rule of the suite's training loops
+(:data:`benchmark.utils.schedule.SCHEDULE_ID`); results written before it existed have none.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.utils.io import sha256_file, write_json
+from benchmark.utils.schedule import SCHEDULE_ID
 
 SCHEMA = "sslbench.result/1"
 REQUIRED = {
@@ -83,6 +87,8 @@ def validate(result: dict[str, Any], where: str = "result") -> dict[str, Any]:
             raise ResultError(f"{where}: missing field {key!r}")
         if not isinstance(result[key], typ) or (typ is int and isinstance(result[key], bool)):
             raise ResultError(f"{where}: field {key!r} should be {typ}, got {type(result[key]).__name__}")
+    if not isinstance(result.get("lr_schedule", ""), str):
+        raise ResultError(f"{where}: field 'lr_schedule' should be a string")
     if result["schema"] != SCHEMA:
         raise ResultError(f"{where}: schema {result['schema']!r} is not {SCHEMA!r}")
     for name, value in result["metrics"].items():
@@ -118,6 +124,7 @@ def write_result(
         "wall_time_s": round(time.time() - started, 3),
         "seed": int(seed),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "lr_schedule": SCHEDULE_ID,
     }
     validate(json.loads(json.dumps(result, default=str)))
     path = Path(run_dir) / RESULT_FILE

@@ -33,17 +33,19 @@ import torch.nn.functional as F
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, C*p*p), patches in row-major order (the ViT's token order)."""
+    """(B, C, H, W) -> (B, N, p*p*C), patches in row-major order (the ViT's token order), each
+    patch's values in MAE's order (``patchify``: 'nchpwq->nhwpqc', pixel row, pixel column, then
+    channel), so that MAE's pixel predictions and decoder weights mean the same here."""
     b, c, h, w = images.shape
     p = patch_size
     if h % p or w % p:
         raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
     x = images.reshape(b, c, h // p, p, w // p, p)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
 
 
 def pixel_patches(images: torch.Tensor, patch_size: int, normalize: bool = True) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, C*p*p): each patch's pixels, standardised by the patch's own mean
+    """(B, C, H, W) -> (B, N, p*p*C): each patch's pixels, standardised by the patch's own mean
     and (unbiased) variance when ``normalize`` (MAE's ``norm_pix_loss`` targets)."""
     target = patchify(images.float(), patch_size)
     if normalize:

@@ -212,7 +212,7 @@ def test_tokens_come_from_the_fitted_codebook() -> None:
     images = torch.randn(2, 3, 64, 64)
     assert torch.equal(method.tokenize(images), PatchCodebookTokenizer.assign(images, method.codebook, 16))
     # random-patches: every codebook entry is one of the fitting patches.
-    patches = fit.reshape(4, 3, 4, 16, 4, 16).permute(0, 2, 4, 1, 3, 5).reshape(-1, 768)
+    patches = fit.reshape(4, 3, 4, 16, 4, 16).permute(0, 2, 4, 3, 5, 1).reshape(-1, 768)  # MAE's patch order
     assert ((method.codebook[:, None] - patches[None]).abs().amax(-1).min(1).values < 1e-6).all()
 
 

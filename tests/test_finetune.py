@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from benchmark.finetune import FinetuneConfig, finetune, main
-from benchmark.engine import RunLog
+from benchmark.engine import RunLog, read_log
+from benchmark.utils.schedule import cosine_schedule
 
 
 def _config(root, **overrides) -> FinetuneConfig:
@@ -21,9 +22,17 @@ def _config(root, **overrides) -> FinetuneConfig:
 
 
 def test_random_init_learns_the_synthetic_classes(synthetic_root, tmp_path) -> None:
-    metrics = finetune(_config(synthetic_root / "classification"), tmp_path)
+    cfg = _config(synthetic_root / "classification")
+    metrics = finetune(cfg, tmp_path)
     assert metrics["top1"] > 2 * 100 / 6, metrics  # six classes: chance is 16.7%
     assert json.loads((tmp_path / "result.json").read_text())["metrics"]["top1"] == metrics["top1"]
+    # BEiT's cosine_scheduler (pinned in test_parity.py), warm-up of one epoch; the head's group
+    # (lr_scale 1) is logged, the record of step k holding the lr set for step k.
+    records = [r for r in read_log(tmp_path) if "lr" in r]
+    total = records[-1]["step"]
+    lr = cfg.blr * cfg.batch_size / 256
+    expected = [cosine_schedule(r["step"], lr, cfg.min_lr, total, total // cfg.epochs) for r in records]
+    assert [r["lr"] for r in records] == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
 class Interrupted(Exception):

@@ -56,6 +56,13 @@ def vit_src() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
+def vit_global_pool() -> nn.Module:
+    """MAE's fine-tuned model (global_pool=True): average pooling, ``fc_norm``, no ``norm``, a head."""
+    torch.manual_seed(4)
+    return _distinctive(create_vit("vit-smoke", SIZE, num_classes=5, global_pool="avg"), 5)
+
+
+@pytest.fixture(scope="module")
 def vit_student() -> nn.Module:
     torch.manual_seed(1)
     return _distinctive(create_vit("vit-smoke", SIZE, num_classes=0), 2)
@@ -126,6 +133,12 @@ def mae_release(m: dict[str, nn.Module]) -> dict[str, Any]:
     return {"model": state, "epoch": 799, "args": argparse.Namespace(model="mae_vit_smoke", mask_ratio=0.75)}
 
 
+def mae_finetuned_release(m: dict[str, nn.Module]) -> dict[str, Any]:
+    state = _sd(m["mae_ft"])
+    assert "fc_norm.weight" in state and "norm.weight" not in state  # the layout of MAE's fine-tuned releases
+    return {"model": state, "epoch": 99, "args": argparse.Namespace(model="vit_smoke", global_pool=True)}
+
+
 def _dino_head(prefix: str) -> dict[str, torch.Tensor]:
     return {
         f"{prefix}head.mlp.0.weight": torch.randn(64, DIM),
@@ -183,6 +196,7 @@ FORMATS: dict[str, tuple[Callable[[dict[str, nn.Module]], dict[str, Any]], str, 
     "mae": (mae_release, "mae", "vit", {"mask_token", "decoder_embed.weight", "decoder_embed.bias", "decoder_pos_embed",
                                         "decoder_blocks.0.attn.qkv.weight", "decoder_blocks.0.norm1.weight",
                                         "decoder_norm.weight", "decoder_pred.weight"}, "blocks.2.mlp.fc1.weight"),
+    "mae-finetuned": (mae_finetuned_release, "mae", "mae_ft", {"head.weight", "head.bias"}, "blocks.2.mlp.fc1.weight"),
     "dino-teacher": (dino_training, "dino:teacher", "vit", set(_dino_head("")), "backbone.blocks.2.mlp.fc1.weight"),
     "dino-backbone": (dino_backbone, "timm", "vit", set(), "blocks.2.mlp.fc1.weight"),
     "mmpretrain": (mmpretrain_release, "mmpretrain", "vit", {"head.layers.head.weight", "head.layers.head.bias"},
@@ -197,8 +211,8 @@ FORMATS: dict[str, tuple[Callable[[dict[str, nn.Module]], dict[str, Any]], str, 
 
 
 @pytest.fixture(scope="module")
-def models(vit_src, vit_student, beit_src, beit_ft_src) -> dict[str, nn.Module]:
-    return {"vit": vit_src, "student": vit_student, "beit": beit_src, "beit_ft": beit_ft_src}
+def models(vit_src, vit_global_pool, vit_student, beit_src, beit_ft_src) -> dict[str, nn.Module]:
+    return {"vit": vit_src, "mae_ft": vit_global_pool, "student": vit_student, "beit": beit_src, "beit_ft": beit_ft_src}
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +264,10 @@ def test_import_is_exact_and_gives_the_source_features(name: str, release_files,
         # the release's final norm feeds its lm_head; our encoder stops before it (fc_norm is filled fresh)
         torch.testing.assert_close(src.norm(_features(model, x)), _features(src, x), rtol=0, atol=1e-6)
         assert torch.equal(result.state["fc_norm.weight"], torch.ones(DIM)) and result.notes
+    elif name == "mae-finetuned":
+        # fc_norm becomes the final norm: our encoder normalises every token with the release's fc_norm
+        torch.testing.assert_close(_features(model, x), src.fc_norm(_features(src, x)), rtol=0, atol=1e-6)
+        assert torch.equal(result.state["norm.weight"], src.fc_norm.weight) and "fc_norm" in result.notes[0]
     else:
         torch.testing.assert_close(_features(model, x), _features(src, x), rtol=0, atol=1e-6)
 

@@ -127,8 +127,9 @@ def test_norm_pix_targets_are_standardised_per_patch() -> None:
 def test_decoder_position_embedding_is_fixed_sincos() -> None:
     pos = sincos_pos_embed_2d(8, 2, 3)
     assert pos.shape == (6, 8)
-    assert torch.equal(pos[0, :4], pos[1, :4]) and not torch.equal(pos[0, 4:], pos[1, 4:])  # same row
-    assert torch.equal(pos[0, 4:], pos[3, 4:]) and not torch.equal(pos[0, :4], pos[3, :4])  # same column
+    # MAE's layout (its meshgrid puts w first): the first half encodes the column, the second the row.
+    assert torch.equal(pos[0, 4:], pos[1, 4:]) and not torch.equal(pos[0, :4], pos[1, :4])  # same row
+    assert torch.equal(pos[0, :4], pos[3, :4]) and not torch.equal(pos[0, 4:], pos[3, 4:])  # same column
     method = small_mae()
     assert "decoder_pos_embed" not in method.state_dict()
     assert not any(name == "decoder_pos_embed" for name, _ in method.named_parameters())

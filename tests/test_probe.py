@@ -32,6 +32,7 @@ from benchmark.probe import (
     weighted_votes,
 )
 from benchmark.results import load_result
+from benchmark.utils.schedule import cosine_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANCE = 100.0 / 6  # six shape classes in the synthetic set
@@ -146,6 +147,11 @@ def test_linear_probe_on_cached_features_beats_chance_and_leaves_the_encoder_alo
         assert not head[0].affine and set(dict(head.named_parameters())) == {"1.weight", "1.bias"}
         records = read_log(tmp_path / f"s{seed}")
         assert len(records) == 30 * (288 // 64)
+        # MAE's adjust_learning_rate (pinned in test_parity.py): warm-up lr * s / W over W = 2 epochs
+        # of 4 steps, then the cosine; record k holds the lr set for step k.
+        total, lr = len(records), cfg.blr * 64 / 256
+        expected = [cosine_schedule(k, lr, cfg.min_lr, total, 2 * 4, warmup_rule="mae") for k in range(1, total + 1)]
+        assert [r["lr"] for r in records] == pytest.approx(expected, rel=1e-9, abs=1e-15)
         # The head learns its training features, and generalises above chance to val.
         assert sum(r["train_acc"] for r in records[-4:]) / 4 > 0.3
         assert metrics["top1"] > CHANCE, f"seed {seed}: top-1 {metrics['top1']:.1f}% is not above chance"

@@ -112,3 +112,21 @@ def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
     assert [(x, m) for x, m, _ in points] == [(1.0, 30.0), (100.0, 40.0)]  # sorted by subset size
     assert len(evals) > 2  # the other fractions exist in the plan but have not run: not drawn
     assert (plots / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_made_before_the_reference_schedule_are_named(tmp_path) -> None:
+    """A result.json without ``lr_schedule`` (written before the schedules followed BEiT's, DINO's
+    and MAE's code) is counted in REPORT.md; one written now carries the rule and is not."""
+    import json
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    assert "learning-rate schedule used before" not in report.read_text()
+    old = next(runs.rglob("detect-splitmask-smoke-seed0/result.json"))
+    result = json.loads(old.read_text())
+    assert result["lr_schedule"] == "reference-cosine/1"
+    del result["lr_schedule"]
+    write_json(old, result)
+    build_report(runs, tables, plots, report)
+    # (the fixture gives its detection run the key of a fine-tuning run: two distinct keys in all)
+    assert "1 of the 2 evaluation runs below (smoke) were made with the learning-rate schedule used before" in report.read_text()

@@ -14,6 +14,7 @@ from benchmark.methods.losses import info_nce
 from benchmark.methods.splitmask import split_patches
 from benchmark.models import create_vit
 from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.utils.schedule import cosine_schedule
 
 
 @pytest.mark.parametrize("num_patches,keep", [(16, 8), (196, 98), (196, 49)])
@@ -111,6 +112,17 @@ def test_loss_falls_on_synthetic_data(smoke_pretrain) -> None:
     assert len(losses) == 60 and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 0.3, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_learning_rate_follows_beits_schedule(smoke_pretrain) -> None:
+    """Pre-training trains step s with BEiT's cosine_scheduler value s (pinned to the official
+    code in test_parity.py): 0 at step 0, the peak at the last warm-up step, min_lr after the
+    last step. The log's record of step k holds the lr set for step k (0-based)."""
+    cfg, out, _ = smoke_pretrain
+    logged = [r["lr"] for r in read_log(out)]
+    expected = [cosine_schedule(k, cfg.lr, cfg.min_lr, cfg.steps, cfg.warmup_steps) for k in range(1, cfg.steps + 1)]
+    assert logged == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert logged[cfg.warmup_steps - 2] == pytest.approx(cfg.lr) and logged[-1] == pytest.approx(cfg.min_lr)
 
 
 def test_export_loads_into_timm_strictly(smoke_pretrain) -> None:

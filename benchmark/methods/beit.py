@@ -1,7 +1,10 @@
 """BEiT: BERT pre-training of image transformers (Bao et al., 2021), the paper's denoising baseline.
 
 Per image, about ``mask_ratio`` of the patches are masked in blocks (BEiT's blockwise masking,
-:func:`benchmark.masking.blockwise_mask`). A learned mask token replaces the patch embedding of
+:func:`benchmark.masking.blockwise_mask`), at most ``round(mask_ratio * N)`` of the N patches. The
+default is BEiT's release: ``num_mask_patches=75`` of the 196 patches at 224 px with 16 px patches
+(:data:`BEIT_MASK_RATIO` = 75/196, not 0.4, which would mask up to 78); on another grid the same
+share of its patches. A learned mask token replaces the patch embedding of
 every masked patch *before* the position embedding is added; the encoder runs on the full
 sequence; a linear head on the final (normed) patch tokens predicts the visual token of each
 masked patch (cross-entropy over the masked patches only). The visual tokens come from a patch
@@ -34,13 +37,17 @@ from benchmark.masking import to_device, VisualTokenTargets, blockwise_mask
 from benchmark.methods.base import PretrainMethod
 
 
+# BEiT's run_beit_pretraining.py: --num_mask_patches 75 on the 14x14 grid of 224 px images.
+BEIT_MASK_RATIO = 75 / 196
+
+
 class BEiT(VisualTokenTargets, PretrainMethod):
     name = "beit"
 
     def __init__(
         self,
         encoder: nn.Module,
-        mask_ratio: float = 0.4,
+        mask_ratio: float = BEIT_MASK_RATIO,
         vocab_size: int = 8192,
         tokenizer: str = "random-patches",
         tokenizer_seed: int = 0,
@@ -120,7 +127,7 @@ class BEiT(VisualTokenTargets, PretrainMethod):
         # The masked patches' positions among all B*N, found on the CPU (no GPU sync).
         masked = to_device(cpu_mask.flatten().nonzero().squeeze(1), images.device)
         mask = to_device(cpu_mask, images.device)
-        targets = self.tokenize(images, masked)  # (M,) token ids or (M, C*p*p) pixels
+        targets = self.tokenize(images, masked)  # (M,) token ids or (M, p*p*C) pixels
         encoded = self.encode_tokens(self.embed_masked(images, mask))[:, self.encoder.num_prefix_tokens :]
         prediction = self.token_head(encoded.flatten(0, 1).index_select(0, masked))  # masked patches only
         loss, metrics = self.target_loss(prediction, targets)

@@ -11,8 +11,8 @@ averaged over the batch and over the pairs. ``c`` (the centre, a buffer) is an E
 mean of the teacher outputs (``center_momentum``), moved once per optimiser step in ``after_step``
 with the mean over every micro-batch of the step and, under torch.distributed, every process;
 ``tau_t`` is warmed up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
-``warmup_teacher_temp_steps``; the teacher's momentum follows a cosine from ``momentum_teacher``
-to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps;
+``warmup_teacher_temp_steps`` (reached at the last of them, as DINO's ``np.linspace``); the
+teacher's momentum follows a cosine from ``momentum_teacher`` to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps;
 the weight decay follows a cosine from the config's ``weight_decay`` to ``weight_decay_end``;
 gradients are clipped per parameter (``clip_grad`` of the config), as DINO does.
 
@@ -33,8 +33,6 @@ into ``create_vit(arch, img_size, num_classes=0)``.
 
 from __future__ import annotations
 
-import math
-
 from typing import Any, Sequence
 
 import torch
@@ -47,6 +45,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from benchmark.augment import MultiCrop
 from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
+from benchmark.utils.schedule import cosine_schedule
 
 
 class DINOHead(nn.Module):
@@ -221,11 +220,12 @@ class DINO(PretrainMethod):
 
     # ------------------------------------------------------------------------------- schedules
     def teacher_temp_at(self, step: int) -> float:
-        """Linear warm-up from ``warmup_teacher_temp`` (step 0) to ``teacher_temp`` (step W and on)."""
+        """DINO's warm-up of the teacher temperature, ``np.linspace(warmup_teacher_temp,
+        teacher_temp, W)`` (``teacher_temp`` reached at step W - 1), then ``teacher_temp``;
+        DINO counts W in epochs, the suite in steps."""
         w = self.warmup_teacher_temp_steps
-        if step >= w:
-            return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * step / w
+        # base == final: constant after the warm-up
+        return cosine_schedule(step, self.teacher_temp, self.teacher_temp, w + 1, w, start=self.warmup_teacher_temp)
 
     def freeze_steps(self, total_steps: int) -> int:
         """Steps during which the last layer is frozen. Default: DINO's one epoch of its 300-epoch
@@ -280,11 +280,10 @@ class DINO(PretrainMethod):
 
     def weight_decay_at(self, step: int, total_steps: int, base: float) -> float:
         """DINO's weight-decay schedule: a cosine from the config's weight decay (DINO: 0.04) at
-        step 0 to ``weight_decay_end`` (0.4) at the last step; constant if that is None."""
+        step 0 to ``weight_decay_end`` (0.4) at the end; constant if that is None."""
         if self.weight_decay_end is None:
             return base
-        end = self.weight_decay_end
-        return end + (base - end) * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+        return cosine_schedule(step, base, self.weight_decay_end, total_steps)
 
     @torch.no_grad()
     def clip_gradients(self, max_norm: float) -> None:

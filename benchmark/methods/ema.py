@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
+
+from benchmark.utils.schedule import cosine_schedule
 
 try:  # timm's stochastic depth; the ViTs of the suite use it
     from timm.layers import DropPath
@@ -27,13 +28,13 @@ _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropo
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     """The EMA momentum at ``step`` of ``total_steps``: ``base`` at step 0, rising to 1.0 by a
-    half cosine (BYOL eq. in Sec. 3.2; DINO's ``momentum_schedule``)."""
+    half cosine (BYOL eq. in Sec. 3.2; DINO's ``momentum_schedule``, a ``cosine_scheduler`` from
+    ``base`` to 1 without warm-up)."""
     if not 0.0 <= base <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {base}")
     if total_steps <= 0:
         return base
-    progress = min(max(step / total_steps, 0.0), 1.0)
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    return cosine_schedule(max(step, 0), base, 1.0, total_steps)
 
 
 def disable_stochastic_layers(module: nn.Module) -> nn.Module:

@@ -31,8 +31,10 @@ from benchmark.tokenizers import pixel_patches
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding (grid_h * grid_w, dim), row-major patch order:
-    the first half of the channels encodes the row, the second half the column."""
+    """Fixed 2-D sine-cosine position embedding (grid_h * grid_w, dim), row-major patch order,
+    as MAE's ``get_2d_sincos_pos_embed`` (which builds its grid with ``np.meshgrid(w, h)``): the
+    first half of the channels encodes the column, the second half the row; each half is
+    [sin, cos] of the position times 1 / 10000^(k / (dim / 4))."""
     if dim % 4:
         raise ValueError(f"a 2-D sine-cosine embedding needs a dimension divisible by 4, got {dim}")
     quarter = dim // 4
@@ -43,7 +45,7 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
         angle = pos.flatten()[:, None] * omega[None]
         return torch.cat([angle.sin(), angle.cos()], dim=1)
 
-    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -104,7 +106,7 @@ class MAE(PretrainMethod):
 
     @torch.no_grad()
     def pixel_targets(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N, C*p*p): the patches of the (normalised) input images, each
+        """(B, C, H, W) -> (B, N, p*p*C): the patches of the (normalised) input images, each
         standardised by its own mean and (unbiased) variance when ``norm_pix_loss``."""
         return pixel_patches(images, self.patch_size, normalize=self.norm_pix_loss)
 
@@ -123,7 +125,7 @@ class MAE(PretrainMethod):
         return gather_tokens(torch.cat([visible, filler], dim=1), masking.restore)
 
     def decode(self, encoded: torch.Tensor, masking: RandomMask) -> torch.Tensor:
-        """Encoder output (B, prefix + K, D) -> pixel predictions for every patch (B, N, C*p*p)."""
+        """Encoder output (B, prefix + K, D) -> pixel predictions for every patch (B, N, p*p*C)."""
         n_prefix = self.encoder.num_prefix_tokens
         x = self.decoder_embed(encoded)
         x = torch.cat([x[:, :n_prefix], self.restore_sequence(x[:, n_prefix:], masking)], dim=1)

@@ -83,7 +83,7 @@ class SplitMask(VisualTokenTargets, PretrainMethod):
         # in the order of the predictions, so that only those patches are tokenised.
         rows = torch.arange(b).unsqueeze(1) * self.num_patches
         target_index = to_device(torch.cat([rows + cpu_b, rows + cpu_a]).flatten(), images.device)
-        target = self.tokenize(images, target_index)  # (2B*keep,) token ids or (2B*keep, C*p*p) pixels
+        target = self.tokenize(images, target_index)  # (2B*keep,) token ids or (2B*keep, p*p*C) pixels
 
         tokens = self.embed_patches(images)
         n_prefix = self.encoder.num_prefix_tokens

@@ -1,0 +1,192 @@
+"""Records the golden values of tests/test_parity.py by running the official BEiT, MAE and DINO
+code on fixed inputs. Run once, outside the test suite, on checkouts of the three repositories:
+
+    python tests/golden/record.py --beit UNILM/beit --mae MAE --dino DINO [--out tests/golden]
+
+Nothing of their code is copied here: each function is imported from its own file and called.
+The only changes are to the environment, for code written against 2021-2022 libraries: numpy's
+removed aliases ``np.int`` / ``np.float`` are restored, and the modules BEiT's ``utils.py``
+imports but the scheduler does not use (``torch._six``, ``tensorboardX``, its dVAE module) are
+stubbed. Each output file records the source files, the commits (``--commits``) and the inputs
+in its metadata; tests/golden/README.md says what each tensor is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import random
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+# Schedules: (total steps = epochs x iterations per epoch), the official argument names.
+LR = dict(base=1e-3, final=1e-5)
+BEIT_CASES = {  # name -> (epochs, niter_per_ep, warmup_epochs, warmup_steps)
+    "beit_lr_warmup_epochs": (10, 10, 2, -1),
+    "beit_lr_warmup_steps": (4, 25, 1, 7),
+    "beit_lr_no_warmup": (10, 10, 0, -1),
+}
+MAE_LR = dict(lr=1e-3, min_lr=1e-6, epochs=10, warmup_epochs=2, niter_per_ep=10)
+DINO_SCHEDULES = dict(epochs=10, niter_per_ep=10, wd=0.04, wd_end=0.4, momentum=0.996)
+DINO_LOSS = dict(out_dim=8, batch=3, ncrops=4, warmup_teacher_temp=0.04, teacher_temp=0.07,
+                 warmup_teacher_temp_epochs=5, nepochs=10, student_temp=0.1, center_momentum=0.9, epochs=(2, 7))
+BEIT_MASKS = dict(grid=14, samples=20000, min_num_patches=16, budgets=(75, 118), seed=0)
+MAE_INPUTS = dict(batch=2, channels=3, img=16, patch=4, mask_ratio=0.75, mask_batch=4, mask_patches=16, seed=0)
+POS_EMBED = ((16, 4), (32, 5))  # (embed_dim, grid_size)
+
+
+def load(name: str, path: Path) -> types.ModuleType:
+    """Imports one file of a reference repository under a name of our own (BEiT's and DINO's
+    ``utils`` would otherwise collide); its folder is on sys.path while it imports."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def restore_removed_aliases() -> None:
+    np.int = int  # type: ignore[attr-defined]    removed in numpy 1.24; BEiT's MaskingGenerator uses it
+    np.float = float  # type: ignore[attr-defined]  removed in numpy 1.24; MAE's pos_embed uses it
+    sys.modules.setdefault("torch._six", types.SimpleNamespace(inf=math.inf))
+    sys.modules.setdefault("tensorboardX", types.SimpleNamespace(SummaryWriter=object))
+    sys.modules.setdefault("modeling_discrete_vae", types.SimpleNamespace(Dalle_VAE=object, DiscreteVAE=object))
+
+
+def boundary(masks: np.ndarray) -> np.ndarray:
+    """Per mask (S, H, W): the 4-adjacent pairs with one patch masked and one not."""
+    return (masks[:, 1:] != masks[:, :-1]).sum((1, 2)) + (masks[:, :, 1:] != masks[:, :, :-1]).sum((1, 2))
+
+
+def record_beit(beit: Path) -> dict[str, torch.Tensor]:
+    utils = load("beit_utils", beit / "utils.py")
+    masking = load("beit_masking_generator", beit / "masking_generator.py")
+    out: dict[str, torch.Tensor] = {}
+    for name, (epochs, niter, warmup_epochs, warmup_steps) in BEIT_CASES.items():
+        values = utils.cosine_scheduler(LR["base"], LR["final"], epochs, niter, warmup_epochs=warmup_epochs,
+                                        warmup_steps=warmup_steps)
+        out[name] = torch.tensor(values, dtype=torch.float64)
+    g = BEIT_MASKS["grid"]
+    for budget in BEIT_MASKS["budgets"]:
+        random.seed(BEIT_MASKS["seed"])
+        generator = masking.MaskingGenerator((g, g), budget, min_num_patches=BEIT_MASKS["min_num_patches"])
+        masks = np.stack([generator() for _ in range(BEIT_MASKS["samples"])]).astype(bool)
+        counts = masks.reshape(len(masks), -1).sum(1)
+        out[f"beit_mask{budget}_count_hist"] = torch.tensor(np.bincount(counts, minlength=g * g + 1), dtype=torch.int64)
+        out[f"beit_mask{budget}_position_freq"] = torch.tensor(masks.mean(0), dtype=torch.float64)
+        out[f"beit_mask{budget}_boundary_hist"] = torch.tensor(np.bincount(boundary(masks)), dtype=torch.int64)
+    return out
+
+
+def record_mae(mae: Path) -> dict[str, torch.Tensor]:
+    lr_sched = load("mae_lr_sched", mae / "util" / "lr_sched.py")
+    pos_embed = load("mae_pos_embed", mae / "util" / "pos_embed.py")
+    models_mae = load("mae_models_mae", mae / "models_mae.py")
+    out: dict[str, torch.Tensor] = {}
+    args = types.SimpleNamespace(**MAE_LR)
+    optimizer = types.SimpleNamespace(param_groups=[{}])
+    total = MAE_LR["epochs"] * MAE_LR["niter_per_ep"]
+    # MAE sets the lr at every iteration with a fractional epoch (engine_finetune / main_linprobe).
+    out["mae_lr"] = torch.tensor([lr_sched.adjust_learning_rate(optimizer, s / MAE_LR["niter_per_ep"], args)
+                                  for s in range(total)], dtype=torch.float64)
+    for dim, grid in POS_EMBED:
+        out[f"mae_pos_embed_d{dim}_g{grid}"] = torch.tensor(pos_embed.get_2d_sincos_pos_embed(dim, grid, cls_token=True))
+
+    m = MAE_INPUTS
+    torch.manual_seed(m["seed"])
+    x = torch.zeros(m["mask_batch"], m["mask_patches"], 1)
+    _, mask, ids_restore = models_mae.MaskedAutoencoderViT.random_masking(None, x, m["mask_ratio"])
+    out["mae_mask"], out["mae_ids_restore"] = mask, ids_restore
+
+    g = torch.Generator().manual_seed(m["seed"])
+    patches = (m["img"] // m["patch"]) ** 2
+    imgs = torch.randn(m["batch"], m["channels"], m["img"], m["img"], generator=g) * 2.0 + 0.5
+    pred = torch.randn(m["batch"], patches, m["patch"] ** 2 * m["channels"], generator=g)
+    loss_mask = (torch.rand(m["batch"], patches, generator=g) < m["mask_ratio"]).float()
+    out.update(mae_imgs=imgs, mae_pred=pred, mae_loss_mask=loss_mask)
+    for norm_pix in (True, False):
+        fake = types.SimpleNamespace(patch_embed=types.SimpleNamespace(patch_size=(m["patch"], m["patch"])),
+                                     norm_pix_loss=norm_pix)
+        fake.patchify = types.MethodType(models_mae.MaskedAutoencoderViT.patchify, fake)
+        if norm_pix:
+            out["mae_patchify"] = fake.patchify(imgs)
+        loss = models_mae.MaskedAutoencoderViT.forward_loss(fake, imgs, pred, loss_mask)
+        out[f"mae_loss_norm_pix_{str(norm_pix).lower()}"] = loss.reshape(1)
+    return out
+
+
+def record_dino(dino: Path) -> dict[str, torch.Tensor]:
+    import torch.distributed as dist
+
+    main_dino = load("dino_main_dino", dino / "main_dino.py")
+    utils = sys.modules.get("utils") or load("dino_utils", dino / "utils.py")
+    out: dict[str, torch.Tensor] = {}
+    s = DINO_SCHEDULES
+    out["dino_lr"] = torch.tensor(utils.cosine_scheduler(LR["base"], LR["final"], s["epochs"], s["niter_per_ep"],
+                                                         warmup_epochs=2), dtype=torch.float64)
+    out["dino_wd"] = torch.tensor(utils.cosine_scheduler(s["wd"], s["wd_end"], s["epochs"], s["niter_per_ep"]),
+                                  dtype=torch.float64)
+    out["dino_momentum"] = torch.tensor(utils.cosine_scheduler(s["momentum"], 1, s["epochs"], s["niter_per_ep"]),
+                                        dtype=torch.float64)
+
+    c = DINO_LOSS
+    with tempfile.TemporaryDirectory() as tmp:  # DINOLoss.update_center all-reduces: one gloo process
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
+        try:
+            loss_fn = main_dino.DINOLoss(c["out_dim"], c["ncrops"], c["warmup_teacher_temp"], c["teacher_temp"],
+                                         c["warmup_teacher_temp_epochs"], c["nepochs"], c["student_temp"],
+                                         c["center_momentum"])
+            out["dino_teacher_temp"] = torch.tensor(loss_fn.teacher_temp_schedule, dtype=torch.float64)
+            g = torch.Generator().manual_seed(0)
+            for i, epoch in enumerate(c["epochs"]):
+                student = torch.randn(c["ncrops"] * c["batch"], c["out_dim"], generator=g) * 3.0
+                teacher = torch.randn(2 * c["batch"], c["out_dim"], generator=g) * 3.0 + 1.0
+                loss = loss_fn(student, teacher, epoch)
+                out[f"dino_student_{i}"], out[f"dino_teacher_{i}"] = student, teacher
+                out[f"dino_loss_{i}"] = loss.detach().reshape(1)
+                out[f"dino_center_{i}"] = loss_fn.center.clone()
+        finally:
+            dist.destroy_process_group()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beit", type=Path, required=True, help="microsoft/unilm's beit/ folder")
+    parser.add_argument("--mae", type=Path, required=True, help="facebookresearch/mae")
+    parser.add_argument("--dino", type=Path, required=True, help="facebookresearch/dino")
+    parser.add_argument("--commits", default="{}", help='JSON {"beit": sha, "mae": sha, "dino": sha}')
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    restore_removed_aliases()
+    commits = json.loads(args.commits)
+    inputs = {"beit": {"lr": LR, "cases": BEIT_CASES, "masks": BEIT_MASKS},
+              "mae": {"lr": MAE_LR, "inputs": MAE_INPUTS, "pos_embed": POS_EMBED},
+              "dino": {"lr": LR, "schedules": DINO_SCHEDULES, "loss": DINO_LOSS}}
+    sources = {"beit": "microsoft/unilm beit/utils.py (cosine_scheduler), beit/masking_generator.py (MaskingGenerator)",
+               "mae": "facebookresearch/mae util/lr_sched.py (adjust_learning_rate), util/pos_embed.py "
+                      "(get_2d_sincos_pos_embed), models_mae.py (random_masking, patchify, forward_loss)",
+               "dino": "facebookresearch/dino utils.py (cosine_scheduler), main_dino.py (DINOLoss)"}
+    for name, record, path in (("beit", record_beit, args.beit), ("mae", record_mae, args.mae),
+                               ("dino", record_dino, args.dino)):
+        tensors = {k: v.detach().contiguous() for k, v in record(path).items()}
+        meta = {"source": sources[name], "commit": commits.get(name, "unknown"), "inputs": json.dumps(inputs[name]),
+                "torch": torch.__version__, "numpy": np.__version__}
+        save_file(tensors, str(args.out / f"{name}.safetensors"), metadata=meta)
+        print(f"wrote {args.out / f'{name}.safetensors'}: {len(tensors)} tensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
