@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["doctor"]:
-        from benchmark.doctor import run_doctor
+        from benchmark.tools.doctor import run_doctor
 
         return run_doctor()
     print(__doc__.strip(), file=sys.stderr)

@@ -18,7 +18,7 @@
 #   - 16 images per step = 2 per GPU x 8 GPUs, mixed precision (XCiT: apex fp16),
 #   - test at 1333x800 (keep ratio), COCO bbox + segm mAP.
 # Our documented choice (not XCiT's, which had no layer decay): BEiT-style layer-wise lr decay
-# (benchmark.mm.optim.ViTLayerDecayOptimizerConstructor) with rate 0.7 -- ViTDet's value for ViT-B
+# (benchmark.downstream.mm.optim.ViTLayerDecayOptimizerConstructor) with rate 0.7 -- ViTDet's value for ViT-B
 # Mask R-CNN (Li et al. 2022). The paper's value, if it used one, is unknown.
 #
 # `python -m benchmark.detect` fills in at run time: data root, class names and the heads'
@@ -26,7 +26,7 @@
 # work_dir, seed. Outside torch.distributed it switches SyncBN -> BN and, without CUDA,
 # AmpOptimWrapper -> OptimWrapper (both logged).
 
-custom_imports = dict(imports=['benchmark.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['benchmark.downstream.mm'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
 data_root = 'data/coco/'  # replaced by --data-root

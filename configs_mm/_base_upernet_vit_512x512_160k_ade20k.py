@@ -11,7 +11,7 @@
 #   - 512x512 crops: random rescale of a 2048x512 base by 0.5-2.0, random crop (cat_max_ratio 0.75),
 #     flip, photometric distortion,
 #   - AdamW lr 7e-4, betas (0.9, 0.999), weight decay 0.05, layer-wise lr decay 0.65
-#     (benchmark.mm.optim.ViTLayerDecayOptimizerConstructor = BEiT's LayerDecayOptimizerConstructor),
+#     (benchmark.downstream.mm.optim.ViTLayerDecayOptimizerConstructor = BEiT's LayerDecayOptimizerConstructor),
 #   - 160k iterations, linear warm-up over 1500 iterations from 1e-6 x lr, then poly (power 1) to 0,
 #   - 16 images per step = 2 per GPU x 8 GPUs, mixed precision (BEiT: apex fp16),
 #   - sliding-window inference (512x512 windows, stride 341) on images resized to short side 512,
@@ -24,7 +24,7 @@
 # in_channels, work_dir, seed. Outside torch.distributed it switches SyncBN -> BN and, without
 # CUDA, AmpOptimWrapper -> OptimWrapper (both logged).
 
-custom_imports = dict(imports=['benchmark.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['benchmark.downstream.mm'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
 data_root = 'data/ade/ADEChallengeData2016'  # replaced by --data-root

@@ -21,23 +21,24 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pretrain_to_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
     """``run(cfg, out)``: pre-trains ``cfg`` into ``out`` and stops it right after its first
     checkpoint is written, as a kill would; the run can then be resumed."""
-    import benchmark.pretrain as pretrain_module
+    from benchmark.stages.pretrain import pretrain
+    from benchmark.training.checkpoint import TrainingCheckpoint
 
     class Interrupted(Exception):
         pass
 
-    real_save = pretrain_module.save_state
+    real_save = TrainingCheckpoint.save
 
-    def save_then_stop(path, **state):
-        real_save(path, **state)
+    def save_then_stop(self, step: int) -> None:
+        real_save(self, step)
         raise Interrupted
 
     def run(cfg, out: Path) -> None:
-        monkeypatch.setattr(pretrain_module, "save_state", save_then_stop)
+        monkeypatch.setattr(TrainingCheckpoint, "save", save_then_stop)
         try:
             with pytest.raises(Interrupted):
-                pretrain_module.pretrain(cfg, out)
+                pretrain(cfg, out)
         finally:
-            monkeypatch.setattr(pretrain_module, "save_state", real_save)
+            monkeypatch.setattr(TrainingCheckpoint, "save", real_save)
 
     return run

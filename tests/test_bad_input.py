@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.pretrain import PretrainConfig
+from benchmark.stages.pretrain import PretrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SEG_CONFIG = ROOT / "configs_mm" / "upernet_vit_smoke.py"
@@ -61,7 +61,7 @@ def _pretrain_cfg(tmp_path: Path, data_root: Path | str, **overrides) -> Path:
 
 
 def _pretrain(cfg: Path, out: Path, *flags: str) -> int:
-    from benchmark.pretrain import main
+    from benchmark.stages.pretrain import main
 
     return main(["--config", str(cfg), "--out", str(out), *flags])
 
@@ -83,7 +83,7 @@ def test_pretraining_data_root_missing_or_empty(case: str, tmp_path, capsys) -> 
 
 
 def test_finetuning_data_root_of_the_wrong_layout_names_the_expected_one(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.finetune import main
+    from benchmark.stages.finetune import main
 
     root = synthetic_root / "classification" / "train"  # class folders, not train/ and val/
     cfg = tmp_path / "cfg.json"
@@ -96,7 +96,7 @@ def test_finetuning_data_root_of_the_wrong_layout_names_the_expected_one(synthet
 
 
 def test_detection_data_root_of_the_wrong_layout_names_the_expected_one(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.detect import main
+    from benchmark.stages.detect import main
 
     root = synthetic_root / "ade20k"  # an ADE20k root given as COCO
     work = tmp_path / "work"
@@ -179,7 +179,7 @@ def _broken_coco(synthetic_root: Path, tmp_path: Path, breakage) -> Path:
 
 @pytest.mark.parametrize("case", ["missing field", "box outside"])
 def test_coco_annotations_with_missing_fields_or_boxes_outside_the_image(case, synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.detect import main
+    from benchmark.stages.detect import main
 
     def breakage(data: dict) -> None:
         if case == "missing field":
@@ -206,7 +206,7 @@ def test_coco_annotations_with_missing_fields_or_boxes_outside_the_image(case, s
 
 
 def test_ade20k_labels_out_of_range(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.segment import main
+    from benchmark.stages.segment import main
 
     ade = tmp_path / "ade20k"
     shutil.copytree(synthetic_root / "ade20k", ade)
@@ -228,8 +228,8 @@ def test_ade20k_labels_out_of_range(synthetic_root, tmp_path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def smoke_export(tmp_path_factory) -> Path:
-    from benchmark.convert import save_encoder
-    from benchmark.models import create_vit, model_spec
+    from benchmark.models.checkpoints.export import save_encoder
+    from benchmark.models.vit import create_vit, model_spec
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("export") / "encoder.safetensors"
@@ -239,7 +239,7 @@ def smoke_export(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("case", ["unknown format", "another model size"])
 def test_finetuning_from_a_checkpoint_of_unknown_format_or_another_size(case, synthetic_root, smoke_export, tmp_path,
                                                                          capsys) -> None:
-    from benchmark.finetune import main
+    from benchmark.stages.finetune import main
 
     ckpt = smoke_export
     if case == "unknown format":
@@ -260,7 +260,7 @@ def test_finetuning_from_a_checkpoint_of_unknown_format_or_another_size(case, sy
 
 
 def test_detection_from_a_checkpoint_of_another_model_size(synthetic_root, smoke_export, tmp_path, capsys) -> None:
-    from benchmark.segment import main
+    from benchmark.stages.segment import main
 
     work = tmp_path / "work"
     before = _earlier_results(work)
@@ -285,7 +285,7 @@ class _Payload:
 def test_resuming_from_a_training_checkpoint_that_is_not_this_run_s(case, synthetic_root, tmp_path, capsys) -> None:
     """A checkpoint that would run code is refused unread (``weights_only``); one of another
     model size (another config) is refused by name. Either way it stays where it is."""
-    from benchmark.engine import TRAINING_KEYS
+    from benchmark.training.checkpoint import TRAINING_KEYS
 
     data = synthetic_root / "classification" / "train"
     out = tmp_path / "run"
@@ -336,7 +336,7 @@ def test_a_config_without_a_required_key(tmp_path, capsys) -> None:
 
 
 def test_a_mistyped_mm_config_option_gets_the_nearest_key(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.segment import main
+    from benchmark.stages.segment import main
 
     work = tmp_path / "work"
     before = _earlier_results(work)
@@ -353,7 +353,7 @@ def test_a_mistyped_mm_config_option_gets_the_nearest_key(synthetic_root, tmp_pa
      "error: --nproc-per-node 8 needs --launcher torchrun or slurm (--launcher inprocess runs one process)"),
 ])
 def test_conflicting_driver_options(args, message, tmp_path, capsys) -> None:
-    from benchmark.run import main
+    from benchmark.driver.run import main
 
     runs = tmp_path / "runs"
     before = _earlier_results(runs)

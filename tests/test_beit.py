@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from benchmark import models
-from benchmark.engine import read_log
-from benchmark.masking import blockwise_mask
+from benchmark.models import vit
+from benchmark.utils.io import read_log
+from benchmark.methods.masking import blockwise_mask
 from benchmark.methods import build_method
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
-from benchmark.tokenizers import PatchCodebookTokenizer
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
+from benchmark.methods.tokenizers import PatchCodebookTokenizer
 
-# The BEiT-flavoured smoke size proposed for benchmark.models.ARCHS: timm's Beit with BEiT's
+# The BEiT-flavoured smoke size proposed for benchmark.models.vit.ARCHS: timm's Beit with BEiT's
 # pre-training choices (no absolute position embedding, a relative position bias shared by all
 # blocks, layer-scale 0.1 from beit_base_patch16_224), at vit-smoke's width, depth and heads.
 BEIT_SMOKE = ("beit_base_patch16_224", {"embed_dim": 192, "depth": 4, "num_heads": 3,
@@ -236,7 +236,7 @@ def beit_pretrain(synthetic_root, tmp_path_factory):
     """Through the real engine with the proposed "beit-smoke" ARCHS entry, added for this run only."""
     out = tmp_path_factory.mktemp("pretrain_beit_beit")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.ARCHS, "beit-smoke", BEIT_SMOKE)
+        mp.setitem(vit.ARCHS, "beit-smoke", BEIT_SMOKE)
         return (*_pretrain(synthetic_root, out, "beit-smoke", 30), out)
 
 

@@ -10,14 +10,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from benchmark.augment import GaussianBlur, TwoViews
-from benchmark.engine import build_optimizer, read_log
+from benchmark.methods.views import GaussianBlur, TwoViews
+from benchmark.training.optim import build_optimizer
+from benchmark.utils.io import read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
 from benchmark.methods.byol import BYOL, byol_loss, regression_loss
 from benchmark.methods.ema import cosine_momentum, make_ema_copy
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 SMALL = dict(proj_dim=16, proj_hidden=32, pred_hidden=32)
 

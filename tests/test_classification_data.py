@@ -16,7 +16,7 @@ from PIL import Image
 from scipy.io import loadmat, savemat
 
 from benchmark.data.classification import DOMAINNET_DOMAINS, READERS, load_classification
-from benchmark.data.folders import DataError
+from benchmark.errors import DataError
 
 PALETTE = [(220, 20, 20), (20, 200, 20), (20, 20, 220)]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from safetensors.torch import load_file
 
-from benchmark.engine import read_log
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.utils.io import read_log
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 
 @pytest.mark.slow

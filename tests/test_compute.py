@@ -1,4 +1,5 @@
-"""Compute estimates (benchmark.compute): FLOP counts on the meta device and their scaling."""
+"""Compute estimates (benchmark.driver.compute, benchmark.stages.cost): FLOP counts on the meta device
+(benchmark.models.flops) and their scaling."""
 
 from __future__ import annotations
 
@@ -6,14 +7,9 @@ import time
 
 import pytest
 
-from benchmark.compute import (
-    DATASET_SIZES,
-    REFERENCE_MFU,
-    REFERENCE_PEAK_FLOPS,
-    estimate,
-    pretrain_flops_per_image,
-    vit_flops,
-)
+from benchmark.driver.compute import estimate
+from benchmark.models.flops import pretrain_flops_per_image, vit_flops
+from benchmark.stages.cost import DATASET_SIZES, REFERENCE_MFU, REFERENCE_PEAK_FLOPS
 
 
 def test_vit_s16_forward_matches_deit() -> None:
@@ -87,7 +83,7 @@ def test_finetune_and_probe_scale_with_the_data_set() -> None:
 
 
 def test_smoke_plan_is_estimated_with_refs_unresolved() -> None:
-    from benchmark.experiments import plan_runs
+    from benchmark.experiments.registry import plan_runs
 
     for run in plan_runs("smoke", "smoke"):
         est = estimate(run.kind, run.config, {"train": 320, "val": 64})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.convert import CheckpointError, read_checkpoint, read_spec, save_encoder, to_mm
-from benchmark.finetune import load_pretrained
-from benchmark.models import create_vit, model_spec
+from benchmark.errors import CheckpointError
+from benchmark.models.checkpoints.export import read_checkpoint, read_spec, save_encoder, to_mm
+from benchmark.stages.finetune import load_pretrained
+from benchmark.models.vit import create_vit, model_spec
 
 
 @pytest.fixture()
@@ -58,7 +59,7 @@ def test_wrong_size_or_garbage_is_rejected(exported, tmp_path) -> None:
 def test_beit_export_fine_tunes_with_a_table_per_block(tmp_path) -> None:
     """A BEiT encoder pre-trained with one shared relative position table fine-tunes as BEiT does:
     the table copied to every block, resized at another image size, no key left over or missing."""
-    from benchmark.models import downstream_kwargs
+    from benchmark.models.vit import downstream_kwargs
 
     torch.manual_seed(0)
     beit = create_vit("beit-smoke", 64, num_classes=0).eval()

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from benchmark.methods import build_method
-from benchmark.models import create_vit
-from benchmark.tokenizers import DalleTokenizer, main
+from benchmark.models.vit import create_vit
+from benchmark.methods.tokenizers import DalleTokenizer, main
 
 pytestmark = pytest.mark.filterwarnings("ignore:DalleTokenizer without weights")
 

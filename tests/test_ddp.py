@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import read_log, seed_everything
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig
+from benchmark.utils.io import read_log
+from benchmark.training.runtime import seed_everything
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +108,7 @@ def test_info_nce_negatives_span_the_global_batch(tmp_path) -> None:
 def test_finetuning_on_two_gloo_processes_matches_one_process(synthetic_root, tmp_path) -> None:
     """Fine-tuning under torchrun: two processes over the halves of each global batch take the
     same steps as one process (no Mixup or drop path: nothing random differs per process)."""
-    from benchmark.finetune import FinetuneConfig
+    from benchmark.stages.finetune import FinetuneConfig
 
     cfg = FinetuneConfig(
         data_root=str(synthetic_root / "classification"), arch="vit-smoke", img_size=64, epochs=1, batch_size=32,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.convert import save_encoder, to_mm
-from benchmark.models import create_vit, model_spec
-from benchmark.results import load_result
+from benchmark.models.checkpoints.export import save_encoder, to_mm
+from benchmark.models.vit import create_vit, model_spec
+from benchmark.stages.results import load_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"
@@ -46,7 +46,7 @@ def _check_result(work_dir: Path, kind: str, metrics: dict[str, float], keys: se
 
 @pytest.mark.slow
 def test_run_detection_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_path: Path) -> None:
-    from benchmark.detect import run_detection
+    from benchmark.stages.detect import run_detection
 
     work = tmp_path / "det"
     metrics = run_detection(encoder_ckpt, DET_CONFIG, synthetic_root / "coco", work, seed=0)
@@ -69,7 +69,7 @@ def test_run_detection_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_
 
 @pytest.mark.slow
 def test_run_segmentation_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_path: Path) -> None:
-    from benchmark.segment import run_segmentation
+    from benchmark.stages.segment import run_segmentation
 
     mm = to_mm(encoder_ckpt, tmp_path / "mm_backbone.pth")
     work = tmp_path / "seg"
@@ -113,7 +113,7 @@ def test_segment_cli_bad_checkpoint_exits_2(synthetic_root: Path, tmp_path: Path
 def test_detect_missing_annotation_file_is_input_error(synthetic_root: Path, tmp_path: Path) -> None:
     import shutil
 
-    from benchmark.detect import main
+    from benchmark.stages.detect import main
 
     coco = tmp_path / "coco"
     shutil.copytree(synthetic_root / "coco", coco)
@@ -125,7 +125,7 @@ def test_detect_missing_annotation_file_is_input_error(synthetic_root: Path, tmp
 def test_several_processes_without_gpus_are_refused(synthetic_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """Under torchrun with several processes a run uses mmengine's pytorch launcher, one GPU per
     process; on a machine without GPUs that is refused in one line before anything is built."""
-    from benchmark.segment import main
+    from benchmark.stages.segment import main
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -196,7 +196,7 @@ def test_paper_config_builds_on_one_cpu_process(
     import torch.nn as nn
     from mmengine.optim import OptimWrapper
 
-    from benchmark.mm.runner import DETECT, SEGMENT, _close_log_files, build_runner, prepare
+    from benchmark.downstream.mm.runner import DETECT, SEGMENT, _close_log_files, build_runner, prepare
 
     task = DETECT if kind == "detect" else SEGMENT
     data = synthetic_root / ("coco" if kind == "detect" else "ade20k")
@@ -262,7 +262,7 @@ def test_an_interrupted_run_resumes_from_its_latest_checkpoint(synthetic_root: P
     """mmengine writes ``last_checkpoint`` beside its checkpoints; a run started again on that work
     dir resumes from the checkpoint it names, and says so in its log notes; a pointer to a partial
     (or missing) file falls back to the newest whole checkpoint. A fresh work dir starts over."""
-    from benchmark.mm.runner import SEGMENT, prepare
+    from benchmark.downstream.mm.runner import SEGMENT, prepare
 
     fresh = prepare(SEGMENT, None, SEG_CONFIG, synthetic_root / "ade20k", tmp_path / "fresh", 0)
     assert not fresh.cfg.resume

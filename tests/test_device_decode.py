@@ -17,11 +17,12 @@ from torchvision.io import read_file
 from torchvision.transforms.v2 import functional as F
 
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, jitter, supports_device_decode
-from benchmark.data.folders import DataError, ImageFiles, mix_seed, open_image
-from benchmark.engine import read_log
+from benchmark.errors import DataError
+from benchmark.data.folders import ImageFiles, mix_seed, open_image
+from benchmark.utils.io import read_log
 from benchmark.methods import method_class
 from benchmark.methods.base import Augmentation, PretrainMethod
-from benchmark.pretrain import PretrainConfig, main, pretrain
+from benchmark.stages.pretrain import PretrainConfig, main, pretrain
 
 CPU = torch.device("cpu")
 COLOUR = (200, 80, 30)

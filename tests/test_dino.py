@@ -10,14 +10,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from benchmark.augment import MultiCrop
-from benchmark.engine import build_optimizer, read_log
+from benchmark.methods.views import MultiCrop
+from benchmark.training.optim import build_optimizer
+from benchmark.utils.io import read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
 from benchmark.methods.dino import DINO, default_local_size, dino_loss, teacher_probs
 from benchmark.methods.ema import cosine_momentum
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 SMALL = dict(out_dim=32, head_hidden=64, head_bottleneck=16, local_crops=2)
 

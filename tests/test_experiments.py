@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.engine import config_from_dict
-from benchmark.experiments import (
-    ARTIFACTS, DATASETS, IMAGENET_TRAIN, SUBSETS, Artifact, Run, data, find_data, missing_datasets, plan_runs,
-    resolve_data,
-)
-from benchmark.finetune import FinetuneConfig
+from benchmark.training.config import config_from_dict
+from benchmark.experiments.registry import ARTIFACTS, SUBSETS, plan_runs
+from benchmark.experiments.datasets import DATASETS, IMAGENET_TRAIN, data, find_data, missing_datasets, resolve_data
+from benchmark.experiments.model import Artifact, Run
+from benchmark.stages.finetune import FinetuneConfig
 from benchmark.methods.beit import BEIT_MASK_RATIO
-from benchmark.pretrain import PretrainConfig
-from benchmark.probe import ProbeConfig
+from benchmark.stages.pretrain import PretrainConfig
+from benchmark.stages.probe import ProbeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_ARTIFACTS = ["fig1", "table1", "fig2", "fig3", "tokenizers", "schedules", "table4", "table5", "table6",

@@ -23,8 +23,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import EXIT_PREEMPTED, Preempted, RunLog, read_log
-from benchmark.pretrain import PretrainConfig
+from benchmark.errors import EXIT_PREEMPTED, Preempted
+from benchmark.training.log import RunLog
+from benchmark.utils.io import read_log
+from benchmark.stages.pretrain import PretrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SEG_CONFIG = ROOT / "configs_mm" / "upernet_vit_smoke.py"
@@ -100,7 +102,7 @@ def test_sigterm_checkpoints_pretraining_exits_75_and_resumes_bit_for_bit(synthe
 
 
 def test_sigterm_checkpoints_finetuning_and_resumes_bit_for_bit(synthetic_root, tmp_path, monkeypatch, capsys) -> None:
-    from benchmark.finetune import FinetuneConfig, finetune, main
+    from benchmark.stages.finetune import FinetuneConfig, finetune, main
 
     cfg = FinetuneConfig(data_root=str(synthetic_root / "classification"), arch="vit-smoke", img_size=64, epochs=2,
                          batch_size=32, blr=4e-3, warmup_epochs=1, layer_decay=0.75, drop_path=0.1, mixup=0.8,
@@ -138,7 +140,7 @@ def test_sigterm_checkpoints_finetuning_and_resumes_bit_for_bit(synthetic_root, 
 def _mm_interrupt(monkeypatch, at_iter: int, how: str) -> None:
     """Makes the next mm run get SIGTERM (``how="sigterm"``) or crash (``"crash"``, as a kill
     would: no checkpoint of its own) after iteration ``at_iter``."""
-    import benchmark.mm.runner as runner_module
+    import benchmark.downstream.mm.runner as runner_module
     from mmengine.hooks import Hook
 
     class Interrupt(Hook):
@@ -164,8 +166,8 @@ def _mm_interrupt(monkeypatch, at_iter: int, how: str) -> None:
 def test_sigterm_stops_detection_mid_epoch_and_it_resumes_bit_for_bit(synthetic_root, tmp_path, monkeypatch) -> None:
     """Mask R-CNN's loop is epoch-based: a SIGTERM in the middle of an epoch writes a checkpoint
     there, and the resumed run skips the epoch's batches already trained."""
-    from benchmark.detect import run_detection
-    from benchmark.mm.runner import DETECT, main
+    from benchmark.stages.detect import run_detection
+    from benchmark.downstream.mm.runner import DETECT, main
 
     options = {"default_hooks.checkpoint": {"_delete_": True, "type": "CheckpointHook", "by_epoch": True, "interval": 2}}
     args = (None, DET_CONFIG, synthetic_root / "coco")
@@ -188,7 +190,7 @@ def test_sigterm_stops_detection_mid_epoch_and_it_resumes_bit_for_bit(synthetic_
     def preempted(*_a, **_k):
         raise Preempted("detection stopped by SIGTERM after step 3/8; X holds it: run the same command again to resume")
 
-    monkeypatch.setattr("benchmark.mm.runner.run", preempted)
+    monkeypatch.setattr("benchmark.downstream.mm.runner.run", preempted)
     assert main(DETECT, "", ["--ckpt", "none", "--config", str(DET_CONFIG), "--data-root", "x", "--work-dir", "w"]) == 75
 
 
@@ -197,7 +199,7 @@ def test_killed_segmentation_resumes_from_its_last_checkpoint_bit_for_bit(synthe
     """Killed between two checkpoints, a run resumes from the last one; the checkpoints load with
     ``weights_only=True`` and hold the RNG states, so that drop path, dropout and the random crops
     continue as in the uninterrupted run."""
-    from benchmark.segment import run_segmentation
+    from benchmark.stages.segment import run_segmentation
 
     options = {"default_hooks.checkpoint": {"_delete_": True, "type": "CheckpointHook", "by_epoch": False, "interval": 4},
                "train_cfg.max_iters": 12, "train_cfg.val_interval": 12}
@@ -240,7 +242,8 @@ def test_slurm_job_checkpoints_its_run_and_submitit_requeues_it(tmp_path, monkey
     from submitit.core.job_environment import SignalHandler
     from submitit.core.utils import DelayedSubmission, JobPaths
 
-    from benchmark.launch import LaunchError, TorchrunJob
+    from benchmark.errors import LaunchError
+    from benchmark.driver.launch import TorchrunJob
 
     (tmp_path / "trainer.py").write_text(TRAINER)
     job = TorchrunJob("pretrain", ["--config", "c.json", "--out", str(tmp_path)], gpus_per_node=1, stop_timeout_s=30)
@@ -286,8 +289,8 @@ def test_slurm_job_checkpoints_its_run_and_submitit_requeues_it(tmp_path, monkey
 
 def test_a_run_stopped_by_a_signal_stops_the_in_process_driver(tmp_path) -> None:
     """In one process, SIGTERM reached the driver too: after the run's checkpoint it stops
-    (exit 75 from ``benchmark.run``), instead of going on with the next run."""
-    from benchmark.launch import InProcess
+    (exit 75 from ``benchmark.driver.run``), instead of going on with the next run."""
+    from benchmark.driver.launch import InProcess
 
     def stopped() -> None:
         raise Preempted("pre-training stopped by SIGTERM after step 3/9; X holds it: run the same command again to resume")
@@ -305,8 +308,8 @@ def test_a_run_stopped_by_a_signal_stops_the_in_process_driver(tmp_path) -> None
 
 
 def test_a_crash_mid_write_leaves_the_previous_files_whole(tmp_path, monkeypatch) -> None:
-    from benchmark.engine import load_state, save_state
-    from benchmark.results import load_result, write_result
+    from benchmark.training.checkpoint import load_state, save_state
+    from benchmark.stages.results import load_result, write_result
     from benchmark.utils.io import write_json
 
     ckpt, table = tmp_path / "checkpoint.pth", tmp_path / "table.json"
@@ -344,7 +347,7 @@ def test_a_crash_mid_write_leaves_the_previous_files_whole(tmp_path, monkeypatch
 
 def test_a_reader_never_meets_a_partial_result(tmp_path) -> None:
     """The report reads ``result.json`` files while runs write them: every read gets a whole file."""
-    from benchmark.results import load_result, write_result
+    from benchmark.stages.results import load_result, write_result
 
     config = {f"key{i}": "x" * 200 for i in range(500)}  # ~100 kB: a write takes a while
     write_result(tmp_path, "finetune", {"top1": 0.0}, config, seed=0, started=time.time())
@@ -370,7 +373,7 @@ def test_a_reader_never_meets_a_partial_result(tmp_path) -> None:
 
 def test_disk_full_while_checkpointing_stops_with_one_line_and_keeps_the_previous_checkpoint(
         synthetic_root, tmp_path, monkeypatch, capsys) -> None:
-    from benchmark.pretrain import main
+    from benchmark.stages.pretrain import main
 
     cfg = _pretrain_config(synthetic_root / "classification" / "train", steps=6, checkpoint_every=2)
     (tmp_path / "cfg.json").write_text(json.dumps(asdict(cfg)))
@@ -402,7 +405,8 @@ def test_disk_full_while_checkpointing_stops_with_one_line_and_keeps_the_previou
 
 
 def test_disk_full_is_named_for_any_file_and_leaves_it_as_it_was(tmp_path, monkeypatch) -> None:
-    from benchmark.utils.io import DiskFull, write_json
+    from benchmark.errors import DiskFull
+    from benchmark.utils.io import write_json
 
     path = tmp_path / "tables" / "table.json"
     write_json(path, {"a": 1})

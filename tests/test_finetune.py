@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from benchmark.finetune import FinetuneConfig, finetune, main
-from benchmark.engine import RunLog, read_log
+from benchmark.stages.finetune import FinetuneConfig, finetune, main
+from benchmark.training.log import RunLog
+from benchmark.utils.io import read_log
 from benchmark.utils.schedule import cosine_schedule
 
 

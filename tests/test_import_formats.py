@@ -19,21 +19,14 @@ import torch.nn as nn
 from timm.layers import resize_rel_pos_bias_table
 from timm.models.beit import gen_relative_position_index
 
-from benchmark.convert import (
-    DROPPED,
-    CheckpointError,
-    adapt_state_dict,
-    expand_shared_rel_pos,
-    import_checkpoint,
-    main,
-    read_checkpoint,
-    resize_rel_pos_table,
-    save_encoder_state,
-    to_mm,
-)
-from benchmark.mm import ViTPyramid
-from benchmark.mm.backbone import rel_pos_index
-from benchmark.models import PER_BLOCK_REL_POS, create_vit, spec_kwargs
+from benchmark.models.checkpoints.published import DROPPED, import_checkpoint
+from benchmark.models.checkpoints.geometry import adapt_state_dict, expand_shared_rel_pos, resize_rel_pos_table
+from benchmark.models.checkpoints.cli import main
+from benchmark.models.checkpoints.export import read_checkpoint, save_encoder_state, to_mm
+from benchmark.errors import CheckpointError
+from benchmark.downstream.mm import ViTPyramid  # noqa: F401  (registers the mm backbone)
+from benchmark.downstream.mm.backbone import rel_pos_index
+from benchmark.models.vit import PER_BLOCK_REL_POS, create_vit, spec_kwargs
 
 SIZE = 64  # pre-training size of the synthetic sources: a 4x4 grid
 DIM = 192

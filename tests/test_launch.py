@@ -1,21 +1,14 @@
-"""Launchers (benchmark.launch): in-process, torchrun subprocesses and SLURM job construction."""
+"""Launchers (benchmark.driver.launch): in-process, torchrun subprocesses and SLURM job construction."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmark.launch import (
-    Handle,
-    InProcess,
-    LaunchError,
-    Slurm,
-    Torchrun,
-    TorchrunJob,
-    module_args,
-)
+from benchmark.driver.launch import Handle, InProcess, Slurm, Torchrun, TorchrunJob
+from benchmark.stages.kinds import run_kind
+from benchmark.errors import LaunchError
 
 FAKE = """
 import os, sys
@@ -44,16 +37,16 @@ def test_in_process_runs_in_order_and_blocks_dependents(tmp_path: Path) -> None:
 
 
 def test_in_process_cli_target_uses_main(tmp_path: Path) -> None:
-    # benchmark.probe's main exits 2 on a missing config: a failure, reported with its code.
+    # benchmark.stages.probe's main exits 2 on a missing config: a failure, reported with its code.
     handle = InProcess().submit("p", "probe", ["--config", str(tmp_path / "missing.json"), "--out", str(tmp_path)], tmp_path)
     assert handle.status == "failed" and handle.error == "exit code 2"
 
 
-def test_module_args(tmp_path: Path) -> None:
-    assert module_args("pretrain", {"data_root": "/d", "steps": 3}, tmp_path) == [
+def test_command_args(tmp_path: Path) -> None:
+    assert run_kind("pretrain").command_args({"data_root": "/d", "steps": 3}, tmp_path) == [
         "--config", str(tmp_path / "launch_config.json"), "--out", str(tmp_path)]
     assert (tmp_path / "launch_config.json").read_text().count('"steps": 3') == 1
-    args = module_args("segment", {"ckpt": "/e.safetensors", "config": "c.py", "data_root": "/ade", "seed": 1,
+    args = run_kind("segment").command_args({"ckpt": "/e.safetensors", "config": "c.py", "data_root": "/ade", "seed": 1,
                                    "cfg_options": {"train_cfg.max_iters": 160, "a.b": "x"}}, tmp_path)
     assert args == ["--ckpt", "/e.safetensors", "--config", "c.py", "--data-root", "/ade", "--work-dir", str(tmp_path),
                     "--seed", "1", "--cfg-options", "train_cfg.max_iters=160", "a.b=x"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmark.data import loader
 from benchmark.data.folders import EpochSampler, ImageFiles, SeededTransform
-from benchmark.engine import ConfigError
+from benchmark.errors import ConfigError
 from benchmark.methods.base import Augmentation, PretrainMethod
 
 CPU = torch.device("cpu")
@@ -50,7 +50,7 @@ def test_num_workers_minus_one_is_the_default_and_other_negatives_are_refused() 
 
 
 def test_a_probe_config_with_a_negative_num_workers_is_refused_before_it_runs() -> None:
-    from benchmark.probe import ProbeConfig, check_config
+    from benchmark.stages.probe import ProbeConfig, check_config
 
     with pytest.raises(ConfigError, match=r"ProbeConfig: num_workers=-2 should be -1 \(default_workers\(\) for this"):
         check_config(ProbeConfig(data_root="data", arch="vit-smoke", num_workers=-2))
@@ -60,7 +60,7 @@ def test_a_config_with_a_negative_num_workers_is_one_error_line(tmp_path, capsys
     import json
     from dataclasses import asdict
 
-    from benchmark.pretrain import PretrainConfig, main
+    from benchmark.stages.pretrain import PretrainConfig, main
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(asdict(PretrainConfig(data_root=str(_jpegs(tmp_path / "images", 8)), arch="vit-smoke",

@@ -10,13 +10,13 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import read_log
-from benchmark.masking import random_mask
+from benchmark.utils.io import read_log
+from benchmark.methods.masking import random_mask
 from benchmark.methods import build_method
 from benchmark.methods.base import gather_tokens
 from benchmark.methods.mae import masked_mse, sincos_pos_embed_2d
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 SMALL_DECODER = {"decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4}
 

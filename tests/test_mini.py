@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.engine import ConfigError
-from benchmark.experiments import MINI_BLR_GRID, MINI_FRACTIONS, MINI_INITS, MINI_SSL, plan_runs
-from benchmark.report import MISSING, build_report, expected_rows
-from benchmark.run import TimeLeft
-from benchmark.select import apply_choice, choose
+from benchmark.errors import ConfigError
+from benchmark.experiments.mini import MINI_BLR_GRID, MINI_FRACTIONS, MINI_INITS
+from benchmark.experiments.registry import plan_runs
+from benchmark.report.build import MISSING, build_report, expected_rows
+from benchmark.driver.run import TimeLeft
+from benchmark.stages.select import apply_choice, choose
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,7 @@ def test_the_learning_rate_is_swept_on_val_only_and_pretraining_never_sees_val_o
 
 def _result(path: Path, top1: float, split: str = "val") -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
-    from benchmark.results import write_result
+    from benchmark.stages.results import write_result
 
     write_result(path.parent, "finetune", {"top1": top1}, {"eval_split": split}, seed=0, started=0.0)
     return {"result": str(path)}
@@ -80,7 +81,7 @@ def test_choice_is_the_best_mean_over_initialisations_and_refuses_the_test_split
 
 
 def test_a_fine_tuning_config_takes_the_chosen_values(tmp_path: Path) -> None:
-    from benchmark.finetune import FinetuneConfig
+    from benchmark.stages.finetune import FinetuneConfig
 
     choice = tmp_path / "choice.json"
     choice.write_text(json.dumps({"chosen": {"blr": 0.01}}))
@@ -115,7 +116,7 @@ def test_digits_are_sklearn_s_images_in_stratified_disjoint_splits(tmp_path: Pat
 
 
 def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
-    from benchmark.experiments import Run
+    from benchmark.experiments.model import Run
 
     runs = [Run(f"p{i}", "pretrain", {}, tags={"method": m}) for i, m in enumerate(["dino", "mae", "dino"])] + \
            [Run("f0", "finetune", {}, tags={"method": "mae"})]
@@ -133,7 +134,7 @@ def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
 def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path) -> None:
     import math
 
-    from benchmark.findings import _pretraining
+    from benchmark.report.findings import _pretraining
 
     def pretraining(name: str, method: str, last: dict) -> None:
         run = tmp_path / "pretrain" / f"pretrain-{method}-digits-100pct-mini-{name}"

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmark.convert import MM_PREFIX, CheckpointError, save_encoder, to_mm
-from benchmark.mm import ViTPyramid
-from benchmark.mm.backbone import default_out_indices, vit_embed_dim
-from benchmark.models import PER_BLOCK_REL_POS, create_vit, model_spec
+from benchmark.models.checkpoints.export import MM_PREFIX, save_encoder, to_mm
+from benchmark.errors import CheckpointError
+from benchmark.downstream.mm import ViTPyramid
+from benchmark.downstream.mm.backbone import default_out_indices, vit_embed_dim
+from benchmark.models.vit import PER_BLOCK_REL_POS, create_vit, model_spec
 from benchmark.utils.io import torch_save
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import benchmark.mm
-from benchmark.mm.optim import ViTLayerDecayOptimizerConstructor, no_weight_decay, vit_layer_id
-from benchmark.models import create_vit
+import benchmark.downstream.mm
+from benchmark.downstream.mm.optim import ViTLayerDecayOptimizerConstructor, no_weight_decay, vit_layer_id
+from benchmark.models.vit import create_vit
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"
@@ -209,5 +209,5 @@ def test_no_decay_rate_one_gives_base_lr_everywhere(segmentor: nn.Module) -> Non
 def test_registered_by_name_and_idempotent(scope: str) -> None:
     registry = importlib.import_module(f"{scope}.registry").OPTIM_WRAPPER_CONSTRUCTORS
     assert registry.get(NAME) is ViTLayerDecayOptimizerConstructor
-    importlib.reload(benchmark.mm)  # registering again must not raise
-    assert registry.get(NAME) is importlib.import_module("benchmark.mm").ViTLayerDecayOptimizerConstructor
+    importlib.reload(benchmark.downstream.mm)  # registering again must not raise
+    assert registry.get(NAME) is importlib.import_module("benchmark.downstream.mm").ViTLayerDecayOptimizerConstructor

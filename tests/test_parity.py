@@ -21,14 +21,14 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
-from benchmark.engine import build_scheduler
-from benchmark.masking import random_mask
+from benchmark.training.optim import build_scheduler
+from benchmark.methods.masking import random_mask
 from benchmark.methods import build_method
 from benchmark.methods.dino import dino_loss, teacher_probs
 from benchmark.methods.ema import cosine_momentum
 from benchmark.methods.mae import masked_mse, sincos_pos_embed_2d
-from benchmark.models import create_vit
-from benchmark.tokenizers import patchify, pixel_patches
+from benchmark.models.vit import create_vit
+from benchmark.methods.tokenizers import patchify, pixel_patches
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -146,7 +146,7 @@ def test_blockwise_masks_have_beits_statistics(budget: int) -> None:
         beit = build_method("beit", create_vit("vit-s16", 224), vocab_size=16)
         masks = beit.make_mask(samples, torch.Generator().manual_seed(1))
     else:
-        from benchmark.masking import blockwise_mask
+        from benchmark.methods.masking import blockwise_mask
 
         masks = blockwise_mask(samples, grid, grid, budget / grid**2, torch.Generator().manual_seed(1),
                                min_patches=m["min_num_patches"])

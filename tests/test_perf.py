@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.perf import BARE, run_steps
+from benchmark.tools.perf import BARE, run_steps
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_bare_floor_runs_each_stack_of_blocks_as_one_chain() -> None:
     the student on the global crops and the student on the local crops. The floor must time
     each as one chain of `depth` blocks, not as one forward and backward per block."""
     from benchmark.methods import method_class
-    from benchmark.models import create_vit
-    from benchmark.perf import chains, record_blocks, synthetic_batch
+    from benchmark.models.vit import create_vit
+    from benchmark.tools.perf import chains, record_blocks, synthetic_batch
 
     torch.manual_seed(0)
     method = method_class("dino")(create_vit("vit-smoke", 64), local_crops=2, out_dim=64)
@@ -74,7 +74,7 @@ def test_bare_floor_runs_each_stack_of_blocks_as_one_chain() -> None:
 
 
 def test_pipeline_is_compared_with_the_largest_arch_of_its_method() -> None:
-    from benchmark.perf import compare_pipeline
+    from benchmark.tools.perf import compare_pipeline
 
     rows = [
         {"part": "steps", "method": "mae", "arch": "vit-s16", "variant": "eager", "img_per_s": 40.0, "gflop_per_img": 10.0},
@@ -89,7 +89,7 @@ def test_pipeline_is_compared_with_the_largest_arch_of_its_method() -> None:
 
 
 def test_goals_are_judged_from_the_measured_numbers() -> None:
-    from benchmark.perf_summary import goals
+    from benchmark.report.perf_section import goals
 
     table = pd.DataFrame([
         {"part": "steps", "method": "splitmask", "arch": "vit-b16", "variant": "eager", "ms": 112.0, "iqr_ms": 1.0,
@@ -122,8 +122,8 @@ def test_goals_are_judged_from_the_measured_numbers() -> None:
 def test_perf_writes_its_table_json_plot_and_report_section(tmp_path) -> None:
     """The whole command at a toy size: every part's rows, the machine and command beside them,
     and the report section built from those files alone."""
-    from benchmark.perf import main
-    from benchmark.perf_summary import perf_section
+    from benchmark.tools.perf import main
+    from benchmark.report.perf_section import perf_section
 
     out = tmp_path / "tables" / "perf.csv"
     code = main(["--archs", "vit-smoke", "--methods", "mae", "--img-size", "64", "--batch-size", "2", "--steps", "2",

@@ -1,4 +1,4 @@
-"""Linear probing and weighted k-NN on frozen features (benchmark.probe)."""
+"""Linear probing and weighted k-NN on frozen features (benchmark.stages.probe)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmark.convert import save_encoder
+from benchmark.models.checkpoints.export import save_encoder
 from benchmark.data.classification import load_classification
-from benchmark.engine import read_log
-from benchmark.models import create_vit, model_spec
-from benchmark.probe import (
+from benchmark.utils.io import read_log
+from benchmark.models.vit import create_vit, model_spec
+from benchmark.stages.probe import (
     ProbeConfig,
     build_encoder,
     build_head_optimizer,
@@ -31,7 +31,7 @@ from benchmark.probe import (
     probe,
     weighted_votes,
 )
-from benchmark.results import load_result
+from benchmark.stages.results import load_result
 from benchmark.utils.schedule import cosine_schedule
 
 ROOT = Path(__file__).resolve().parent.parent

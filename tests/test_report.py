@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.experiments import plan_runs
-from benchmark.report import MISSING, UNKNOWN, build_report
-from benchmark.results import write_result
+from benchmark.experiments.registry import plan_runs
+from benchmark.report.build import MISSING, UNKNOWN, build_report
+from benchmark.stages.results import write_result
 from benchmark.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -
 
 
 def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
-    from benchmark.report import curve_points
+    from benchmark.report.build import curve_points
 
     runs, tables, plots, report = _fixture(tmp_path)
     evals = [r for r in plan_runs("fig2", "smoke") if r.kind == "finetune" and r.tags["method"] == "splitmask"]

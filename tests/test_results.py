@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from benchmark.engine import ConfigError, config_from_dict
-from benchmark.finetune import FinetuneConfig
-from benchmark.results import ResultError, load_result, write_result
+from benchmark.errors import ConfigError
+from benchmark.training.config import config_from_dict
+from benchmark.stages.finetune import FinetuneConfig
+from benchmark.errors import ResultError
+from benchmark.stages.results import load_result, write_result
 
 
 def test_written_result_follows_the_schema(tmp_path) -> None:

@@ -16,8 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import ConfigError, read_log
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.errors import ConfigError
+from benchmark.utils.io import read_log
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 24
@@ -87,7 +88,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(synthetic_root, tmp_path)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch) -> None:
-    from benchmark.engine import NonFiniteLoss
+    from benchmark.errors import NonFiniteLoss
     from benchmark.methods.splitmask import SplitMask
 
     cfg = _config(synthetic_root / "classification" / "train")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.experiments import Run, plan_runs, ref
-from benchmark.report import MISSING, build_report
-from benchmark.run import locate, order_runs
+from benchmark.experiments.model import Run, ref
+from benchmark.experiments.registry import plan_runs
+from benchmark.report.build import MISSING, build_report
+from benchmark.driver.run import locate, order_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,7 @@ def test_smoke_chain_end_to_end(tmp_path) -> None:
 
 
 def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, capsys) -> None:
-    from benchmark.run import main
+    from benchmark.driver.run import main
 
     assert main(["--subset", "all", "--scale", "paper", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
                  "--data-root", str(tmp_path / "no-data")]) == 0

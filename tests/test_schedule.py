@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.engine import ConfigError
-from benchmark.pretrain import PretrainConfig, schedule_steps
+from benchmark.errors import ConfigError
+from benchmark.stages.pretrain import PretrainConfig, schedule_steps
 
 
 def test_steps_unless_epochs_are_given() -> None:
@@ -36,7 +36,7 @@ def test_every_method_pretrains_on_the_same_subset(synthetic_root) -> None:
     from pathlib import Path
 
     from benchmark.data.folders import fraction_subset
-    from benchmark.pretrain import _images
+    from benchmark.stages.pretrain import _images
 
     cfg = PretrainConfig(data_root=str(synthetic_root / "classification" / "train"), fraction=0.25, seed=3)
     picked = []
@@ -53,8 +53,9 @@ def test_domainnet_pretraining_reads_the_train_list_only(tmp_path) -> None:
     images that Table 6 evaluates on, although both live in the same class folders."""
     from test_classification_data import make_domainnet
 
-    from benchmark.experiments import SCALE_SPECS, Pre, pretrain_run
-    from benchmark.pretrain import _images
+    from benchmark.experiments.scales import SCALE_SPECS
+    from benchmark.experiments.paper import Pre, pretrain_run
+    from benchmark.stages.pretrain import _images
 
     root = make_domainnet(tmp_path / "domainnet", "clipart")
     train_list = {line.split()[0] for line in (root / "clipart_train.txt").read_text().splitlines()}

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.engine import read_log
+from benchmark.utils.io import read_log
 from benchmark.methods import build_method
 from benchmark.methods.losses import info_nce
 from benchmark.methods.splitmask import split_patches
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 from benchmark.utils.schedule import cosine_schedule
 
 

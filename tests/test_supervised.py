@@ -7,9 +7,9 @@ from collections import Counter
 from safetensors.torch import load_file
 
 from benchmark.data.folders import fraction_subset
-from benchmark.engine import read_log
-from benchmark.models import create_vit
-from benchmark.pretrain import PretrainConfig, pretrain
+from benchmark.utils.io import read_log
+from benchmark.models.vit import create_vit
+from benchmark.stages.pretrain import PretrainConfig, pretrain
 
 
 def test_fraction_subsets_are_class_balanced_and_repeatable() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.tokenizers import kmeans_codebook, patchify, random_patch_codebook
+from benchmark.methods.tokenizers import kmeans_codebook, patchify, random_patch_codebook
 
 
 def test_patchify_row_major_order() -> None:
@@ -50,7 +50,7 @@ def test_pixel_targets_regress_normalised_patches() -> None:
     import pytest
 
     from benchmark.methods import build_method
-    from benchmark.models import create_vit
+    from benchmark.models.vit import create_vit
 
     d = 3 * 16 * 16
     for name, args in [("beit", {"min_mask_patches": 4}), ("splitmask", {})]:
@@ -71,7 +71,7 @@ def test_targets_of_chosen_patches_equal_those_of_all_patches(tokenizer: str) ->
     """BEiT and SplitMask tokenise only the patches they predict; the result must be what
     tokenising every patch and picking those would give."""
     from benchmark.methods import build_method
-    from benchmark.models import create_vit
+    from benchmark.models.vit import create_vit
 
     method = build_method("beit", create_vit("vit-smoke", 64), vocab_size=16, tokenizer=tokenizer, min_mask_patches=4)
     method.prepare([torch.randn(8, 3, 64, 64)])
@@ -87,8 +87,8 @@ def test_kmeans_codebook_is_cached_beside_the_images_and_refitted_when_they_chan
 
     from benchmark.data.folders import ImageFiles, image_folder
     from benchmark.methods import build_method
-    from benchmark.models import create_vit
-    from benchmark.pretrain import PretrainConfig, fit_cache
+    from benchmark.models.vit import create_vit
+    from benchmark.stages.pretrain import PretrainConfig, fit_cache
 
     root = tmp_path / "data" / "train"
     for cls in ("a", "b"):

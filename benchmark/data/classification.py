@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from benchmark.data.folders import DataError, SkipCorrupt, image_folder, open_image
+from benchmark.errors import DataError
+from benchmark.data.folders import SkipCorrupt, image_folder, open_image
 
 SPLITS = ("train", "val", "test")   # "test": an ImageFolder with a held-out ROOT/test (the others' val is their test)
 IMAGEFOLDER_LAYOUT = "ROOT/{train,val[,test]}/<class>/<image> (ImageFolder)"

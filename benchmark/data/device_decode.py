@@ -26,7 +26,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.data.folders import DataError, mix_seed
+from benchmark.errors import DataError
+from benchmark.data.folders import mix_seed
 from benchmark.methods.base import Augmentation, PretrainMethod
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")

@@ -29,23 +29,13 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.datasets import ImageFolder
 
+from benchmark.errors import CorruptImage, DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DataError(ValueError):
-    """A data set that is missing or not in the expected layout."""
 
 
 CORRUPT_ENV = "SSLBENCH_CORRUPT_IMAGES"
 CORRUPT_POLICIES = ("skip", "fail")
-
-
-class CorruptImage(DataError):
-    """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
-
-    def __init__(self, path: str | Path, reason: Exception | str) -> None:
-        self.path, self.reason = Path(path), " ".join(str(reason).split())
-        super().__init__(f"{self.path}: corrupt or truncated image ({self.reason})")
 
 
 def set_corrupt_policy(policy: str) -> None:

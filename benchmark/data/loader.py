@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from benchmark.data.folders import one_thread_worker
-from benchmark.engine import ConfigError
+from benchmark.errors import ConfigError
 
 MAX_WORKERS = 10     # BEiT's count per process
 PREFETCH = 4         # batches each worker keeps ready

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
 from timm.data import create_transform
+from torch.utils.data import default_collate
 
 
 @dataclass
@@ -124,3 +127,15 @@ def init_new_weights(module: nn.Module, linear: str = "trunc_normal") -> None:
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tokens (B, N, D), index (B, K) -> (B, K, D): the tokens at ``index``, per sample."""
     return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def synthetic_batch(method: nn.Module, img_size: int, batch_size: int, seed: int = 0) -> Any:
+    """A batch of random images shaped as the method's own augmentation shapes it (crops, views,
+    labels): what a FLOP count or a throughput measurement feeds the method."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 255, (img_size + 32, img_size + 32, 3), dtype=np.uint8))
+    transform = method.train_transform(Augmentation(img_size))
+    batch = default_collate([transform(image) for _ in range(batch_size)])
+    if method.needs_labels:
+        return batch, torch.arange(batch_size) % getattr(method, "num_classes", 2)
+    return batch

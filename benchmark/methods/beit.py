@@ -1,7 +1,7 @@
 """BEiT: BERT pre-training of image transformers (Bao et al., 2021), the paper's denoising baseline.
 
 Per image, about ``mask_ratio`` of the patches are masked in blocks (BEiT's blockwise masking,
-:func:`benchmark.masking.blockwise_mask`), at most ``round(mask_ratio * N)`` of the N patches. The
+:func:`benchmark.methods.masking.blockwise_mask`), at most ``round(mask_ratio * N)`` of the N patches. The
 default is BEiT's release: ``num_mask_patches=75`` of the 196 patches at 224 px with 16 px patches
 (:data:`BEIT_MASK_RATIO` = 75/196, not 0.4, which would mask up to 78); on another grid the same
 share of its patches. A learned mask token replaces the patch embedding of
@@ -33,7 +33,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
-from benchmark.masking import to_device, VisualTokenTargets, blockwise_mask
+from benchmark.methods.masking import VisualTokenTargets, blockwise_mask
+from benchmark.utils.device import to_device
 from benchmark.methods.base import PretrainMethod
 
 

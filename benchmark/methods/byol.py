@@ -1,6 +1,6 @@
 """BYOL: bootstrap your own latent (Grill et al., 2020).
 
-Two augmented views of each image (asymmetric blur/solarisation, :class:`benchmark.augment.TwoViews`).
+Two augmented views of each image (asymmetric blur/solarisation, :class:`benchmark.methods.views.TwoViews`).
 The online network -- the ViT's pooled feature (class token), a projector MLP and a predictor
 MLP (Linear -> BatchNorm -> ReLU -> Linear each) -- predicts the target network's projection of
 the other view; the target (encoder + projector) is an EMA of the online network whose momentum
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.augment import TwoViews
+from benchmark.methods.views import TwoViews
 from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 

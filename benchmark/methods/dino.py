@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
-from benchmark.augment import MultiCrop
+from benchmark.methods.views import MultiCrop
 from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.utils.schedule import cosine_schedule

@@ -25,9 +25,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.masking import RandomMask, random_mask
+from benchmark.methods.masking import RandomMask, random_mask
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
-from benchmark.tokenizers import pixel_patches
+from benchmark.methods.tokenizers import pixel_patches
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.masking import VisualTokenTargets, to_device
+from benchmark.methods.masking import VisualTokenTargets
+from benchmark.utils.device import to_device
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
 from benchmark.methods.losses import info_nce
 

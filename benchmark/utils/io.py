@@ -17,11 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from benchmark.errors import DiskFull
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFull(OSError):
-    """No space left (or quota exceeded) while writing a file; the file was left as it was."""
 
 
 @contextmanager
@@ -69,7 +67,7 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a run's ``log.jsonl`` (written by ``benchmark.engine.RunLog``), in order.
+    """The records of a run's ``log.jsonl`` (written by ``benchmark.training.log.RunLog``), in order.
     Here, without torch, so that the report can read logs too."""
     path = Path(run_dir) / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -81,3 +79,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_failure(err: BaseException, limit: int = 300) -> str:
+    """Why ``torch.load`` failed, on one short line: for a ``weights_only`` refusal, the global it
+    refused (torch's message puts it after several lines of advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    line = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
+    return " ".join(line.split())[:limit]

@@ -1,6 +1,6 @@
 """The one schedule rule of the suite: a linear warm-up then a half cosine, per step, as the
 reference implementations compute it. Every schedule uses it: the learning rate of pre-training,
-fine-tuning and the linear probe (:class:`benchmark.engine.ReferenceCosineScheduler`), DINO's
+fine-tuning and the linear probe (:class:`benchmark.training.optim.ReferenceCosineScheduler`), DINO's
 weight decay and teacher temperature, and the EMA momentum of DINO and BYOL.
 
 BEiT's and DINO's ``cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 WARMUP_RULES = ("beit", "mae")  # BEiT and DINO: np.linspace(start, base, W); MAE: base * s / W
-# Written into every result.json (benchmark.results): the report names the results made before
+# Written into every result.json (benchmark.stages.results): the report names the results made before
 # this rule, which have none (they used timm's cosine over the steps after the warm-up, so that
 # the last step still had about a tenth of the peak learning rate).
 SCHEDULE_ID = "reference-cosine/1"

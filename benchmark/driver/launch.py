@@ -2,18 +2,20 @@
 
     launcher = Torchrun(nproc_per_node=8)
     data = launcher.submit("synthetic", "data", lambda: make_all(...), run_dir)
-    pre = launcher.submit("pretrain-x", "pretrain", module_args("pretrain", config, run_dir), run_dir, after=[data])
+    args = run_kind("pretrain").command_args(config, run_dir)
+    pre = launcher.submit("pretrain-x", "pretrain", args, run_dir, after=[data])
     handles = launcher.wait()          # every handle, finished; handle.ok / handle.error / handle.log
 
-A step's *target* is either a Python callable (run as is) or the argument list of its module's
-CLI (``benchmark.<kind>``: ``--config CFG.json --out RUN`` for pretrain/finetune/probe, ``--ckpt
---config --data-root --work-dir --seed --cfg-options`` for detect/segment; :func:`module_args`
-builds them). A step whose dependencies (``after``) failed is not run: its handle is "blocked".
+A step's *target* is either a Python callable (run as is) or the argument list of its kind's
+command (the kind's ``command`` and ``command_args`` in :mod:`benchmark.stages.kinds`: ``--config
+CFG.json --out RUN`` for pretrain/finetune/probe, ``--ckpt --config --data-root --work-dir --seed
+--cfg-options`` for detect/segment). A step whose dependencies (``after``) failed is not run: its
+handle is "blocked".
 
-- :class:`InProcess` runs now, in this process (a CLI target through the module's ``main``).
-- :class:`Torchrun` runs CLI targets now as ``python -m torch.distributed.run --standalone
-  --nproc_per_node N -m benchmark.<kind> ARGS``, output to ``RUN/launch.log``; callables (the
-  ``data`` step) in-process.
+- :class:`InProcess` runs now, in this process (a command target through its ``main``).
+- :class:`Torchrun` runs command targets now as ``python -m torch.distributed.run --standalone
+  --nproc_per_node N -m <command> ARGS``, output to ``RUN/launch.log``; callables (the ``data``
+  step) in-process.
 - :class:`Slurm` submits every step as one SLURM job through submitit, with ``afterok``
   dependencies on the jobs it needs. Scheme: one task per node (``ntasks_per_node=1``), each
   starting ``torchrun --nproc_per_node GPUS`` on its node; with several nodes the task passes
@@ -27,7 +29,6 @@ builds them). A step whose dependencies (``after``) failed is not run: its handl
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shlex
 import signal
@@ -38,18 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
-from benchmark.utils.io import write_text
-from benchmark.utils.stop import EXIT_PREEMPTED, Preempted
+from benchmark import REPO
+from benchmark.stages.kinds import run_kind
+from benchmark.errors import EXIT_PREEMPTED, LaunchError, Preempted
 
 Target = Union[Sequence[str], Callable[[], Any]]
-MULTI_PROCESS_KINDS = ("pretrain", "finetune", "probe", "detect", "segment")
-CONFIG_FILE = "launch_config.json"
 LOG_FILE = "launch.log"
 RDZV_PORT = 29500
-
-
-class LaunchError(RuntimeError):
-    """A step failed; the message names its log."""
 
 
 @dataclass
@@ -79,32 +75,13 @@ class Handle:
             raise LaunchError(f"{self.kind} {self.run_name}: {self.status}: {self.error}")
 
 
-def module_args(kind: str, config: dict[str, Any], run_dir: str | Path) -> list[str]:
-    """The CLI arguments of ``benchmark.<kind>`` for ``config`` (resolved); pretrain/finetune/probe
-    configs are written to ``run_dir/launch_config.json``."""
-    run_dir = Path(run_dir)
-    if kind in ("pretrain", "finetune", "probe", "select"):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / CONFIG_FILE
-        write_text(path, json.dumps(config, indent=1, sort_keys=True))  # atomic: a requeued job may read it
-        return ["--config", str(path), "--out", str(run_dir)]
-    if kind in ("detect", "segment"):
-        args = ["--ckpt", str(config.get("ckpt") or "none"), "--config", str(config["config"]),
-                "--data-root", str(config["data_root"]), "--work-dir", str(run_dir), "--seed", str(config.get("seed", 0))]
-        options = config.get("cfg_options") or {}
-        if options:
-            args += ["--cfg-options", *(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())]
-        return args
-    raise ValueError(f"no command line for run kind {kind!r}")
-
-
 def _blocked(after: Sequence[Handle]) -> list[str]:
     return [h.run_name for h in after if h.status in ("failed", "blocked")]
 
 
 def _call(handle: Handle, fn: Callable[[], Any]) -> Handle:
     """Runs ``fn``; a raised exception marks the handle failed, traceback in ``RUN/error.log``.
-    :class:`~benchmark.utils.stop.Preempted` (SIGTERM: the run wrote its checkpoint) goes on up:
+    :class:`~benchmark.errors.Preempted` (SIGTERM: the run wrote its checkpoint) goes on up:
     the whole driver was asked to stop."""
     try:
         result = fn()
@@ -151,14 +128,28 @@ class Launcher:
 
 
 class InProcess(Launcher):
-    """Runs each step now in this process: a callable as is, CLI arguments through
-    ``benchmark.<kind>.main(args)`` (a non-zero return is a failure)."""
+    """Runs each step now in this process: a callable as is, command arguments through the kind's
+    command's ``main(args)`` (a non-zero return is a failure)."""
 
     def _start(self, handle: Handle, target: Target, after: list[Handle]) -> Handle:
         if callable(target):
             return _call(handle, target)
-        module = importlib.import_module(f"benchmark.{handle.kind}")
-        return _call(handle, lambda: module.main(list(target)))
+        main = importlib.import_module(_command(handle.kind)).main
+        return _call(handle, lambda: main(list(target)))
+
+
+def _command(kind: str) -> str:
+    """The module a step of ``kind`` runs as a command (``python -m ...``)."""
+    command = run_kind(kind).command
+    if command is None:
+        raise ValueError(f"run kind {kind!r} has no command line; pass a callable")
+    return command
+
+
+def _multi_process_command(kind: str) -> str:
+    if not run_kind(kind).multi_process:
+        raise ValueError(f"run kind {kind!r} does not run under torchrun; pass a callable")
+    return _command(kind)
 
 
 class Torchrun(Launcher):
@@ -166,21 +157,20 @@ class Torchrun(Launcher):
     their output in ``RUN/launch.log`` (and echoed with ``echo=True``); callables in-process."""
 
     def __init__(self, nproc_per_node: int = 1, python: str = sys.executable, env: dict[str, str] | None = None,
-                 echo: bool = False, module: str = "benchmark.{kind}") -> None:
+                 echo: bool = False, module: str | None = None) -> None:
         super().__init__()
         self.nproc_per_node, self.python, self.env, self.echo = int(nproc_per_node), python, env, echo
-        self.module = module  # the module each kind runs (a template; tests substitute a fake one)
+        self.module = module  # a template "...{kind}..." in place of each kind's command (tests run a fake one)
 
     def command(self, kind: str, args: Sequence[str]) -> list[str]:
-        """The torchrun command line of step ``kind`` with module arguments ``args``."""
+        """The torchrun command line of step ``kind`` with command arguments ``args``."""
+        module = self.module.format(kind=kind) if self.module else _multi_process_command(kind)
         return [self.python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(self.nproc_per_node),
-                "-m", self.module.format(kind=kind), *map(str, args)]
+                "-m", module, *map(str, args)]
 
     def _start(self, handle: Handle, target: Target, after: list[Handle]) -> Handle:
         if callable(target):
             return _call(handle, target)
-        if handle.kind not in MULTI_PROCESS_KINDS:
-            raise ValueError(f"run kind {handle.kind!r} does not run under torchrun; pass a callable")
         return run_logged(handle, self.command(handle.kind, target), env=self.env, echo=self.echo)
 
 
@@ -189,7 +179,7 @@ def run_logged(handle: Handle, cmd: Sequence[str], env: dict[str, str] | None = 
     marks ``handle`` failed, naming the log."""
     handle.run_dir.mkdir(parents=True, exist_ok=True)
     handle.log = handle.run_dir / LOG_FILE
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(REPO)
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, full_env.get("PYTHONPATH", "")) if p)
     with open(handle.log, "a", buffering=1) as log:
@@ -230,7 +220,7 @@ class TorchrunJob:
             "--nnodes", str(nodes), "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
             "--rdzv_endpoint", f"{master}:{RDZV_PORT}", "--rdzv_id", job_id]
         return [self.python, "-m", "torch.distributed.run", *launch, "--nproc_per_node", str(max(1, self.gpus_per_node)),
-                "-m", f"benchmark.{self.kind}", *self.args]
+                "-m", _multi_process_command(self.kind), *self.args]
 
     def __call__(self) -> int:
         import submitit
@@ -243,13 +233,13 @@ class TorchrunJob:
         cmd = self.command(nodes, rank, hosts[0], job_id)
         print(f"$ {shlex.join(cmd)}", flush=True)
         # torchrun ignores USR2 (which SLURM may send to every process of the job, and which would
-        # kill it); the trainers install their own handler for it (benchmark.engine.StopSignal).
-        self._proc = subprocess.Popen(cmd, cwd=str(Path(__file__).resolve().parent.parent),
+        # kill it); the trainers install their own handler for it (benchmark.training.stop.StopSignal).
+        self._proc = subprocess.Popen(cmd, cwd=str(REPO),
                                       preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
         code = self._proc.wait()
         self._proc = None
         if code != 0:
-            raise LaunchError(f"benchmark.{self.kind} exited with {code}")
+            raise LaunchError(f"{_command(self.kind)} exited with {code}")
         return code
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -261,12 +251,12 @@ class TorchrunJob:
 
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            print(f"[launch] stopping benchmark.{self.kind} (SIGTERM) for a checkpoint before the requeue", flush=True)
+            print(f"[launch] stopping {_command(self.kind)} (SIGTERM) for a checkpoint before the requeue", flush=True)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                print(f"[launch] benchmark.{self.kind} still running after {self.stop_timeout_s:.0f}s; "
+                print(f"[launch] {_command(self.kind)} still running after {self.stop_timeout_s:.0f}s; "
                       "it resumes from its previous checkpoint", flush=True)
         return DelayedSubmission(self, *args, **kwargs)
 
@@ -274,16 +264,12 @@ class TorchrunJob:
         return {**self.__dict__, "_proc": None}
 
 
-DEFAULT_TIMEOUT_MIN: dict[str, int] = {"data": 60, "pretrain": 72 * 60, "finetune": 48 * 60, "probe": 24 * 60,
-                                       "detect": 48 * 60, "segment": 48 * 60}
-
-
 class Slurm(Launcher):
     """Submits each step as one SLURM job (submitit), ``afterok`` on the jobs in ``after``.
 
     ``options``: ``partition``, ``gpus_per_node`` (default 8), ``nodes`` (1), ``cpus_per_task``
-    (10 per GPU), ``mem_gb``, ``timeout_min`` (an int, or per kind; ``DEFAULT_TIMEOUT_MIN``
-    otherwise), ``account``, ``qos``, ``constraint``. ``data`` steps get one node, no GPU.
+    (10 per GPU), ``mem_gb``, ``timeout_min`` (an int, or per kind; the kind's own
+    ``timeout_min`` otherwise), ``account``, ``qos``, ``constraint``. ``data`` steps get one node, no GPU.
     ``cluster=None`` is SLURM; ``"debug"`` runs the jobs in this process at ``wait()`` (tests).
     """
 
@@ -299,8 +285,8 @@ class Slurm(Launcher):
         opts = self.options
         gpus = 0 if kind == "data" else int(opts.get("gpus_per_node", 8))
         nodes = 1 if kind == "data" else int(opts.get("nodes", 1))
-        timeout = opts.get("timeout_min", DEFAULT_TIMEOUT_MIN)
-        timeout = int(timeout.get(kind, DEFAULT_TIMEOUT_MIN.get(kind, 60)) if isinstance(timeout, dict) else timeout)
+        timeout = opts.get("timeout_min", {})
+        timeout = int(timeout.get(kind, run_kind(kind).timeout_min) if isinstance(timeout, dict) else timeout)
         params: dict[str, Any] = {
             "name": run_name, "nodes": nodes, "tasks_per_node": 1, "gpus_per_node": gpus,
             "cpus_per_task": int(opts.get("cpus_per_task", 10 * max(1, gpus))), "timeout_min": timeout,
@@ -322,8 +308,7 @@ class Slurm(Launcher):
         """What the job runs: a callable as is, CLI arguments as a :class:`TorchrunJob`."""
         if callable(target):
             return target
-        if kind not in MULTI_PROCESS_KINDS:
-            raise ValueError(f"run kind {kind!r} does not run under torchrun; pass a callable")
+        _multi_process_command(kind)  # refuses a kind that does not run under torchrun
         return TorchrunJob(kind, [str(a) for a in target], int(self.options.get("gpus_per_node", 8)), self.python)
 
     def executor(self, run_dir: Path) -> Any:

@@ -1,6 +1,6 @@
 """``ViTPyramid``: a timm ViT turned into a 4-level feature pyramid for MMDetection / MMSegmentation.
 
-The ViT (``self.vit``) is built by :func:`benchmark.models.create_vit` with
+The ViT (``self.vit``) is built by :func:`benchmark.models.vit.create_vit` with
 ``dynamic_img_size=True``, so its position embeddings are interpolated to every input size.
 Patch tokens after four blocks (``out_indices``) are reshaped to stride-16 maps and resampled as
 in BEiT / XCiT detection: stride 4 = two 2x2 transposed convs (norm + GELU between), stride 8 =
@@ -10,10 +10,10 @@ A beit-* arch becomes timm's ``Beit`` with one relative position bias table per 
 detection / segmentation layout), whose window is the patch grid of ``input_size``: a checkpoint's
 shared table is copied to every block and resized to that window when loading. An input whose grid
 fits in the window reads the central part of each table (the same relative offsets, exactly); a
-larger one resizes the tables on the fly (:func:`benchmark.convert.resize_rel_pos_table`).
+larger one resizes the tables on the fly (:func:`benchmark.models.checkpoints.geometry.resize_rel_pos_table`).
 
 Weights come from ``checkpoint`` (an ``mm_backbone.pth`` or an ``encoder.safetensors``, see
-:mod:`benchmark.convert`) and are loaded in :meth:`ViTPyramid.init_weights` with exact key
+:mod:`benchmark.models.checkpoints`) and are loaded in :meth:`ViTPyramid.init_weights` with exact key
 accounting; the pyramid is never in a checkpoint and keeps its fresh initialisation.
 """
 
@@ -32,8 +32,10 @@ from mmengine.model import BaseModule
 
 from timm.layers import resample_abs_pos_embed
 
-from benchmark.convert import CheckpointError, adapt_state_dict, check_keys, read_checkpoint, read_spec, resize_rel_pos_table
-from benchmark.models import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit
+from benchmark.errors import CheckpointError
+from benchmark.models.checkpoints.geometry import adapt_state_dict, resize_rel_pos_table
+from benchmark.models.checkpoints.export import check_keys, read_checkpoint, read_spec
+from benchmark.models.vit import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
 
@@ -94,7 +96,7 @@ class ViTPyramid(BaseModule):
     """A timm ViT with a BEiT/XCiT-style multi-scale pyramid: features at strides 4, 8, 16, 32.
 
     Args:
-        arch: a name from :data:`benchmark.models.ARCHS`; ``None`` takes it from ``checkpoint``.
+        arch: a name from :data:`benchmark.models.vit.ARCHS`; ``None`` takes it from ``checkpoint``.
         img_size: the pre-training image size (the size of the stored position embeddings);
             ``None`` takes it from ``checkpoint`` (224 without one).
         out_indices: the four blocks whose patch tokens feed the pyramid; default: evenly
@@ -276,8 +278,8 @@ class ViTPyramid(BaseModule):
     def load_checkpoint(self, path: str | Path) -> None:
         """Loads ViT weights with exact key accounting; raises :class:`CheckpointError` on any mismatch.
 
-        The checkpoint must match its own spec exactly (:func:`benchmark.convert.check_keys`); it is then
-        fitted to this backbone (:func:`benchmark.convert.adapt_state_dict`: position embedding
+        The checkpoint must match its own spec exactly (:func:`benchmark.models.checkpoints.export.check_keys`); it is then
+        fitted to this backbone (:func:`benchmark.models.checkpoints.geometry.adapt_state_dict`: position embedding
         resampled, a shared BEiT table copied to every block, tables resized to the window) and must
         match it exactly too.
         """

@@ -15,12 +15,12 @@ CUDA. A total batch smaller than the recipe's ``auto_scale_lr.base_batch_size`` 
 
 Bad input (missing data, a COCO annotation file with missing fields or boxes outside their image,
 ADE20k labels out of range, unknown checkpoint format, mismatching checkpoint, a mistyped
-``--cfg-options`` key) raises :class:`InputError` or :class:`benchmark.convert.CheckpointError`;
+``--cfg-options`` key) raises :class:`InputError` or :class:`benchmark.errors.CheckpointError`;
 the CLIs print one line and exit 2.
 
 An interrupted run started again on its work dir resumes from its latest whole checkpoint and ends
 as the uninterrupted run would have; SIGTERM makes it write a checkpoint after the current
-iteration and exit with code 75 (:mod:`benchmark.mm.faults`, docs/faults.md).
+iteration and exit with code 75 (:mod:`benchmark.downstream.mm.faults`, docs/faults.md).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from benchmark.convert import CheckpointError, to_mm
-from benchmark.utils.stop import EXIT_PREEMPTED, Preempted
-from benchmark.utils.io import DiskFull
+from benchmark import REPO
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, CheckpointError, InputError, Preempted, SuiteError, error_line
+from benchmark.models.checkpoints.export import to_mm
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
     from mmengine.config import Config
@@ -47,10 +47,6 @@ if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
 
 _RUN_COUNTER = itertools.count()
 _DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
-
-
-class InputError(ValueError):
-    """Bad input to a run: missing data, a missing config, an unusable argument."""
 
 
 # ---------------------------------------------------------------------------- data sets
@@ -283,7 +279,7 @@ def resolve_checkpoint(ckpt: str | Path | None) -> tuple[Path | None, dict[str, 
     """
     if ckpt is None or str(ckpt).lower() == "none":
         return None, None, None
-    from benchmark.convert import read_spec
+    from benchmark.models.checkpoints.export import read_spec
 
     path = Path(ckpt)
     spec, fmt = read_spec(path)
@@ -347,7 +343,7 @@ def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | N
     The checkpoint's model spec decides arch and img_size unless ``--cfg-options`` set them
     explicitly (a mismatching explicit arch is an error).
     """
-    from benchmark.mm.backbone import vit_embed_dim
+    from benchmark.downstream.mm.backbone import vit_embed_dim
 
     backbone = cfg.model.backbone
     if backbone.get("type") != "ViTPyramid":
@@ -547,7 +543,7 @@ def prepare(
     cfg.launcher = "pytorch" if _launched_by_torchrun() else "none"
     cfg.randomness = {**dict(cfg.get("randomness") or {}), "seed": int(seed)}
     _fault_tolerant(cfg, notes)
-    from benchmark.mm.faults import latest_checkpoint
+    from benchmark.downstream.mm.faults import latest_checkpoint
 
     latest = latest_checkpoint(work_dir)
     if latest is not None:  # an interrupted run: resume from its latest whole checkpoint
@@ -559,9 +555,9 @@ def prepare(
 
 
 def _fault_tolerant(cfg: Config, notes: list[str]) -> None:
-    """mmengine's train loops swapped for their resumable versions (:mod:`benchmark.mm.faults`),
+    """mmengine's train loops swapped for their resumable versions (:mod:`benchmark.downstream.mm.faults`),
     and checkpoints written atomically."""
-    from benchmark.mm.faults import ATOMIC_BACKEND, RESUMABLE_LOOPS
+    from benchmark.downstream.mm.faults import ATOMIC_BACKEND, RESUMABLE_LOOPS
 
     train_cfg = cfg.get("train_cfg") or {}
     loop = train_cfg.get("type")
@@ -576,10 +572,10 @@ def _fault_tolerant(cfg: Config, notes: list[str]) -> None:
 
 def build_runner(prepared: Prepared) -> Runner:
     """The mmengine Runner of a prepared run (model built, nothing trained), with the
-    :class:`~benchmark.mm.faults.FaultTolerance` hook; logs the run's notes."""
+    :class:`~benchmark.downstream.mm.faults.FaultTolerance` hook; logs the run's notes."""
     from mmengine.runner import Runner
 
-    from benchmark.mm.faults import FaultTolerance
+    from benchmark.downstream.mm.faults import FaultTolerance
 
     runner = Runner.from_cfg(prepared.cfg)
     runner.register_hook(FaultTolerance("detection" if prepared.task.kind == "detect" else "segmentation"))
@@ -600,7 +596,7 @@ def run(
     """Trains and evaluates one model; writes ``work_dir/result.json`` and returns its metrics."""
     import pickle
 
-    from benchmark.mm.faults import FaultTolerance
+    from benchmark.downstream.mm.faults import FaultTolerance
 
     prepared = prepare(task, ckpt, config, data_root, work_dir, seed, cfg_options)
     runner = build_runner(prepared)
@@ -610,7 +606,7 @@ def run(
         try:
             runner.train()
         except pickle.UnpicklingError as err:  # a checkpoint holding objects, not only tensors and plain values
-            from benchmark.convert import load_failure
+            from benchmark.utils.io import load_failure
 
             raise CheckpointError(f"{prepared.cfg.load_from}: cannot be resumed with weights_only loading "
                                   f"({load_failure(err)}); move it away to start over") from None
@@ -634,7 +630,7 @@ def write_result(
     ckpt: str | Path | None,
 ) -> Path:
     """``work_dir/result.json`` with the resolved config as plain values."""
-    from benchmark.results import write_result as _write
+    from benchmark.stages.results import write_result as _write
 
     checkpoint = None if ckpt is None or str(ckpt).lower() == "none" else str(ckpt)
     return _write(work_dir, kind=task.kind, metrics=metrics, config=plain(cfg.to_dict()), seed=seed,
@@ -663,6 +659,24 @@ def _cfg_options(pairs: Sequence[str] | None) -> dict[str, Any]:
     return dict(namespace.cfg_options)
 
 
+def mm_args(config: dict[str, Any], run_dir: Path) -> list[str]:
+    """The command line (:func:`main`) of a driver's detection or segmentation run: ``--ckpt
+    --config --data-root --work-dir --seed`` and ``--cfg-options`` for its resolved ``config``."""
+    args = ["--ckpt", str(config.get("ckpt") or "none"), "--config", str(config["config"]),
+            "--data-root", str(config["data_root"]), "--work-dir", str(run_dir), "--seed", str(config.get("seed", 0))]
+    options = config.get("cfg_options") or {}
+    if options:
+        args += ["--cfg-options", *(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())]
+    return args
+
+
+def absolute_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A driver's run config with its MMEngine config path made absolute (the registry writes it
+    relative to the repository)."""
+    path = Path(config["config"])
+    return {**config, "config": str(path if path.is_absolute() else REPO / path)}
+
+
 def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
     """The CLI of one task; returns the exit code (2 on bad input)."""
     parser = _Parser(prog=f"python -m benchmark.{task.kind}",
@@ -681,8 +695,8 @@ def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
     except Preempted as err:
         print(f"[{task.kind}] {err}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (InputError, CheckpointError, DiskFull) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(json.dumps({"result": str(Path(args.work_dir) / "result.json"), "metrics": metrics}))
     return 0

@@ -1,17 +1,17 @@
 """Detection and segmentation runs that survive being stopped: mmengine's Runner, made to resume
 bit for bit, to stop cleanly on SIGTERM, and to write checkpoints that load with ``weights_only``.
 
-* :class:`FaultTolerance` (a hook :func:`benchmark.mm.runner.build_runner` registers):
+* :class:`FaultTolerance` (a hook :func:`benchmark.downstream.mm.runner.build_runner` registers):
   - checkpoints hold tensors and plain values only: mmengine's message hub (``HistoryBuffer``
     objects, numpy scalars) is stored as plain values and rebuilt on loading, so that
     ``torch.load(weights_only=True)`` (torch's default, which mmengine's resume uses) reads them;
   - every checkpoint also holds the torch / numpy / Python RNG states, which the resumed loop
     puts back where the uninterrupted run had them; validation leaves the RNGs as it found them;
-  - SIGTERM / SIGUSR2 (:class:`benchmark.engine.StopSignal`): after the current iteration the run
+  - SIGTERM / SIGUSR2 (:class:`benchmark.training.stop.StopSignal`): after the current iteration the run
     writes ``WORK_DIR/preempt_iter_N.pth``, points ``last_checkpoint`` at it and raises
-    :class:`benchmark.engine.Preempted` (the CLIs exit with code 75).
+    :class:`benchmark.errors.Preempted` (the CLIs exit with code 75).
 * :class:`ResumableIterBasedTrainLoop` and :class:`ResumableEpochBasedTrainLoop` (what
-  :func:`benchmark.mm.runner.prepare` swaps mmengine's loops for): mmengine's loops, restoring the
+  :func:`benchmark.downstream.mm.runner.prepare` swaps mmengine's loops for): mmengine's loops, restoring the
   checkpoint's RNG states after skipping the batches already trained, and able to resume in the
   middle of an epoch (mmengine's epoch loop restarts the epoch).
 * :class:`AtomicLocalBackend` (``backend_args=dict(backend='sslbench_atomic')``): mmengine's local
@@ -35,7 +35,8 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-from benchmark.utils.stop import Preempted, StopSignal, stop_signals_blocked, stopped_message
+from benchmark.errors import Preempted
+from benchmark.training.stop import StopSignal, stop_signals_blocked, stopped_message
 from benchmark.utils.io import write_bytes, write_text
 
 ATOMIC_BACKEND = "sslbench_atomic"

@@ -26,21 +26,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.experiments import ARTIFACTS, plan_runs
-from benchmark.findings import mini_findings
-from benchmark.perf_summary import perf_section
-from benchmark.results import ResultError, load_result
+from benchmark import REPO
+from benchmark.experiments.registry import ARTIFACTS, plan_runs
+from benchmark.report.findings import mini_findings
+from benchmark.report.perf_section import perf_section
+from benchmark.errors import ResultError
+from benchmark.stages.kinds import table_metrics
+from benchmark.stages.results import load_result
 from benchmark.utils.io import atomic_path, write_text
 
-ROOT = Path(__file__).resolve().parent.parent
 KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "hparams", "metric", "scale"]
 # Tags an artifact may vary beyond the paper's columns; absent ones are "" (not part of the run).
 OPTIONAL_TAGS = ("epochs", "tokenizer", "hparams")
 PAPER_KEYS = ["method", "pretrain_data", "arch", "downstream", "metric"]
 # reference.csv's metric names -> the names our result.json files use.
 METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
-# The metrics each evaluation kind reports in the tables (result.json may hold more).
-TABLE_METRICS = {"finetune": ["top1"], "linear": ["top1"], "knn": ["top1"], "detect": ["bbox_mAP", "segm_mAP"], "segment": ["mIoU"]}
 MISSING, UNKNOWN = "—", "unknown"
 EARLIER_SCHEDULE = "timm-cosine/0"  # a result.json without lr_schedule: made before SCHEDULE_ID
 NOT_COMPARABLE = "n/a (scale)"  # ours at a smaller scale than the paper's: no difference is computed
@@ -64,7 +64,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
         # each, whichever subset ran it: the registry says which artifacts plan it.
         members = registry_members().get((tags.get("scale"), run["name"]), tags.get("artifacts", [tags.get("artifact")]))
         for artifact in members:
-            for metric in TABLE_METRICS.get(result["kind"], sorted(result["metrics"])):
+            for metric in table_metrics().get(result["kind"], sorted(result["metrics"])):
                 if metric in result["metrics"]:
                     rows.append({**_tag_values(tags), "artifact": artifact, "metric": metric,
                                  "value": result["metrics"][metric], "seed": result["seed"],
@@ -115,7 +115,7 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
         for run in plan_runs(artifact, scale):
             if artifact not in run.tags.get("artifacts", [run.tags["artifact"]]):
                 continue
-            for metric in TABLE_METRICS.get(run.kind, []):
+            for metric in table_metrics().get(run.kind, []):
                 rows.append({**_tag_values(run.tags), "metric": metric})
     # One row per comparison: the seeds of a row are its runs, averaged in artifact_table.
     return pd.DataFrame(rows, columns=KEYS).drop_duplicates(ignore_index=True)
@@ -287,7 +287,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     scales = sorted(set(results.scale)) or ["smoke"]
     paper = load_paper(tables_dir / "paper" / "reference.csv")
     tables = {name: artifact_table(name, results, paper, scales) for name in ARTIFACTS}
-    shown_dir = runs_dir.resolve().relative_to(ROOT) if runs_dir.resolve().is_relative_to(ROOT) else runs_dir
+    shown_dir = runs_dir.resolve().relative_to(REPO) if runs_dir.resolve().is_relative_to(REPO) else runs_dir
     lines = [
         "# Report", "",
         f"Rebuilt {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by `python -m benchmark.report` from "
@@ -314,16 +314,12 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description="Rebuild tables, plots and REPORT.md.")
-    parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
-    parser.add_argument("--tables", default=str(ROOT / "tables"))
-    parser.add_argument("--plots", default=str(ROOT / "plots"))
-    parser.add_argument("--out", default=str(ROOT / "REPORT.md"))
+    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
+    parser.add_argument("--tables", default=str(REPO / "tables"))
+    parser.add_argument("--plots", default=str(REPO / "plots"))
+    parser.add_argument("--out", default=str(REPO / "REPORT.md"))
     args = parser.parse_args(argv)
     tables = build_report(Path(args.runs_dir), Path(args.tables), Path(args.plots), Path(args.out))
     for name, table in tables.items():
         print(f"{name}: {int((table.ours_mean != MISSING).sum())}/{len(table)} rows with results -> {args.tables}/{name}.csv")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,15 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
-    from benchmark.distributed import Context
+    from benchmark.training.distributed import Context
 
-EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped on request, run the same command again to resume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # SLURM's pre-emption notice; submitit's time-out/pre-emption signal
-
-
-class Preempted(RuntimeError):
-    """A run stopped by SIGTERM / SIGUSR2 after writing its checkpoint; the CLIs exit with
-    :data:`EXIT_PREEMPTED`, and running the same command again resumes."""
 
 
 class StopSignal:
@@ -69,7 +63,7 @@ class StopSignal:
             return self.signum is not None
         if not sync:
             return False
-        from benchmark.distributed import any_across
+        from benchmark.training.distributed import any_across
 
         stop = any_across(self.signum is not None, ctx)
         if stop and self.signum is None:

@@ -4,7 +4,7 @@
 * :class:`ViTLayerDecayOptimizerConstructor` (layer-wise lr decay) in mmengine's, mmdet's and
   mmseg's ``OPTIM_WRAPPER_CONSTRUCTORS``.
 
-Configs load it with ``custom_imports=dict(imports=['benchmark.mm'], allow_failed_imports=False)``.
+Configs load it with ``custom_imports=dict(imports=['benchmark.downstream.mm'], allow_failed_imports=False)``.
 Registration uses ``force=True``, so a re-import (importlib.reload, test runners) does not raise.
 """
 
@@ -16,8 +16,8 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_CONSTRUCTOR
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
 
-from benchmark.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
-from benchmark.mm.optim import ViTLayerDecayOptimizerConstructor, register
+from benchmark.downstream.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
+from benchmark.downstream.mm.optim import ViTLayerDecayOptimizerConstructor, register
 
 for _registry in (MMDET_MODELS, MMSEG_MODELS):
     _registry.register_module(name="ViTPyramid", module=ViTPyramid, force=True)

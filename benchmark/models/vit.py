@@ -25,7 +25,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     # BEiT's own encoder (timm's Beit): layer-scale 0.1, no absolute position embedding, one
     # relative position bias shared by all blocks, as in BEiT's pre-training. Downstream (fine-tuning,
     # MMDetection / MMSegmentation) BEiT gives every block its own table (``downstream_kwargs``),
-    # initialised from the shared one (``benchmark.convert.adapt_state_dict``).
+    # initialised from the shared one (``benchmark.models.checkpoints.geometry.adapt_state_dict``).
     "beit-smoke": ("beit_base_patch16_224", {"embed_dim": 192, "depth": 4, "num_heads": 3,
                                              "use_rel_pos_bias": False, "use_shared_rel_pos_bias": True}),
     "beit-s16": ("beit_base_patch16_224", {"embed_dim": 384, "num_heads": 6,

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmark.errors import ResultError
 from benchmark.utils.io import sha256_file, write_json
 from benchmark.utils.schedule import SCHEDULE_ID
 
@@ -42,10 +43,6 @@ REQUIRED = {
 }
 RESULT_FILE = "result.json"
 _PACKAGES = ("torch", "torchvision", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "numpy")
-
-
-class ResultError(ValueError):
-    """A result file that does not follow the schema."""
 
 
 def package_versions() -> dict[str, str]:
@@ -136,6 +133,8 @@ def load_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
+    except OSError as err:
+        raise ResultError(f"{path}: cannot read the result ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise ResultError(f"{path}: not valid JSON ({err})") from None
     return validate(data, where=str(path))

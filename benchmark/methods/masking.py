@@ -10,7 +10,8 @@
   of a patch codebook (BEiT, SplitMask): the codebook buffer, ``prepare()`` and ``tokenize()``.
 
 All randomness comes from the ``generator`` argument (a CPU generator, as the engine passes);
-masks are returned on the CPU and the caller moves them to its device with :func:`to_device`,
+masks are returned on the CPU and the caller moves them to its device with
+:func:`benchmark.utils.device.to_device`,
 which does not make the host wait for the GPU. Anything derived from a mask that has a
 data-dependent size (the indices of the masked patches) is computed on the CPU too, before the
 copy: ``mask.nonzero()`` on a GPU tensor would stall the host until the GPU caught up.
@@ -27,19 +28,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from benchmark.tokenizers import (
-    LEARNED_TOKENIZERS, TOKENIZERS, DalleTokenizer, PatchCodebookTokenizer, build_tokenizer, nearest, patchify,
+from benchmark.methods.tokenizers import (
+    LEARNED_TOKENIZERS,
+    TOKENIZERS,
+    DalleTokenizer,
+    PatchCodebookTokenizer,
+    build_tokenizer,
+    nearest,
+    patchify,
     pixel_patches,
 )
+from benchmark.utils.device import to_device
 from benchmark.utils.io import atomic_path
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor on ``device``; to a GPU through pinned memory and a non-blocking copy, so that
-    the host goes on queueing work instead of waiting for the GPU to drain its queue."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def blockwise_mask(
@@ -160,7 +160,7 @@ class VisualTokenTargets:
     size the prediction head with ``self.target_dim``; compute targets with ``tokenize()`` and
     the loss with ``target_loss()``. A codebook is a buffer (``codebook``) so that it is saved
     with the method's state and a resumed run does not refit it; ``prepare()`` fits it with
-    :func:`benchmark.tokenizers.build_tokenizer`. The DALL-E tokenizer is held outside the module
+    :func:`benchmark.methods.tokenizers.build_tokenizer`. The DALL-E tokenizer is held outside the module
     tree: its frozen weights come from ``tokenizer_weights``, never from (or into) the method's
     checkpoints or optimiser. List this mixin before ``PretrainMethod`` in the bases.
     """
@@ -188,7 +188,7 @@ class VisualTokenTargets:
     def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
         """Fits the codebook on ``batches``. A k-means codebook (minutes at the paper's vocabulary)
         is kept at ``<cache>-kmeans-pqc-v<vocab>-p<patch>-s<seed>.safetensors`` (pqc: the order of a
-        patch's values, :func:`~benchmark.tokenizers.patchify`) and loaded from there by the next run
+        patch's values, :func:`~benchmark.methods.tokenizers.patchify`) and loaded from there by the next run
         on the same images; ``batches`` is then never read."""
         if self.tokenizer_name not in TOKENIZERS:
             return

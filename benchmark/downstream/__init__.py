@@ -1,0 +1,1 @@
+"""Downstream adapters: the ViT as an MMDetection / MMSegmentation backbone (:mod:`~benchmark.downstream.mm`)."""

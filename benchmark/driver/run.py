@@ -1,0 +1,297 @@
+"""The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
+
+    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs] [--data-root DATA] [--dry-run]
+                            [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...]
+
+Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
+resolved config (a changed config is a new run; an unchanged one is found again). The run
+directory holds ``run.json`` (name, kind, key, tags, config; ``wall_s`` once finished), the stage's own files, and for
+evaluations ``result.json``. A run that fails is reported, the runs that need it are skipped,
+and every other run still goes ahead; the exit code is non-zero if anything failed. A real data
+set missing under ``--data-root`` is reported with the layout it needs and the artifacts it
+blocks. ``--dry-run`` prints the plan with an estimate of each run's compute (GPU-hours,
+:mod:`benchmark.driver.compute`). Runs go in this process, under torchrun, or to SLURM through submitit
+(:mod:`benchmark.driver.launch`; dependencies become job dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from benchmark import REPO
+from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
+from benchmark.experiments.model import Run, is_ref
+from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
+from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
+from benchmark.stages.kinds import run_kind
+from benchmark.utils.io import write_json
+from benchmark.utils.tree import KEEP, rebuild
+from benchmark.errors import EXIT_PREEMPTED, Preempted
+
+
+def order_runs(runs: list[Run]) -> list[Run]:
+    """Runs sorted so that each comes after the runs it refers to (stable otherwise)."""
+    by_name = {r.name: r for r in runs}
+    ordered: list[Run] = []
+    state: dict[str, str] = {}
+
+    def visit(run: Run, chain: tuple[str, ...]) -> None:
+        if state.get(run.name) == "done":
+            return
+        if run.name in chain:
+            raise ValueError(f"dependency cycle: {' -> '.join(chain + (run.name,))}")
+        for dep in run.refs():
+            if dep not in by_name:
+                raise ValueError(f"run {run.name!r} refers to unknown run {dep!r}")
+            visit(by_name[dep], chain + (run.name,))
+        state[run.name] = "done"
+        ordered.append(run)
+
+    for run in runs:
+        visit(run, ())
+    return ordered
+
+
+def _resolve(value: Any, dirs: dict[str, Path], keys: dict[str, str] | None = None) -> Any:
+    """Replaces refs by paths (``dirs``) or, for hashing, by the referred run's key (``keys``)."""
+    def replace(node: Any) -> Any:
+        if not is_ref(node):
+            return KEEP
+        if keys is not None:
+            return f"<{keys[node['ref']]}>/{node['file']}"
+        return str(dirs[node["ref"]] / node["file"]) if node["file"] else str(dirs[node["ref"]])
+
+    return rebuild(value, replace)
+
+
+def run_key(run: Run, keys: dict[str, str]) -> str:
+    blob = json.dumps({"kind": run.kind, "config": _resolve(run.config, {}, keys)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def locate(runs: list[Run], runs_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """Keys and run directories of ``runs`` (which must be in dependency order)."""
+    keys: dict[str, str] = {}
+    dirs: dict[str, Path] = {}
+    for run in runs:
+        keys[run.name] = run_key(run, keys)
+        dirs[run.name] = runs_dir / run.kind / f"{run.name}-{keys[run.name]}"
+    return keys, dirs
+
+
+def is_done(run: Run, run_dir: Path) -> bool:
+    return (run_dir / run_kind(run.kind).done_file(run.config)).is_file()
+
+
+def make_launcher(args: argparse.Namespace) -> Launcher:
+    if args.launcher == "torchrun":
+        return Torchrun(nproc_per_node=args.nproc_per_node, echo=True)
+    if args.launcher == "slurm":
+        options = {"partition": args.slurm_partition, "gpus_per_node": args.nproc_per_node, "nodes": args.slurm_nodes,
+                   "timeout_min": args.slurm_timeout_min, "account": args.slurm_account}
+        return Slurm({k: v for k, v in options.items() if v is not None})
+    return InProcess()
+
+
+def estimate_run(run: Run) -> Any:
+    """The compute estimate of one run, with the image counts of the real data set it reads."""
+    from benchmark.driver.compute import estimate
+    from benchmark.stages.cost import DATASET_SIZES
+
+    sizes = None
+    for name, path in data_markers(run.config):
+        key = f"domainnet-{path.split('/')[0]}" if name == "domainnet" else name
+        sizes = DATASET_SIZES.get(key, sizes)
+    config = resolve_data(run.config, "<data>")
+    return estimate(run.kind, config, dataset_sizes=None if run.kind in ("finetune", "probe") and
+                    config.get("dataset", "imagefolder") != "imagefolder" else sizes)
+
+
+class TimeLeft:
+    """An estimate of the time the runs still to go will take: each is assumed to last as long as
+    the finished runs of its kind and method did on average (its kind alone, or all runs, while
+    none of those has finished). None until a run has finished. ``done`` seeds the averages with
+    the runs an earlier invocation finished (their ``run.json`` keeps ``wall_s``), so that a
+    resumed plan is priced from the start."""
+
+    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = ()) -> None:
+        self.pending = {r.name: r for r in runs}
+        self.durations: dict[tuple[str, ...], list[float]] = {}
+        for run, seconds in done:
+            self.finished(run, seconds)
+
+    def finished(self, run: Run, seconds: float | None) -> None:
+        self.pending.pop(run.name, None)
+        if seconds is not None:
+            for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+                self.durations.setdefault(key, []).append(seconds)
+
+    def _guess(self, run: Run) -> float:
+        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+            if key in self.durations:
+                return sum(self.durations[key]) / len(self.durations[key])
+        return 0.0
+
+    def seconds(self) -> float | None:
+        if not self.durations:
+            return None
+        return sum(self._guess(r) for r in self.pending.values())
+
+
+def _wall_seconds(run_dir: Path) -> float | None:
+    """How long the driver saw a finished run take (``run.json``'s ``wall_s``), if it recorded it."""
+    try:
+        return float(json.loads((run_dir / "run.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f}s"
+
+
+def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
+    total, unknown = 0.0, 0
+    for i, run in enumerate(runs, 1):
+        status = "done" if is_done(run, dirs[run.name]) else ("blocked" if run.name in blocked else "to run")
+        line = f"  {i:>3}. {run.kind:<9} {run.name:<44} {status:<7} {dirs[run.name].relative_to(runs_dir)}"
+        if estimates:
+            est = estimate_run(run)
+            if est.gpu_hours is None:
+                unknown += run.kind != "data"
+            elif status != "done":
+                total += est.gpu_hours
+            line += f"  {est.summary() if run.kind != 'data' else ''}"
+        print(line)
+    if estimates:
+        from benchmark.stages.cost import reference
+
+        print(f"compute still to run: {total:,.1f} GPU-hours ({reference()})"
+              + (f"; {unknown} runs unknown" if unknown else ""))
+
+
+def conflicting_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options, or None."""
+    slurm_only = [f"--slurm-{name.replace('_', '-')}" for name in ("partition", "nodes", "timeout_min", "account")
+                  if getattr(args, f"slurm_{name}") is not None]
+    if slurm_only and args.launcher != "slurm":
+        return f"{', '.join(slurm_only)} needs --launcher slurm (got --launcher {args.launcher})"
+    if args.nproc_per_node < 1:
+        return f"--nproc-per-node must be at least 1, got {args.nproc_per_node}"
+    if args.nproc_per_node > 1 and args.launcher == "inprocess":
+        return (f"--nproc-per-node {args.nproc_per_node} needs --launcher torchrun or slurm "
+                "(--launcher inprocess runs one process)")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
+    parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
+    parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
+    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
+    parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(REPO / "data")),
+                        help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan with compute estimates and exit")
+    parser.add_argument("--launcher", choices=["inprocess", "torchrun", "slurm"], default="inprocess")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per run for torchrun / slurm")
+    parser.add_argument("--slurm-partition")
+    parser.add_argument("--slurm-nodes", type=int, default=None)
+    parser.add_argument("--slurm-timeout-min", type=int, default=None)
+    parser.add_argument("--slurm-account")
+    parser.add_argument("--no-report", action="store_true", help="do not rebuild tables/, plots/ and REPORT.md at the end")
+    parser.add_argument("--corrupt-images", choices=["skip", "fail"], default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the run's log) or stop the run")
+    args = parser.parse_args(argv)
+    conflict = conflicting_options(args)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
+    os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
+    scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
+    try:
+        runs = order_runs(plan_runs(args.subset, scale))
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    runs_dir = Path(args.runs_dir).resolve()
+    keys, dirs = locate(runs, runs_dir)
+
+    # A missing data set blocks the runs that read it and those that need them; the rest go on.
+    blocked: dict[str, str] = {}
+    for name, (layout, users) in missing_datasets(runs, args.data_root).items():
+        artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
+        print(f"missing data set {name!r}: expected {Path(args.data_root) / name} with {layout}; "
+              f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
+        for user in users:
+            blocked[user] = f"data set {name} missing"
+    for run in runs:
+        if run.name not in blocked and any(d in blocked for d in run.refs()):
+            blocked[run.name] = f"blocked by {', '.join(d for d in run.refs() if d in blocked)}"
+
+    print(f"plan: {len(runs)} runs for --subset {args.subset} --scale {scale} in {runs_dir}")
+    print_plan(runs, dirs, runs_dir, blocked, estimates=args.dry_run)
+    if args.dry_run:
+        return 0
+
+    launcher = make_launcher(args)
+    handles: dict[str, Handle] = {}
+    t0 = time.time()
+    left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
+                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None])
+    for i, run in enumerate(runs, 1):
+        run_dir = dirs[run.name]
+        remaining = left.seconds()
+        eta = f", about {_clock(remaining)} left" if remaining is not None and not isinstance(launcher, Slurm) else ""
+        head = f"[{i}/{len(runs)} {_clock(time.time() - t0)}{eta}] {run.kind} {run.name}"
+        if run.name in blocked:
+            print(f"{head}: skipped, {blocked[run.name]}", flush=True)
+            continue
+        if is_done(run, run_dir):
+            print(f"{head}: done already", flush=True)
+            continue
+        config = resolve_data(_resolve(run.config, dirs), args.data_root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags, "config": config}
+        write_json(run_dir / "run.json", record)
+        kind = run_kind(run.kind)
+        config = kind.prepare(config, run.tags)
+        after = [handles[d] for d in run.refs() if d in handles]
+        # The kinds that run under torchrun start their command; the others (data, select) are a
+        # call, made in this process or, on SLURM, in a job that waits for the jobs it needs.
+        if kind.multi_process and not isinstance(launcher, InProcess):
+            target: Any = kind.command_args(config, run_dir)
+        else:
+            target = lambda kind=kind, config=config, run_dir=run_dir: kind.run(config, run_dir)
+        print(f"{head}: {'running' if not isinstance(launcher, Slurm) else 'submitting'} in {run_dir}", flush=True)
+        started = time.time()
+        try:
+            handles[run.name] = handle = launcher.submit(run.name, run.kind, target, run_dir, after=after)
+        except Preempted as err:  # SIGTERM reached this process: the run wrote its checkpoint; stop here
+            print(f"{head}: {err}", flush=True)
+            print(f"stopped by a signal after {_clock(time.time() - t0)}; run the same command again to resume",
+                  file=sys.stderr)
+            return EXIT_PREEMPTED
+        if handle.status == "failed":
+            print(f"{head}: FAILED ({handle.error}); see {handle.log or run_dir / 'error.log'}", flush=True)
+        elif handle.status == "done":
+            print(f"{head}: finished in {time.time() - started:.0f}s", flush=True)
+            write_json(run_dir / "run.json", {**record, "wall_s": round(time.time() - started, 1)})  # for TimeLeft
+        left.finished(run, time.time() - started if handle.status == "done" else None)
+    failed = {h.run_name: h.error for h in launcher.wait() if h.status in ("failed", "blocked")}
+    failed.update(blocked)
+
+    if not args.no_report:
+        from benchmark.report.build import build_report
+
+        build_report(runs_dir, REPO / "tables", REPO / "plots", REPO / "REPORT.md")
+    print(f"all runs: {time.time() - t0:.0f}s, {len(failed)} failed or blocked")
+    for name, why in failed.items():
+        print(f"  {name}: {why}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,109 @@
+"""The real data sets by name: a marker in a config (:func:`data`) for a data set that lives under
+the user's ``--data-root``, the layout each must have (:data:`DATASETS`), and what a missing one
+blocks (:func:`missing_datasets`). docs/datasets.md describes the layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmark.experiments.model import Run
+from benchmark.utils.tree import KEEP, nodes, rebuild
+
+DOMAINS = ("clipart", "sketch", "painting")
+IMAGENET_TRAIN = 1_281_167
+# Training images of each pre-training data set (the official train splits), used to turn
+# epochs into iterations. DomainNet: the official <domain>_train.txt lists.
+TRAIN_IMAGES: dict[str, int] = {
+    "imagenet": IMAGENET_TRAIN, "coco": 118_287, "ade20k": 20_210, "stanford-cars": 8_144,
+    "domainnet-clipart": 33_525, "domainnet-sketch": 48_212, "domainnet-painting": 50_416,
+}
+# downstream tag -> (run kind, data set, reader format / probe mode)
+DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
+    "imagenet-finetune": ("finetune", "imagenet", "imagefolder"),
+    "imagenet-linear": ("probe", "imagenet", "linear"),
+    "inat2019-finetune": ("finetune", "inat2019", "inat2019"),
+    "stanford-cars-finetune": ("finetune", "stanford-cars", "stanford-cars"),
+    **{f"domainnet-{d}-finetune": ("finetune", "domainnet", f"domainnet-{d}") for d in DOMAINS},
+    "coco-maskrcnn": ("detect", "coco", ""),
+    "ade20k-upernet": ("segment", "ade20k", ""),
+}
+
+
+def data(name: str, path: str = "") -> dict[str, str]:
+    """A marker for the real data set ``name`` (a key of DATASETS), ``path`` below its root."""
+    return {"data": name, "path": path}
+
+
+# name -> (the expected layout in one line, the relative paths that must exist below DATA_ROOT/<name>)
+DATASETS: dict[str, tuple[str, list[str]]] = {
+    "imagenet": ("ImageFolder of ILSVRC-2012: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (val sorted into class folders)",
+                 ["train", "val"]),
+    "inat2019": ("iNaturalist 2019 as distributed: train2019.json, val2019.json, train_val2019/<supercategory>/<id>/*.jpg",
+                 ["train2019.json", "val2019.json", "train_val2019"]),
+    "coco": ("COCO 2017: train2017/, val2017/, annotations/instances_{train,val}2017.json",
+             ["train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json"]),
+    "ade20k": ("the ADEChallengeData2016 folder itself: images/{training,validation}/*.jpg, annotations/{training,validation}/*.png",
+               ["images/training", "images/validation", "annotations/training", "annotations/validation"]),
+    "stanford-cars": ("Stanford Cars as distributed: cars_train/, cars_test/, devkit/{cars_meta,cars_train_annos}.mat, "
+                      "cars_test_annos_withlabels.mat (here or in devkit/)",
+                      ["cars_train", "cars_test", "devkit/cars_meta.mat", "devkit/cars_train_annos.mat"]),
+    "domainnet": ("DomainNet as distributed, one root for all domains: <domain>/<class>/*.jpg, <domain>_{train,test}.txt "
+                  f"for {', '.join(DOMAINS)}",
+                  [p for d in DOMAINS for p in (d, f"{d}_train.txt", f"{d}_test.txt")]),
+    "dall-e": ("the DALL-E dVAE encoder converted once with `python -m benchmark.tokenizers convert-dalle encoder.pkl "
+               "dalle_encoder.safetensors --trust-pickle`", ["dalle_encoder.safetensors"]),
+}
+
+
+def is_marker(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"data", "path"}
+
+
+def data_markers(value: Any) -> list[tuple[str, str]]:
+    """``(name, path)`` of every data marker in ``value`` (a config), in order, with repeats."""
+    return [(node["data"], node["path"]) for node in nodes(value) if is_marker(node)]
+
+
+def find_data(value: Any) -> list[str]:
+    """The data set names of every marker in ``value`` (a config), in order, with repeats."""
+    return [name for name, _ in data_markers(value)]
+
+
+def resolve_data(config: Any, data_root: str | Path) -> Any:
+    """``config`` with every data marker replaced by the path ``data_root/<name>/<path>``."""
+    def replace(node: Any) -> Any:
+        if not is_marker(node):
+            return KEEP
+        path = Path(data_root) / node["data"]
+        return str(path / node["path"]) if node["path"] else str(path)
+
+    return rebuild(config, replace)
+
+
+def missing_datasets(runs: list[Run], data_root: str | Path) -> dict[str, tuple[str, list[str]]]:
+    """The data sets the runs need that are not (completely) below ``data_root``: name -> (the
+    expected layout, the sorted names of the runs it blocks, those that refer to a blocked run
+    included). Empty when everything is in place."""
+    root = Path(data_root)
+    needed: dict[str, set[str]] = {}
+    for run in runs:
+        for marker_name in find_data(run.config):
+            needed.setdefault(marker_name, set()).add(run.name)
+    missing: dict[str, tuple[str, list[str]]] = {}
+    for name in sorted(needed):
+        if name not in DATASETS:
+            raise KeyError(f"data set {name!r} is not in DATASETS (expected one of {sorted(DATASETS)})")
+        layout, paths = DATASETS[name]
+        if all((root / name / p).exists() for p in paths):
+            continue
+        blocked = set(needed[name])
+        changed = True
+        while changed:  # the runs that refer (transitively) to a blocked run are blocked too
+            changed = False
+            for run in runs:
+                if run.name not in blocked and blocked.intersection(run.refs()):
+                    blocked.add(run.name)
+                    changed = True
+        missing[name] = (layout, sorted(blocked))
+    return missing

@@ -1,0 +1,42 @@
+"""The data model of the experiment registry: runs, refs between them, artifacts.
+
+A *run* is one step of the pipeline (a kind of :mod:`benchmark.stages.kinds`: ``data``,
+``pretrain``, ``finetune``, ``probe``, ``select``, ``detect``, ``segment``) with a plain-dict config.
+Configs may point at another run's output with ``{"ref": "<run name>", "file": "<file in its
+directory>"}``; the driver resolves these to paths and orders runs so that every run comes after
+the runs it refers to. A run's identity is a hash of its kind and resolved config, so a
+pre-training that several artifacts use is run once, and a run whose outputs exist is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from benchmark.utils.tree import nodes
+
+
+@dataclass
+class Run:
+    name: str                       # unique within a plan; used for refs and directory names
+    kind: str                       # a run kind (benchmark.stages.kinds)
+    config: dict[str, Any]
+    tags: dict[str, Any] = field(default_factory=dict)  # what the report groups by
+
+    def refs(self) -> list[str]:
+        return sorted({node["ref"] for node in nodes(self.config) if is_ref(node)})
+
+
+def ref(run: str, file: str = "") -> dict[str, str]:
+    return {"ref": run, "file": file}
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"ref", "file"}
+
+
+@dataclass
+class Artifact:
+    name: str
+    title: str
+    scales: dict[str, Callable[[], list[Run]]]  # scale -> a function returning the runs

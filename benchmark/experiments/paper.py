@@ -1,0 +1,242 @@
+"""The paper's artifacts, each written ONCE as abstract comparisons (``Pre`` x ``Eval``): which
+method pre-trains on which data (and subset, length, tokenizer), which abstract arch ("s" | "b"),
+and which downstream evaluation. A scale (:mod:`~benchmark.experiments.scales`) maps those entries
+to concrete runs (:func:`pretrain_run`, :func:`eval_runs`). Where the paper
+(../shared/paper/PROTOCOL.md) is silent, a setting is marked "our choice".
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN, TRAIN_IMAGES, data
+from benchmark.experiments.model import Run, ref
+from benchmark.experiments.scales import SCALE_SPECS, Scale
+from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
+
+# The "small data sets" of the paper: 75% masking there (SplitMask keep_ratio 0.25, BEiT
+# mask_ratio 0.75), and a 25% largest crop on Stanford Cars.
+SMALL_SETS = frozenset({"stanford-cars", *(f"domainnet-{d}" for d in DOMAINS)})
+DEFAULT_TOKENIZER = "dall-e"        # BEiT's tokenizer; the paper follows BEiT (our choice for SplitMask too)
+BUDGET_EPOCHS = 300                 # ImageNet-100% pre-training: 300 epochs (known)
+SMALL_SET_EPOCHS = 5000             # Stanford Cars: 5,000 epochs (known); DomainNet: the same (our choice)
+
+
+@dataclass(frozen=True)
+class Pre:
+    """A pre-training, abstractly. ``epochs`` are passes over the (subset of the) data; None is
+    the data's default schedule."""
+    method: str                     # splitmask | beit | dino | supervised
+    data: str                       # imagenet | coco | ade20k | stanford-cars | domainnet-<domain>
+    fraction: float = 1.0           # ImageNet subsets only
+    epochs: float | None = None
+    tokenizer: str | None = None    # beit / splitmask; None = DEFAULT_TOKENIZER
+
+    def length(self) -> Fraction:
+        """Epochs over the subset, exactly (so that equal schedules give equal names)."""
+        if self.epochs is not None:
+            return Fraction(str(self.epochs))
+        if self.data in SMALL_SETS:
+            return Fraction(SMALL_SET_EPOCHS)
+        # The number of iterations is held constant (known for ImageNet subsets: 100% 300 epochs,
+        # 10% 3k, 1% 30k); COCO and ADE20k get the same iterations too (our choice).
+        return Fraction(BUDGET_EPOCHS * IMAGENET_TRAIN) / self.images()
+
+    def images(self) -> Fraction:
+        return TRAIN_IMAGES[self.data] * Fraction(str(self.fraction))
+
+    def budget(self) -> Fraction:
+        """The length in full-ImageNet epochs (images seen / ImageNet's train size)."""
+        return self.length() * self.images() / IMAGENET_TRAIN
+
+    def tok(self) -> str | None:
+        return (self.tokenizer or DEFAULT_TOKENIZER) if self.method in ("beit", "splitmask") else None
+
+    def data_tag(self) -> str:
+        """pretrain_data as spelled in tables/paper/reference.csv."""
+        return f"imagenet-{self.fraction * 100:g}%" if self.data == "imagenet" else self.data
+
+
+@dataclass(frozen=True)
+class Eval:
+    """One evaluation: ``pre`` (None = random initialisation) on ``downstream`` with arch ``arch``."""
+    method: str                     # the method tag (e.g. supervised-deit, random-init)
+    pre: Pre | None
+    arch: str                       # abstract: "s" (ViT-S/16) | "b" (ViT-B/16)
+    downstream: str                 # a key of DOWNSTREAMS
+
+
+def _grid(methods: list[str], pres: list[Pre | None], archs: list[str], downstreams: list[str]) -> list[Eval]:
+    """Every method x pre-training x arch x downstream; ``pres`` entries are templates whose
+    method is replaced (None = random init, method tag "random-init")."""
+    out = []
+    for pre in pres:
+        for method in (methods if pre is not None else ["random-init"]):
+            for arch in archs:
+                for downstream in downstreams:
+                    p = None if pre is None else Pre(_pre_method(method), pre.data, pre.fraction, pre.epochs, pre.tokenizer)
+                    out.append(Eval(method, p, arch, downstream))
+    return out
+
+
+def _pre_method(method_tag: str) -> str:
+    return "supervised" if method_tag == "supervised-deit" else method_tag
+
+
+IN100 = Pre("*", "imagenet")
+SSL = ["dino", "beit", "splitmask"]
+
+
+def _fig2() -> list[Eval]:
+    # Methods: the denoising autoencoders vs DINO (our choice); 0.1% is SplitMask only (known).
+    evals = _grid(SSL, [Pre("*", "imagenet", f) for f in (0.01, 0.05, 0.1, 0.25, 1.0)], ["b"], ["imagenet-finetune"])
+    return [Eval("splitmask", Pre("splitmask", "imagenet", 0.001), "b", "imagenet-finetune"), *evals]
+
+
+# artifact -> (title, the comparisons, the tags it varies beyond method/data/arch/downstream)
+COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    # Teaser: COCO detection after pre-training on COCO vs ImageNet (our choice: SplitMask and BEiT, ViT-B).
+    "fig1": ("COCO detection: pre-training on COCO vs ImageNet (teaser)",
+             lambda: _grid(["beit", "splitmask"], [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"]), ()),
+    # Arch unknown; ViT-B (our choice).
+    "table1": ("iNaturalist-2019 fine-tuning after pre-training on ImageNet 1/10/100% and COCO",
+               lambda: _grid(["supervised", *SSL], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"], ["inat2019-finetune"])
+               + _grid(SSL, [Pre("*", "coco")], ["b"], ["inat2019-finetune"]), ("fraction",)),
+    "fig2": ("ImageNet subset size at a constant number of iterations, fine-tuned on ImageNet", _fig2, ("fraction",)),
+    # Epoch counts: our choice (PROTOCOL: up to about 3k helps, then slight over-fitting).
+    "fig3": ("Pre-training length on ImageNet-10%, fine-tuned on ImageNet",
+             lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", 0.1, e) for e in (300, 1000, 2000, 3000, 5000)], ["b"],
+                           ["imagenet-finetune"]), ("epochs",)),
+    # Pre-training data: ImageNet-100%, evaluation: ImageNet fine-tuning (our choice).
+    "tokenizers": ("Tokenizers for BEiT and SplitMask: DALL-E dVAE vs random patches vs k-means",
+                   lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", 1.0, None, t) for t in ("dall-e", "random-patches", "kmeans")],
+                                 ["b"], ["imagenet-finetune"]), ("tokenizer",)),
+    "schedules": ("Schedules: the same iterations on ImageNet 1%, 10%, 100% (30k, 3k, 300 epochs)",
+                  lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"], ["imagenet-finetune"]),
+                  ("fraction", "epochs")),
+    # Random init uses the longer detection schedule (configs_mm/mask_rcnn_vit_b_fpn_6x_coco_random_init.py).
+    "table4": ("COCO Mask R-CNN, ViT-B: pre-training on COCO vs ImageNet",
+               lambda: _grid(SSL, [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"])
+               + _grid(["supervised-deit"], [IN100, None], ["b"], ["coco-maskrcnn"]), ()),
+    # Arch unknown; ViT-B (our choice, BEiT's ADE20k protocol).
+    "table5": ("ADE20k UperNet: random init, supervised / BEiT on ImageNet, BEiT / SplitMask on ADE20k",
+               lambda: _grid(["supervised-deit", "beit"], [IN100, None], ["b"], ["ade20k-upernet"])
+               + _grid(["beit", "splitmask"], [Pre("*", "ade20k")], ["b"], ["ade20k-upernet"]), ()),
+    "table6": ("Small data sets: pre-training on the target data only vs ImageNet, ViT-S and ViT-B",
+               lambda: [e for d in ("stanford-cars", *(f"domainnet-{x}" for x in DOMAINS))
+                        for e in _grid(["supervised-deit", "beit"], [IN100, None], ["s", "b"], [f"{d}-finetune"])
+                        + _grid(["beit", "splitmask"], [Pre("*", d)], ["s", "b"], [f"{d}-finetune"])], ()),
+    # ViT-S and ViT-B, self-supervised methods fine-tuned on ImageNet (our choice of rows; Table 7 is unknown).
+    "table7": ("ImageNet fine-tuning after ImageNet pre-training, ViT-S and ViT-B",
+               lambda: _grid(SSL, [IN100], ["s", "b"], ["imagenet-finetune"]), ()),
+    "table8": ("Linear probing vs fine-tuning on ImageNet",
+               lambda: _grid(SSL, [IN100], ["b"], ["imagenet-linear", "imagenet-finetune"]), ()),
+    # Epoch counts: our choice around the known 5,000 (longer hurts sharply); ViT-S.
+    "cars_overtraining": ("Stanford Cars: pre-training length vs fine-tuning accuracy (appendix)",
+                          lambda: _grid(["splitmask"], [Pre("*", "stanford-cars", 1.0, e) for e in (1000, 2500, 5000, 10000, 20000)],
+                                        ["s"], ["stanford-cars-finetune"]), ("epochs",)),
+}
+
+
+# Where each data set lives at the synthetic scale (refs into the synthetic-smoke run).
+_SMOKE_PRETRAIN_IMAGES = {"coco": "coco/train2017", "ade20k": "ade20k/images/training"}  # else classification/train
+
+
+def _pretrain_images(scale: Scale, pre: Pre) -> Any:
+    if scale.name == "smoke":
+        return ref(SYNTHETIC, _SMOKE_PRETRAIN_IMAGES.get(pre.data, "classification/train"))
+    if pre.data.startswith("domainnet-"):
+        return data("domainnet")  # the domain's train list (PretrainConfig.dataset), never its test images
+    return data(pre.data, {"imagenet": "train", "coco": "train2017", "ade20k": "images/training",
+                           "stanford-cars": "cars_train"}[pre.data])
+
+
+def _fmt(x: Fraction | float) -> str:
+    x = Fraction(x) if not isinstance(x, Fraction) else x
+    return str(x.numerator) if x.denominator == 1 else f"{float(x):.6g}"
+
+
+def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
+    """The concrete pre-training of ``pre`` with abstract arch ``arch`` at ``scale``."""
+    concrete = scale.archs[arch]
+    steps = max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
+    method_args = deepcopy(scale.method_args[pre.method])
+    tok = pre.tok()
+    if tok is not None:
+        method_args["tokenizer"] = tok
+        method_args["vocab_size"] = 8192 if tok == "dall-e" else scale.vocab_size
+        if tok == "dall-e" and scale.name != "smoke":  # smoke: a randomly initialised dVAE (a warning says so)
+            method_args["tokenizer_weights"] = data("dall-e", "dalle_encoder.safetensors")
+    small = pre.data in SMALL_SETS
+    if small and pre.method == "splitmask":
+        method_args["keep_ratio"] = 0.25        # 75% masking on the small sets (known)
+    if small and pre.method == "beit":
+        method_args["mask_ratio"] = 0.75
+    config: dict[str, Any] = {
+        "data_root": _pretrain_images(scale, pre), "method": pre.method, "method_args": method_args,
+        "arch": concrete, "img_size": scale.img_size, "fraction": float(pre.fraction), "steps": steps,
+        "batch_size": scale.pretrain_batch, "warmup_steps": max(1, round(steps / 30)),  # BEiT: 10 of 300 epochs
+        **deepcopy(scale.pretrain), "seed": 0,
+    }
+    if pre.method in ("dino", "supervised"):
+        config["blr"] = 5e-4 if scale.name != "smoke" else config["blr"]  # DINO / DeiT base lr (our choice)
+    if pre.data.startswith("domainnet-") and scale.name != "smoke":
+        config["dataset"] = pre.data
+    if pre.data == "stanford-cars":
+        config["crop_scale_max"] = 0.25         # largest crop 25% on Stanford Cars (known)
+    frac = f"-{pre.fraction * 100:g}pct" if pre.data == "imagenet" else ""
+    tok_part = f"-{tok}" if tok not in (None, DEFAULT_TOKENIZER) else ""
+    name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-ep{_fmt(pre.length())}{tok_part}"
+    return Run(name, "pretrain", config, tags={"method": pre.method, "pretrain_data": pre.data_tag(), "arch": concrete})
+
+
+def _eval_data(scale: Scale, name: str) -> Any:
+    if scale.name == "smoke":
+        return ref(SYNTHETIC, {"coco": "coco", "ade20k": "ade20k"}.get(name, "classification"))
+    return data(name)
+
+
+def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
+    """The pre-training (if any) and the evaluation runs (one per seed) of ``ev`` at ``scale``."""
+    kind, data_name, fmt = DOWNSTREAMS[ev.downstream]
+    concrete = scale.archs[ev.arch]
+    pre_run = pretrain_run(scale, ev.pre, ev.arch) if ev.pre is not None else None
+    checkpoint = ref(pre_run.name, "encoder.safetensors") if pre_run else None
+    tags: dict[str, Any] = {"method": ev.method, "pretrain_data": ev.pre.data_tag() if ev.pre else "none",
+                            "arch": concrete, "downstream": ev.downstream}
+    if ev.pre is not None:  # tags an artifact varies; always present so that shared runs agree
+        tags.update(fraction=float(ev.pre.fraction), epochs=float(ev.pre.length()))
+        if ev.pre.tok() is not None:
+            tags["tokenizer"] = ev.pre.tok()
+    stem = f"{ev.downstream}-{pre_run.name.removeprefix('pretrain-') if pre_run else f'random-init-{concrete}'}"
+    runs = [pre_run] if pre_run else []
+    for seed in scale.seeds:
+        if kind in ("finetune", "probe"):
+            config: dict[str, Any] = {"data_root": _eval_data(scale, data_name),
+                                      "dataset": "imagefolder" if scale.name == "smoke" else (fmt if kind == "finetune" else "imagefolder"),
+                                      "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
+            if kind == "finetune":
+                epochs, batch = scale.finetune_len[ev.downstream]
+                config.update(deepcopy(scale.finetune), epochs=epochs, batch_size=batch)
+            else:
+                config.update(deepcopy(scale.probe), mode=fmt)
+        else:
+            table = scale.detect if kind == "detect" else scale.segment
+            mm_config, options = table[ev.arch if pre_run else f"random-init-{ev.arch}"]
+            config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name),
+                      "cfg_options": deepcopy(options)}
+        config["seed"] = seed
+        runs.append(Run(f"{stem}-s{seed}", kind, config, tags=dict(tags)))
+    return runs
+
+
+def artifact_runs(name: str, scale_name: str) -> list[Run]:
+    scale = SCALE_SPECS[scale_name]
+    _, comparisons, _varies = COMPARISONS[name]
+    runs = [synthetic_data_run()] if scale_name == "smoke" else []
+    for ev in comparisons():
+        runs.extend(eval_runs(scale, ev))
+    return runs

@@ -1,0 +1,62 @@
+"""The registry of artifacts: each artifact of the paper (:mod:`~benchmark.experiments.paper`),
+the smoke chain (:mod:`~benchmark.experiments.smoke`) and the miniature
+(:mod:`~benchmark.experiments.mini`), with the scales each has, and :func:`plan_runs`, which turns
+a subset of them at a scale into the distinct runs they need."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from benchmark.experiments.mini import MINI_ARTIFACTS, MINI_SPECS, mini_plan
+from benchmark.experiments.model import Artifact, Run
+from benchmark.experiments.paper import COMPARISONS, artifact_runs
+from benchmark.experiments.smoke import smoke_runs
+
+ARTIFACTS: dict[str, Artifact] = {
+    "smoke": Artifact("smoke", "The whole chain at smoke scale (synthetic data)", {"smoke": smoke_runs}),
+    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in ("smoke", "small", "paper")})
+       for name, (title, _, _) in COMPARISONS.items()},
+    **{name: Artifact(name, title, {s: partial(mini_plan, fn, s) for s in MINI_SPECS})
+       for name, (title, fn) in MINI_ARTIFACTS.items()},
+}
+# The tags each artifact varies beyond method / pretrain_data / arch / downstream (for plots).
+VARIES: dict[str, tuple[str, ...]] = {name: varies for name, (_, _, varies) in COMPARISONS.items()} | {"mini_fig2": ("fraction",)}
+
+# Named groups of artifacts for --subset: each artifact alone, "all" (every paper artifact) and "smoke".
+SUBSETS: dict[str, list[str]] = {"smoke": ["smoke"], "mini": list(MINI_ARTIFACTS), "all": list(COMPARISONS),
+                                 **{n: [n] for n in COMPARISONS}, **{n: [n] for n in MINI_ARTIFACTS}}
+SCALES = ("smoke", "mini", "mini-quick", "small", "paper")
+
+
+def plan_runs(subset: str, scale: str) -> list[Run]:
+    """The distinct runs (by name) the artifacts of ``subset`` need at ``scale``.
+
+    A run that several artifacts need (same name) appears once, with ``tags["artifact"]`` the
+    first of them and ``tags["artifacts"]`` all of them. The same name with another config (or
+    other tags) is a registry bug and raises ValueError.
+    """
+    if subset not in SUBSETS and subset not in ARTIFACTS:
+        raise KeyError(f"unknown subset {subset!r}; expected one of {sorted(set(SUBSETS) | set(ARTIFACTS))}")
+    names = SUBSETS.get(subset, [subset])
+    runs: dict[str, Run] = {}
+    for artifact in (ARTIFACTS[n] for n in names):
+        if scale not in artifact.scales:
+            hint = "; at the mini scales the paper's questions are the mini_* artifacts (--subset mini)" if scale.startswith("mini") else ""
+            raise KeyError(f"artifact {artifact.name!r} has no {scale!r} scale (it has {sorted(artifact.scales)}){hint}")
+        for run in artifact.scales[scale]():
+            # A run planned only because another needs it (tag "dependency") is not one of the
+            # artifact's own: its results do not appear in the artifact's table.
+            member = [] if run.tags.pop("dependency", False) else [artifact.name]
+            run.tags = {"artifact": artifact.name, "artifacts": member, "scale": scale, **run.tags}
+            seen = runs.get(run.name)
+            if seen is None:
+                runs[run.name] = run
+                continue
+            same_tags = {k: v for k, v in seen.tags.items() if k not in ("artifact", "artifacts")} == \
+                        {k: v for k, v in run.tags.items() if k not in ("artifact", "artifacts")}
+            if seen.kind != run.kind or seen.config != run.config or not same_tags:
+                raise ValueError(f"run name {run.name!r} is planned twice with different kinds, configs or tags "
+                                 f"(artifacts {seen.tags['artifacts']} and {artifact.name!r})")
+            if member and artifact.name not in seen.tags["artifacts"]:
+                seen.tags["artifacts"].append(artifact.name)
+    return list(runs.values())

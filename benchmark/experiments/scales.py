@@ -1,0 +1,110 @@
+"""The scales: each maps the paper's abstract comparisons (:mod:`~benchmark.experiments.paper`)
+to concrete configs (archs, image size, batch sizes, lengths, data locations), and changes sizes
+and lengths only, never which comparisons are made. The paper's protocol is written out once
+(:data:`PAPER`); every other scale is a delta from it (``dataclasses.replace``). Settings the paper
+does not give are marked "our choice".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN
+from benchmark.experiments.smoke import SMOKE_ARCH, SMOKE_IMG
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    archs: dict[str, str]                   # abstract arch -> models.vit.ARCHS name
+    img_size: int
+    pretrain_batch: int
+    steps_per_budget_epoch: Fraction        # pre-training steps per full-ImageNet epoch of images
+    min_steps: int
+    vocab_size: int                         # codebook tokenizers (the dVAE's is always 8192)
+    pretrain: dict[str, Any]                # shared PretrainConfig fields
+    method_args: dict[str, dict[str, Any]]  # per method, shared by every data set
+    finetune: dict[str, Any]                # shared FinetuneConfig fields
+    finetune_len: dict[str, tuple[int, int]]  # downstream -> (epochs, batch)
+    probe: dict[str, Any]                   # ProbeConfig fields
+    detect: dict[str, tuple[str, dict[str, Any]]]   # "s"/"b"/"random-init-<arch>" -> (mm config, cfg_options)
+    segment: dict[str, tuple[str, dict[str, Any]]]
+    seeds: tuple[int, ...] = (0,)
+
+
+_PAPER_PRETRAIN = {"blr": 1.5e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_path": 0.1, "clip_grad": 3.0,
+                   "crop_scale_min": 0.08, "checkpoint_every": 2000, "num_workers": 10}  # BEiT's values (our choice)
+_PAPER_METHOD_ARGS = {
+    "splitmask": {"decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},  # weight unknown: 1.0 (our choice)
+    "beit": {},  # BEiT's 75 of 196 patches (methods.beit.BEIT_MASK_RATIO)
+    "dino": {},
+    "supervised": {},
+}
+_PAPER_FINETUNE = {"blr": 5e-4, "warmup_epochs": 5.0, "layer_decay": 0.65, "drop_path": 0.1, "num_workers": 10}
+
+# The paper's protocol: ViT-S/B at 224, batch 2048 (BEiT), 300 ImageNet epochs' worth of iterations.
+PAPER = Scale(
+    name="paper", archs={"s": "vit-s16", "b": "vit-b16"}, img_size=224, pretrain_batch=2048,
+    steps_per_budget_epoch=Fraction(IMAGENET_TRAIN, 2048), min_steps=1, vocab_size=8192,
+    pretrain=_PAPER_PRETRAIN, method_args=_PAPER_METHOD_ARGS, finetune=_PAPER_FINETUNE,
+    # Fine-tuning lengths are unknown (our choice): MAE/BEiT's 100 ImageNet epochs; DeiT-style 1000 on Cars.
+    finetune_len={"imagenet-finetune": (100, 1024), "inat2019-finetune": (100, 512), "stanford-cars-finetune": (1000, 256),
+                  **{f"domainnet-{d}-finetune": (100, 256) for d in DOMAINS}},
+    probe={"epochs": 90, "batch_size": 4096, "blr": 0.1, "warmup_epochs": 10.0, "num_workers": 10},  # MAE's linear probe
+    detect={"s": ("configs_mm/mask_rcnn_vit_s_fpn_3x_coco.py", {}), "b": ("configs_mm/mask_rcnn_vit_b_fpn_3x_coco.py", {}),
+            "random-init-b": ("configs_mm/mask_rcnn_vit_b_fpn_6x_coco_random_init.py", {}),
+            "random-init-s": ("configs_mm/mask_rcnn_vit_s_fpn_3x_coco.py",  # the 6x schedule on ViT-S (our choice)
+                              {"train_cfg.max_epochs": 72, "param_scheduler.1.end": 72, "param_scheduler.1.milestones": [63, 69],
+                               "optim_wrapper.paramwise_cfg.layer_decay_rate": 1.0})},
+    segment={"s": ("configs_mm/upernet_vit_s_512x512_160k_ade20k.py", {}),
+             "b": ("configs_mm/upernet_vit_b_512x512_160k_ade20k.py", {}),
+             "random-init-s": ("configs_mm/upernet_vit_s_512x512_160k_ade20k.py", {}),
+             "random-init-b": ("configs_mm/upernet_vit_b_512x512_160k_ade20k.py", {})},
+)
+
+# One GPU, hours per run: ViT-S only ("b" -> ViT-S, so ViT-B rows merge with ViT-S ones), batch
+# 256, 1/30 of the paper's lengths (300 ImageNet epochs -> 10), 1x detection, 16k segmentation.
+SMALL = replace(
+    PAPER, name="small", archs={"s": "vit-s16", "b": "vit-s16"}, pretrain_batch=256,
+    steps_per_budget_epoch=Fraction(IMAGENET_TRAIN, 256 * 30),
+    pretrain={**PAPER.pretrain, "checkpoint_every": 1000, "num_workers": 8},
+    finetune={**PAPER.finetune, "num_workers": 8},
+    finetune_len={"imagenet-finetune": (10, 256), "inat2019-finetune": (10, 256), "stanford-cars-finetune": (100, 256),
+                  **{f"domainnet-{d}-finetune": (10, 256) for d in DOMAINS}},
+    probe={"epochs": 10, "batch_size": 1024, "blr": 0.1, "warmup_epochs": 1.0, "num_workers": 8},
+    # "b" is ViT-S here, so its entries are ViT-S's.
+    detect={k: ("configs_mm/mask_rcnn_vit_s_fpn_3x_coco.py",
+                {"train_cfg.max_epochs": 12, "param_scheduler.1.end": 12, "param_scheduler.1.milestones": [9, 11]})
+            for k in "sb"}
+    | {f"random-init-{k}": ("configs_mm/mask_rcnn_vit_s_fpn_3x_coco.py",  # 2x the 1x schedule (our choice)
+                            {"train_cfg.max_epochs": 24, "param_scheduler.1.end": 24, "param_scheduler.1.milestones": [21, 23],
+                             "optim_wrapper.paramwise_cfg.layer_decay_rate": 1.0}) for k in "sb"},
+    segment={k: ("configs_mm/upernet_vit_s_512x512_160k_ade20k.py",
+                 {"train_cfg.max_iters": 16000, "train_cfg.val_interval": 16000, "param_scheduler.1.end": 16000})
+             for k in ("s", "b", "random-init-s", "random-init-b")},
+)
+
+# Synthetic data on a CPU: every data set maps to the synthetic layouts, 100 steps per 300
+# ImageNet epochs, the smoke chain's fine-tuning and mm settings.
+SMOKE = replace(
+    PAPER, name="smoke", archs={"s": SMOKE_ARCH, "b": SMOKE_ARCH}, img_size=SMOKE_IMG, pretrain_batch=32,
+    steps_per_budget_epoch=Fraction(1, 3), min_steps=4, vocab_size=256,
+    pretrain={"blr": 4e-3, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 100},
+    method_args={"splitmask": {"decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},
+                 "beit": {"mask_ratio": 0.4, "min_mask_patches": 2},
+                 "dino": {"out_dim": 256, "head_hidden": 128, "head_bottleneck": 64, "local_crops": 2},
+                 "supervised": {}},
+    finetune={"blr": 2e-3, "warmup_epochs": 1.0, "layer_decay": 0.75, "drop_path": 0.0, "rand_augment": None,
+              "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.1},
+    finetune_len={d: (10, 32) for d in DOWNSTREAMS if DOWNSTREAMS[d][0] == "finetune"},
+    probe={"epochs": 5, "batch_size": 32, "blr": 0.1, "warmup_epochs": 1.0},
+    detect={k: ("configs_mm/mask_rcnn_vit_fpn_smoke.py", {"train_cfg.max_epochs": n, "train_cfg.val_interval": n})
+            for k, n in (("s", 12), ("b", 12), ("random-init-s", 24), ("random-init-b", 24))},
+    segment={k: ("configs_mm/upernet_vit_smoke.py",
+                 {"train_cfg.max_iters": 160, "train_cfg.val_interval": 160, "param_scheduler.1.end": 160})
+             for k in ("s", "b", "random-init-s", "random-init-b")},
+)
+
+SCALE_SPECS: dict[str, Scale] = {scale.name: scale for scale in (PAPER, SMALL, SMOKE)}

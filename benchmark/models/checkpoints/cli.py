@@ -1,0 +1,78 @@
+"""``python -m benchmark.convert``: the command line of the checkpoint conversions.
+
+    python -m benchmark.convert ENCODER.safetensors OUT.pth      # encoder export -> mm backbone
+    python -m benchmark.convert mm ENCODER.safetensors OUT.pth   # the same, named
+    python -m benchmark.convert import SRC OUT.safetensors [--from auto|timm|deit|mae|dino|beit|mmpretrain]
+        [--arch ARCH] [--which teacher|student]                  # published checkpoint -> encoder export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmark.errors import CheckpointError
+from benchmark.models.checkpoints.export import save_encoder_state, to_mm
+from benchmark.models.checkpoints.published import SOURCES, dropped_summary, import_checkpoint
+from benchmark.models.vit import ARCHS
+
+
+def _main_import(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.convert import",
+        description="Imports a published checkpoint (timm/DeiT, MAE, DINO, BEiT, mmpretrain) as an encoder export.",
+    )
+    parser.add_argument("src", help="the published checkpoint (.pth / .pt / .bin / .safetensors)")
+    parser.add_argument("out", help="where to write the encoder export (.safetensors)")
+    parser.add_argument(
+        "--from", dest="source", default="auto", choices=("auto",) + SOURCES, help="its format (default: recognised by its keys)"
+    )
+    parser.add_argument("--arch", default=None, choices=sorted(ARCHS), help="default: inferred from tensor shapes")
+    parser.add_argument("--which", default="teacher", choices=("teacher", "student"), help="of a DINO training checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        result = import_checkpoint(args.src, args.source, args.arch, args.which)
+        save_encoder_state(result.state, result.spec, args.out, source=f"{result.source}:{args.src}")
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"source format: {result.source}; model: {json.dumps(result.spec)}; {len(result.state)} tensors")
+    if result.dropped:
+        print(f"dropped {len(result.dropped)} key(s) by name:")
+        for line in dropped_summary(result.dropped):
+            print(f"  {line}")
+    else:
+        print("dropped nothing")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _main_mm(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.convert [mm]",
+        description="Converts an encoder export into an MMDetection / MMSegmentation backbone checkpoint.",
+        epilog="To import a published checkpoint: python -m benchmark.convert import --help",
+    )
+    parser.add_argument("encoder", help="an encoder export (.safetensors)")
+    parser.add_argument("out", help="where to write the mm backbone checkpoint (.pth)")
+    args = parser.parse_args(argv)
+    try:
+        to_mm(args.encoder, args.out)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``import SRC OUT`` imports a published checkpoint; ``[mm] ENCODER OUT`` writes an mm backbone."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["import"]:
+        return _main_import(argv[1:])
+    if argv[:1] == ["mm"]:
+        return _main_mm(argv[1:])
+    return _main_mm(argv)

@@ -1,0 +1,55 @@
+"""The command line every training stage shares:
+
+    python -m benchmark.<stage> --config CONFIG.json --out RUN_DIR [--resume auto|never] [--corrupt-images skip|fail]
+
+The config file holds the stage's config dataclass as a JSON object (every key and type checked,
+the nearest key suggested for a misspelt one). Bad input is one ``error:`` line and exit code 2
+(:data:`~benchmark.errors.EXIT_BAD_INPUT`), nothing written; a stop signal is one line and exit
+code 75 (:data:`~benchmark.errors.EXIT_PREEMPTED`: run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.data.folders import CORRUPT_POLICIES, set_corrupt_policy
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, Preempted, SuiteError, error_line
+from benchmark.training.config import config_from_dict, read_json
+from benchmark.training.distributed import shutdown
+
+
+def read_config(cls: type, path: str | Path) -> Any:
+    """The config dataclass ``cls`` from a JSON file; one-line errors naming the file."""
+    return config_from_dict(cls, read_json(path))
+
+
+def stage_main(name: str, description: str, config_cls: type, run: Callable[[Any, str, bool], Any],
+               report: Callable[[Any], str | None], argv: list[str] | None = None) -> int:
+    """Parses the arguments, runs ``run(config, out, resume)`` and prints ``report(its result)``
+    (nothing where that is None: the other processes under torchrun)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmark.{name}", description=description)
+    parser.add_argument("--config", required=True, help=f"a JSON file of {config_cls.__name__} fields")
+    parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--resume", choices=["auto", "never"], default="auto",
+                        help="auto: continue from the run directory's checkpoint, if any; never: start over")
+    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
+                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
+    args = parser.parse_args(argv)
+    try:
+        set_corrupt_policy(args.corrupt_images)
+        result = run(read_config(config_cls, args.config), args.out, args.resume == "auto")
+    except Preempted as err:
+        print(f"[{name}] {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        shutdown()
+    line = report(result)
+    if line:
+        print(line)
+    return 0

@@ -1,0 +1,29 @@
+"""The ``data`` runs of a plan: data sets the suite writes itself, by generator name. Each writes
+its manifest last, so a finished run is one whose manifest exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.data import digits, synthetic
+from benchmark.stages.cost import Estimate
+from benchmark.stages.kinds import RunKind, register_kind
+
+# generator -> (what writes it: (out, config), its manifest)
+GENERATORS: dict[str, tuple[Callable[[Path, dict[str, Any]], Any], str]] = {
+    "synthetic": (lambda out, config: synthetic.make_all(out, seed=config["seed"], scale=config["scale"]),
+                  synthetic.MANIFEST),
+    "digits": (lambda out, config: digits.write_digits(out, seed=config["seed"]), digits.MANIFEST),
+}
+
+
+def generate(config: dict[str, Any], run_dir: Path) -> None:
+    GENERATORS[config["generator"]][0](run_dir, config)
+
+
+KIND = register_kind(RunKind(
+    "data", run=generate, done_file=lambda config: GENERATORS[config["generator"]][1],
+    estimate=lambda config, dataset_sizes=None, world_size=None: Estimate(
+        "data", 0.0, 0.0, train_flops=0.0, eval_flops=0.0, notes=["CPU only"]),
+))

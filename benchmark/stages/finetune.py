@@ -1,0 +1,243 @@
+"""Classification fine-tuning of a (pre-trained or random) ViT.
+
+    python -m benchmark.finetune --config CONFIG.json --out RUN_DIR [--resume auto|never]
+    torchrun --nproc_per_node 8 -m benchmark.finetune --config CONFIG.json --out RUN_DIR
+
+The data set is read in its official format (``dataset``: see :mod:`benchmark.data.classification`;
+``imagefolder`` by default: ``train/<class>/*`` and ``val/<class>/*``). The recipe is built from timm's
+parts: AdamW with layer-wise learning-rate decay, drop path, label smoothing, optional
+RandAugment and Mixup/CutMix, warm-up then cosine. Writes ``RUN_DIR/result.json`` with top-1
+(and top-5 with at least 10 classes) on the validation split. Training checkpoints
+(``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly;
+SIGTERM (or SIGUSR2) makes it write one after the current step and exit with code 75
+(docs/faults.md). Bad input is one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from benchmark.data.classification import Transformed, load_splits
+from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
+from benchmark.data.loader import make_loader, resolve_workers
+from benchmark.errors import CheckpointError, ConfigError
+from benchmark.models.checkpoints.export import read_checkpoint
+from benchmark.models.checkpoints.geometry import adapt_state_dict
+from benchmark.models.flops import vit_flops
+from benchmark.models.vit import create_vit, downstream_kwargs
+from benchmark.stages.results import write_result
+from benchmark.stages import cost
+from benchmark.stages.cli import stage_main
+from benchmark.stages.kinds import RunKind, register_kind
+from benchmark.stages.select import apply_choice
+from benchmark.training.checkpoint import TrainingCheckpoint
+from benchmark.training.config import config_from_dict, write_config
+from benchmark.training.distributed import barrier
+from benchmark.training.loop import train
+from benchmark.training.optim import build_optimizer, build_scheduler
+from benchmark.training.runtime import autocast, start_run
+from benchmark.training.stop import stop_signals_blocked
+
+SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
+
+
+
+@dataclass
+class FinetuneConfig:
+    data_root: str
+    dataset: str = "imagefolder"         # the data set's format (benchmark.data.classification.READERS)
+    checkpoint: str | None = None        # an encoder export; None = random initialisation
+    arch: str = "vit-s16"
+    img_size: int = 224
+    train_fraction: float = 1.0          # class-balanced subset of the training labels
+    eval_split: str = "val"              # the split result.json reports: "val", or "test" (ImageFolder)
+    hparams_from: str | None = None      # a select run's choice.json: its chosen fields replace these
+    epochs: int = 100
+    batch_size: int = 256
+    blr: float = 5e-4                    # lr = blr * batch_size / 256
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65
+    drop_path: float = 0.1
+    smoothing: float = 0.1
+    rand_augment: str | None = "rand-m9-mstd0.5-inc1"
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    clip_grad: float = 0.0
+    hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
+    crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1), timm's default
+    seed: int = 0
+    num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
+    log_every: int = 10
+    checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
+    device: str = "auto"
+    tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
+
+
+def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
+    """Loads an encoder export (or mm backbone checkpoint) into a classifier ViT; only the
+    classifier head may be missing, and nothing may be left over."""
+    state, spec, _ = read_checkpoint(checkpoint)
+    if spec["arch"] != arch:
+        raise CheckpointError(f"{checkpoint}: holds a {spec['arch']} encoder, the config asks for {arch}")
+    for note in adapt_state_dict(state, model):  # position embedding / BEiT tables to this model
+        print(f"[checkpoint] {note}", file=sys.stderr)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint}: missing keys {missing}, unexpected keys {unexpected}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> dict[str, float]:
+    model.eval()
+    correct1 = correct5 = total = 0
+    for images, labels in loader:
+        with autocast(device):
+            logits = model(images.to(device))
+        labels = labels.to(device)
+        top = logits.float().topk(min(5, num_classes), dim=-1).indices
+        correct1 += int((top[:, 0] == labels).sum())
+        correct5 += int((top == labels[:, None]).any(-1).sum())
+        total += labels.numel()
+    metrics = {"top1": 100.0 * correct1 / total}
+    if num_classes >= 10:
+        metrics["top5"] = 100.0 * correct5 / total
+    return metrics
+
+
+def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> dict[str, float]:
+    """Fine-tunes (or resumes, from ``checkpoint.pth``) and evaluates; returns the metrics.
+
+    Under torchrun each process trains on its share of every global batch (DDP); rank 0 alone
+    writes the log, the checkpoints, evaluates and writes ``result.json``.
+    """
+    started = time.time()
+    out = Path(out_dir)
+    if cfg.hparams_from:
+        cfg = apply_choice(cfg, cfg.hparams_from)
+    # The data first: bad input stops the run before it writes anything.
+    train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
+    device, ctx = start_run(cfg, out, save_config=False)
+    workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
+    num_classes = len(train_set.classes)
+
+    # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
+    model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path,
+                       **downstream_kwargs(cfg.arch))
+    if cfg.checkpoint:
+        load_pretrained(model, cfg.checkpoint, cfg.arch)
+    model.to(device)
+
+    subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
+    batch = min(cfg.batch_size, len(subset))  # global
+    if batch % ctx.world_size:
+        raise ConfigError(f"batch size {batch} is not divisible by the {ctx.world_size} processes")
+    micro = batch // ctx.world_size
+    steps_per_epoch = max(1, len(subset) // batch)
+    total = cfg.epochs * steps_per_epoch
+
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=num_classes)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    else:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
+    lr = cfg.blr * batch / 256
+    optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
+
+    checkpoint = TrainingCheckpoint(out, cfg, model, optimizer, scheduler, resume)
+    if ctx.is_main:  # once the checkpoint, if any, was found to be of this config
+        write_config(out / "config.json", cfg)
+    if checkpoint.resumed:
+        print(f"[finetune] resuming {out} at step {checkpoint.start}/{total}", file=sys.stderr)
+
+    train_tf = create_transform(
+        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,
+        scale=(cfg.crop_scale_min, 1.0),
+        color_jitter=0.4 if cfg.rand_augment is None else None,
+    )
+    data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
+    sampler = EpochSampler(len(data), cfg.seed, start=checkpoint.start * batch, rank=ctx.rank, num_replicas=ctx.world_size)
+    with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
+        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True))
+    checkpoint.restore_rng()  # after the loader's iterator drew from the global RNG, as at the start
+    ddp = DistributedDataParallel(model) if ctx.distributed else model
+    model.train()
+
+    def step(index: int, micro_step: int) -> dict[str, torch.Tensor]:
+        images, labels = next(loader)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if mixup is not None:
+            # timm's Mixup draws from numpy's global RNG: one seed per step and process, so a
+            # resumed run mixes exactly as the uninterrupted one.
+            np.random.seed(mix_seed(cfg.seed, index, ctx.rank) % 2**32)
+            images, labels = mixup(images, labels)
+        with autocast(device):
+            return {"loss": criterion(ddp(images), labels)}
+
+    def clip(index: int) -> None:
+        if cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+
+    train(step, checkpoint, total=total, batch_size=batch, what="fine-tuning", desc="finetune", out=out, ctx=ctx,
+          log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, ddp=ddp if ctx.distributed else None,
+          before_update=clip)
+    metrics: dict[str, float] = {}
+    if ctx.is_main:
+        val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False), skip_log=out / SKIPPED)
+        val_loader = make_loader(val_set, micro, device=device, num_workers=workers)
+        metrics = evaluate(model, val_loader, device, num_classes)
+        skipped = skipped_images(out / SKIPPED)
+        if skipped:
+            print(f"[finetune] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)
+        write_result(out, "finetune", metrics, asdict(cfg), seed=cfg.seed, started=started, checkpoint=cfg.checkpoint)
+    barrier(ctx)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("finetune", "Fine-tune a ViT classifier.", FinetuneConfig, finetune,
+                      lambda metrics: json.dumps(metrics) if metrics else None, argv)
+
+
+def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None, world_size: int | None = None
+             ) -> cost.Estimate:
+    """FLOPs of the whole run: forward+backward of the classifier on every training image of
+    every epoch, plus one forward over the evaluated split."""
+    cfg = config_from_dict(FinetuneConfig, {"data_root": "", **config})
+    sizes, source = cost.sizes_of(config, dataset_sizes)
+    per_image = vit_flops(cfg.arch, cfg.img_size, True, 1000)
+    if "train" not in sizes or "val" not in sizes:
+        return cost.unknown("finetune", f"number of images unknown for dataset {cfg.dataset!r} (pass dataset_sizes)",
+                            flops_per_image=per_image)
+    subset = sizes["train"] if cfg.train_fraction == 1 else max(1, round(sizes["train"] * cfg.train_fraction))
+    batch = min(cfg.batch_size, subset)
+    steps = cfg.epochs * max(1, subset // batch)
+    est = cost.Estimate("finetune", None, None, train_flops=steps * batch * per_image,
+                        eval_flops=sizes["val"] * vit_flops(cfg.arch, cfg.img_size, False, 1000), steps=steps,
+                        train_images=steps * batch, flops_per_image=per_image, notes=[source] if source else [])
+    return cost.finish(est)
+
+
+KIND = register_kind(RunKind(
+    "finetune", run=lambda config, run_dir: finetune(config_from_dict(FinetuneConfig, config), run_dir),
+    done_file=lambda config: "result.json", command="benchmark.finetune", multi_process=True, estimate=estimate,
+    metrics={"finetune": ("top1",)}, prepare=lambda config, tags: {**config, "tags": tags}, timeout_min=48 * 60,
+))

@@ -1,0 +1,74 @@
+"""The table of run kinds: everything the driver, the launchers, the dry run and the report need
+to know about one kind of run, registered by the module that defines the stage
+(:func:`register_kind`), as timm registers its models.
+
+A :class:`RunKind` says what runs a config in this process (``run``), the command a launcher
+starts for it under torchrun or on SLURM (``command`` and ``command_args``), which file marks a
+finished run (``done_file``), what the run costs (``estimate``, for the dry run) and which metrics
+of its ``result.json`` the report's tables show (``metrics``, by result kind).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.utils.io import write_text
+
+LAUNCH_CONFIG = "launch_config.json"  # the resolved config a launched command reads (--config)
+
+
+def config_file_args(config: dict[str, Any], run_dir: Path) -> list[str]:
+    """``--config RUN/launch_config.json --out RUN``: the arguments of the stages whose command
+    line takes a config file (:mod:`benchmark.stages.cli`). The file is written atomically: a
+    requeued SLURM job may read it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LAUNCH_CONFIG
+    write_text(path, json.dumps(config, indent=1, sort_keys=True))
+    return ["--config", str(path), "--out", str(run_dir)]
+
+
+@dataclass(frozen=True)
+class RunKind:
+    name: str                                              # the driver's kind: pretrain, finetune, ...
+    run: Callable[[dict[str, Any], Path], Any]             # runs a resolved config in this process
+    done_file: Callable[[dict[str, Any]], str]             # the file (in the run dir) that marks it finished
+    command: str | None = None                             # its command line (python -m ...); None: in-process only
+    command_args: Callable[[dict[str, Any], Path], list[str]] = config_file_args
+    multi_process: bool = False                            # runs under torchrun (one process per GPU)
+    estimate: Callable[..., Any] | None = None             # (config, dataset_sizes, world_size) -> cost.Estimate
+    metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # result kind -> the metrics tables show
+    prepare: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda config, tags: config
+    # prepare(config, tags): the config the stage takes, from the run's resolved config and tags
+    timeout_min: int = 60                                  # SLURM time limit of one job, unless the user sets one
+
+
+KINDS: dict[str, RunKind] = {}
+
+
+def register_kind(kind: RunKind) -> RunKind:
+    if kind.name in KINDS:
+        raise ValueError(f"run kind {kind.name!r} is registered twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def run_kinds() -> dict[str, RunKind]:
+    """Every registered kind (the stage modules register theirs when they are imported)."""
+    import benchmark.stages  # noqa: F401  (imports every stage)
+
+    return KINDS
+
+
+def run_kind(name: str) -> RunKind:
+    kinds = run_kinds()
+    if name not in kinds:
+        raise ValueError(f"unknown run kind {name!r}; expected one of {sorted(kinds)}")
+    return kinds[name]
+
+
+def table_metrics() -> dict[str, tuple[str, ...]]:
+    """Result kind (``result.json``'s ``kind``) -> the metrics the report's tables show."""
+    return {result: metrics for kind in run_kinds().values() for result, metrics in kind.metrics.items()}

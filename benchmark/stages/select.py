@@ -1,0 +1,95 @@
+"""Choosing settings on a validation split: a sweep's results in, one choice out.
+
+    python -m benchmark.select --config CONFIG.json --out RUN_DIR
+
+The config lists candidate runs, each a ``result.json`` (an evaluation on the *validation*
+split) and the setting it was run with (``values``, e.g. ``{"blr": 1e-3}``). Candidates with the
+same values are averaged (several initialisations or seeds share one setting: the choice is
+then the same for all of them), and the values with the best mean ``metric`` are written to
+``RUN_DIR/choice.json``. A fine-tuning run takes them with ``hparams_from``; its own
+``config.json`` then holds the chosen values. Ties go to the candidate listed first.
+
+Candidates whose result is on the test split are refused: a setting chosen on the test split
+would make the tables report a best case, not a held-out estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
+from benchmark.stages.kinds import RunKind, register_kind
+from benchmark.training.config import read_json
+from benchmark.stages.results import load_result
+from benchmark.utils.io import write_json
+
+CHOICE = "choice.json"
+T = TypeVar("T")
+
+
+def choose(candidates: list[dict[str, Any]], metric: str = "top1") -> dict[str, Any]:
+    """The choice record: ``chosen`` (the winning values) and ``scores`` (per setting: mean, runs)."""
+    if not candidates:
+        raise ConfigError("select: no candidates")
+    scores: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        result = load_result(candidate["result"])
+        split = result["config"].get("eval_split", "val")
+        if split != "val":
+            raise ConfigError(f"{candidate['result']}: evaluated on the {split!r} split; settings are chosen on 'val' only")
+        if metric not in result["metrics"]:
+            raise ConfigError(f"{candidate['result']}: no metric {metric!r} (it has {sorted(result['metrics'])})")
+        key = json.dumps(candidate["values"], sort_keys=True)
+        entry = scores.setdefault(key, {"values": candidate["values"], "results": []})
+        entry["results"].append(float(result["metrics"][metric]))
+    rows = [{"values": e["values"], "mean": sum(e["results"]) / len(e["results"]), "runs": len(e["results"]),
+             "results": e["results"]} for e in scores.values()]
+    best = max(rows, key=lambda row: row["mean"])  # max keeps the first of equals
+    return {"metric": metric, "split": "val", "chosen": best["values"], "scores": rows}
+
+
+def select(config: dict[str, Any], out_dir: str | Path) -> Path:
+    """Writes ``out_dir/choice.json`` for ``config`` ({"candidates": [...], "metric": ...})."""
+    unknown = set(config) - {"candidates", "metric"}
+    if unknown:
+        raise ConfigError(f"select: unknown keys {sorted(unknown)} (expected 'candidates', 'metric')")
+    record = choose(config["candidates"], config.get("metric", "top1"))
+    path = Path(out_dir) / CHOICE
+    write_json(path, record)
+    return path
+
+
+def apply_choice(cfg: T, choice_path: str | Path) -> T:
+    """``cfg`` (a config dataclass) with the fields of a choice.json replaced; a chosen key the
+    config does not have is a ConfigError."""
+    try:
+        chosen = json.loads(Path(choice_path).read_text())["chosen"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ConfigError(f"hparams_from {choice_path}: not a choice file ({err})") from None
+    fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    unknown = set(chosen) - fields
+    if unknown:
+        raise ConfigError(f"hparams_from {choice_path}: {sorted(unknown)} are not fields of {type(cfg).__name__}")
+    return dataclasses.replace(cfg, **chosen)  # type: ignore[type-var]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.select", description="Choose settings from a validation sweep.")
+    parser.add_argument("--config", required=True, help="a JSON file: {\"candidates\": [{\"result\": ..., \"values\": {...}}], \"metric\": \"top1\"}")
+    parser.add_argument("--out", required=True, help="the run directory (gets choice.json)")
+    args = parser.parse_args(argv)
+    try:
+        path = select(read_json(args.config), args.out)
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.loads(path.read_text())["chosen"])
+    return 0
+
+
+KIND = register_kind(RunKind("select", run=select, done_file=lambda config: CHOICE, command="benchmark.select"))
