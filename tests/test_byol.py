@@ -15,7 +15,8 @@ from benchmark.training.optim import build_optimizer
 from benchmark.utils.io import read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
-from benchmark.methods.byol import BYOL, byol_loss, regression_loss
+from benchmark.methods.byol import BYOL
+from benchmark.methods.losses import byol_loss, regression_loss
 from benchmark.methods.ema import cosine_momentum, make_ema_copy
 from benchmark.models.vit import create_vit
 from benchmark.stages.pretrain import PretrainConfig, pretrain

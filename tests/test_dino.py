@@ -15,7 +15,8 @@ from benchmark.training.optim import build_optimizer
 from benchmark.utils.io import read_log
 from benchmark.methods import build_method
 from benchmark.methods.base import Augmentation
-from benchmark.methods.dino import DINO, default_local_size, dino_loss, teacher_probs
+from benchmark.methods.dino import DINO, default_local_size
+from benchmark.methods.losses import dino_loss, teacher_probs
 from benchmark.methods.ema import cosine_momentum
 from benchmark.models.vit import create_vit
 from benchmark.stages.pretrain import PretrainConfig, pretrain

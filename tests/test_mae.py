@@ -14,7 +14,8 @@ from benchmark.utils.io import read_log
 from benchmark.methods.masking import random_mask
 from benchmark.methods import build_method
 from benchmark.methods.base import gather_tokens
-from benchmark.methods.mae import masked_mse, sincos_pos_embed_2d
+from benchmark.methods.losses import masked_mse
+from benchmark.methods.mae import sincos_pos_embed_2d
 from benchmark.models.vit import create_vit
 from benchmark.stages.pretrain import PretrainConfig, pretrain
 

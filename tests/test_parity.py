@@ -24,9 +24,9 @@ from safetensors import safe_open
 from benchmark.training.optim import build_scheduler
 from benchmark.methods.masking import random_mask
 from benchmark.methods import build_method
-from benchmark.methods.dino import dino_loss, teacher_probs
+from benchmark.methods.losses import dino_loss, masked_mse, teacher_probs
 from benchmark.methods.ema import cosine_momentum
-from benchmark.methods.mae import masked_mse, sincos_pos_embed_2d
+from benchmark.methods.mae import sincos_pos_embed_2d
 from benchmark.models.vit import create_vit
 from benchmark.methods.tokenizers import patchify, pixel_patches
 

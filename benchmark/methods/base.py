@@ -41,6 +41,17 @@ class Augmentation:
     hflip: float = 0.5          # probability of a horizontal flip (0 for data that flips change, e.g. digits)
 
 
+METHODS: dict[str, type["PretrainMethod"]] = {}  # name -> class, filled by @register_method
+
+
+def register_method(cls: type["PretrainMethod"]) -> type["PretrainMethod"]:
+    """Class decorator: adds a method to :data:`METHODS` under its ``name``, beside its definition."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
 class PretrainMethod(nn.Module):
     name: ClassVar[str]
     # True for methods that learn from labels (supervised): the engine then reads an ImageFolder

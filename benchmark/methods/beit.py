@@ -35,13 +35,14 @@ from timm.models.beit import Beit
 
 from benchmark.methods.masking import VisualTokenTargets, blockwise_mask
 from benchmark.utils.device import to_device
-from benchmark.methods.base import PretrainMethod
+from benchmark.methods.base import PretrainMethod, register_method
 
 
 # BEiT's run_beit_pretraining.py: --num_mask_patches 75 on the 14x14 grid of 224 px images.
 BEIT_MASK_RATIO = 75 / 196
 
 
+@register_method
 class BEiT(VisualTokenTargets, PretrainMethod):
     name = "beit"
 

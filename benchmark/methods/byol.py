@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from benchmark.methods.views import TwoViews
-from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
+from benchmark.methods.losses import byol_loss
+from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 
 
@@ -32,19 +32,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
-def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """2 - 2 cos(prediction, target), averaged over the batch (the target carries no gradient)."""
-    p = F.normalize(prediction.float(), dim=-1)
-    z = F.normalize(target.detach().float(), dim=-1)
-    return (2 - 2 * (p * z).sum(dim=-1)).mean()
-
-
-def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """The symmetric BYOL loss: predictions of view 1 against target projections of view 2 and
-    vice versa, summed."""
-    return regression_loss(p1, z2) + regression_loss(p2, z1)
-
-
+@register_method
 class BYOL(PretrainMethod):
     name = "byol"
 

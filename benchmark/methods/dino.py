@@ -43,7 +43,8 @@ from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
 from benchmark.methods.views import MultiCrop
-from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features
+from benchmark.methods.losses import dino_loss, teacher_probs
+from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.utils.schedule import cosine_schedule
 
@@ -109,34 +110,7 @@ def default_local_size(img_size: int, patch_size: int) -> int:
     return max(patch_size, int(round(img_size * 96 // 224 / patch_size)) * patch_size)
 
 
-def teacher_probs(teacher_out: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax((t - c) / tau_t), in float32, without gradient."""
-    return F.softmax((teacher_out.detach().float() - center) / temperature, dim=-1)
-
-
-def dino_loss(student_out: torch.Tensor, probs: torch.Tensor, num_views: int, student_temp: float) -> tuple[torch.Tensor, int]:
-    """DINO's cross-entropy over every pair of different views.
-
-    ``student_out``: (V * B, K) raw student outputs, views stacked view-major (global crops
-    first); ``probs``: (G * B, K) teacher probabilities of the G global views, in the same order.
-    Returns (the mean over pairs (i, v), v != i, of the batch-mean cross-entropy, the number of
-    pairs G * (V - 1))."""
-    num_teacher = probs.shape[0] * num_views // student_out.shape[0]
-    log_p = F.log_softmax(student_out.float() / student_temp, dim=-1).chunk(num_views)
-    q = probs.chunk(num_teacher)
-    total = student_out.new_zeros((), dtype=torch.float32)
-    terms = 0
-    for i, q_i in enumerate(q):
-        for v, log_p_v in enumerate(log_p):
-            if v == i:  # the same view: skipped
-                continue
-            total = total + torch.sum(-q_i * log_p_v, dim=-1).mean()
-            terms += 1
-    if terms == 0:
-        raise ValueError("DINO needs at least two views (one global crop and one other crop)")
-    return total / terms, terms
-
-
+@register_method
 class DINO(PretrainMethod):
     name = "dino"
 

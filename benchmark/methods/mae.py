@@ -26,7 +26,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from benchmark.methods.masking import RandomMask, random_mask
-from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
+from benchmark.methods.losses import masked_mse
+from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.tokenizers import pixel_patches
 
 
@@ -48,14 +49,7 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the patches where ``mask`` is True of the per-patch mean squared error.
-    pred, target (B, N, D); mask (B, N) bool."""
-    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
-    weight = mask.to(per_patch.dtype)
-    return (per_patch * weight).sum() / weight.sum().clamp(min=1)
-
-
+@register_method
 class MAE(PretrainMethod):
     name = "mae"
 

@@ -20,7 +20,7 @@ from timm.models.vision_transformer import Block
 
 from benchmark.methods.masking import VisualTokenTargets
 from benchmark.utils.device import to_device
-from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights
+from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.losses import info_nce
 
 
@@ -32,6 +32,7 @@ def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Gene
     return order[:, :keep], order[:, keep : 2 * keep]
 
 
+@register_method
 class SplitMask(VisualTokenTargets, PretrainMethod):
     name = "splitmask"
 

@@ -13,9 +13,10 @@ from timm.data import Mixup, create_transform
 from timm.layers import trunc_normal_
 from timm.loss import SoftTargetCrossEntropy
 
-from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.base import Augmentation, PretrainMethod, register_method
 
 
+@register_method
 class Supervised(PretrainMethod):
     name = "supervised"
     needs_labels = True
