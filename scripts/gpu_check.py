@@ -32,8 +32,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmark.utils.io import read_log
-from benchmark.methods import METHODS
+from benchmark.methods import METHODS  # noqa: E402  (after the sys.path insert above)
+from benchmark.utils.io import read_log  # noqa: E402
 
 # Settings that keep each method's run to about half a minute on one GPU.
 METHOD_ARGS = {

@@ -1,4 +1,5 @@
-"""Shared fixtures: one synthetic data root per test session, in the real on-disk formats."""
+"""Shared fixtures: one synthetic data root per test session, in the real on-disk formats, and a
+pre-training stopped after its first checkpoint."""
 
 from __future__ import annotations
 

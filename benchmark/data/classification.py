@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from benchmark.errors import DataError
 from benchmark.data.folders import SkipCorrupt, image_folder, open_image
+from benchmark.errors import DataError
 
 SPLITS = ("train", "val", "test")   # "test": an ImageFolder with a held-out ROOT/test (the others' val is their test)
 IMAGEFOLDER_LAYOUT = "ROOT/{train,val[,test]}/<class>/<image> (ImageFolder)"
@@ -134,7 +135,8 @@ def inat2019(root: Path, split: str) -> LabelledFiles:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid json ({err}) (expected {INAT2019_LAYOUT})") from None
     except (KeyError, TypeError) as err:
-        raise DataError(f"{path}: missing field {err} (expected 'images', 'annotations' and 'categories' as in {INAT2019_LAYOUT})") from None
+        raise DataError(f"{path}: missing field {err} (expected 'images', 'annotations' and 'categories' as in "
+                        f"{INAT2019_LAYOUT})") from None
     if len(label_of) != len(categories):
         raise DataError(f"{path}: duplicate category ids (expected {INAT2019_LAYOUT})")
     files, targets = [], []
@@ -250,7 +252,8 @@ def domainnet_classes(train: dict[int, str], test: dict[int, str], train_list: P
             where = f"label {label} is {train[label]!r} vs {test[label]!r}"
         else:
             label = only[0]
-            where = f"label {label} ({train.get(label, test.get(label))!r}) is only in {(train_list if label in train else test_list).name}"
+            only_in = (train_list if label in train else test_list).name
+            where = f"label {label} ({train.get(label, test.get(label))!r}) is only in {only_in}"
         raise DataError(
             f"{train_list} and {test_list} disagree on the classes ({len(train)} vs {len(test)} labels, {where}); "
             "both must give each class folder the same label"

@@ -15,19 +15,20 @@ distribution does not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.errors import DataError
 from benchmark.data.folders import mix_seed
+from benchmark.errors import DataError
 from benchmark.methods.base import Augmentation, PretrainMethod
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -245,5 +246,5 @@ class EpochSampler(Sampler):
                 position += 1
             epoch, offset = epoch + 1, 0
 
-    def __len__(self) -> int:  # a stream; the engine counts steps, not epochs
+    def __len__(self) -> int:  # a stream; the training loop counts steps, not epochs
         return self.size

@@ -8,7 +8,8 @@ number of workers. A config's ``num_workers`` of -1 means :func:`default_workers
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

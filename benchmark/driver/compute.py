@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmark.experiments.model import is_ref
 from benchmark.stages.cost import Estimate, unknown
 from benchmark.stages.kinds import run_kinds
 from benchmark.utils.tree import KEEP, rebuild
 
 
 def _placeholder(node: Any) -> Any:
-    """A ``{"ref", "file"}`` node of an unresolved config as a placeholder path."""
-    if isinstance(node, dict) and set(node) == {"ref", "file"}:
-        return f"<{node['ref']}>/{node['file']}"
-    return KEEP
+    """A ref of an unresolved config as a placeholder path."""
+    return f"<{node['ref']}>/{node['file']}" if is_ref(node) else KEEP
 
 
 def estimate(run_kind: str, config: dict[str, Any], dataset_sizes: dict[str, int] | None = None,

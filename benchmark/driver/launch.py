@@ -35,15 +35,16 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 from benchmark import REPO
-from benchmark.stages.kinds import run_kind
 from benchmark.errors import EXIT_PREEMPTED, LaunchError, Preempted
+from benchmark.stages.kinds import run_kind
 
-Target = Union[Sequence[str], Callable[[], Any]]
+Target = Sequence[str] | Callable[[], Any]
 LOG_FILE = "launch.log"
 RDZV_PORT = 29500
 

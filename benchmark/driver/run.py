@@ -1,6 +1,7 @@
 """The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
 
-    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs] [--data-root DATA] [--dry-run]
+    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs]
+                            [--data-root DATA] [--dry-run]
                             [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...]
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
@@ -17,23 +18,25 @@ blocks. ``--dry-run`` prints the plan with an estimate of each run's compute (GP
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from benchmark import REPO
-from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
-from benchmark.experiments.model import Run, is_ref
-from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
+from benchmark.errors import EXIT_PREEMPTED, Preempted
+from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
+from benchmark.experiments.model import Run, is_ref
+from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
 from benchmark.stages.kinds import run_kind
 from benchmark.utils.io import write_json
 from benchmark.utils.tree import KEEP, rebuild
-from benchmark.errors import EXIT_PREEMPTED, Preempted
 
 
 def order_runs(runs: list[Run]) -> list[Run]:
@@ -194,7 +197,8 @@ def conflicting_options(args: argparse.Namespace) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
     parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
-    parser.add_argument("--scale", default=None, choices=SCALES, help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
+    parser.add_argument("--scale", default=None, choices=SCALES,
+                        help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
     parser.add_argument("--runs-dir", default=str(REPO / "runs"))
     parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(REPO / "data")),
                         help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
@@ -265,10 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         after = [handles[d] for d in run.refs() if d in handles]
         # The kinds that run under torchrun start their command; the others (data, select) are a
         # call, made in this process or, on SLURM, in a job that waits for the jobs it needs.
-        if kind.multi_process and not isinstance(launcher, InProcess):
-            target: Any = kind.command_args(config, run_dir)
-        else:
-            target = lambda kind=kind, config=config, run_dir=run_dir: kind.run(config, run_dir)
+        target: Any = (kind.command_args(config, run_dir) if kind.multi_process and not isinstance(launcher, InProcess)
+                       else functools.partial(kind.run, config, run_dir))
         print(f"{head}: {'running' if not isinstance(launcher, Slurm) else 'submitting'} in {run_dir}", flush=True)
         started = time.time()
         try:

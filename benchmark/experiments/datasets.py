@@ -43,7 +43,8 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
                  ["train2019.json", "val2019.json", "train_val2019"]),
     "coco": ("COCO 2017: train2017/, val2017/, annotations/instances_{train,val}2017.json",
              ["train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json"]),
-    "ade20k": ("the ADEChallengeData2016 folder itself: images/{training,validation}/*.jpg, annotations/{training,validation}/*.png",
+    "ade20k": ("the ADEChallengeData2016 folder itself: images/{training,validation}/*.jpg, "
+               "annotations/{training,validation}/*.png",
                ["images/training", "images/validation", "annotations/training", "annotations/validation"]),
     "stanford-cars": ("Stanford Cars as distributed: cars_train/, cars_test/, devkit/{cars_meta,cars_train_annos}.mat, "
                       "cars_test_annos_withlabels.mat (here or in devkit/)",

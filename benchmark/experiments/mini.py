@@ -36,7 +36,8 @@ class MiniSpec:
 
 
 MINI_SPECS = {
-    "mini": MiniSpec(seeds=(0, 1, 2), pretrain_steps=150, finetune_epochs=40, probe_epochs=300, detect_epochs=12, segment_iters=160),
+    "mini": MiniSpec(seeds=(0, 1, 2), pretrain_steps=150, finetune_epochs=40, probe_epochs=300, detect_epochs=12,
+                     segment_iters=160),
     "mini-quick": MiniSpec(seeds=(0,), pretrain_steps=6, finetune_epochs=2, probe_epochs=5, detect_epochs=1, segment_iters=8),
 }
 # Fine-tuning: one recipe for every initialisation, random init included, with BEiT's layer-wise
@@ -161,7 +162,8 @@ def _mini_dense(scale: str) -> list[Run]:
             # Named apart from the smoke chain's evaluations (the same configs at scale "mini"), so
             # that each run directory's run.json names the scale whose table it belongs to.
             name = f"{kind}-{method}-synthetic-{scale}"
-            runs.append(Run(name, kind, {"ckpt": ckpt, "config": config, "data_root": ref(data.name, kind == "detect" and "coco" or "ade20k"),
+            data_root = ref(data.name, "coco" if kind == "detect" else "ade20k")
+            runs.append(Run(name, kind, {"ckpt": ckpt, "config": config, "data_root": data_root,
                                          "seed": 0, "cfg_options": dict(options)},
                             tags=smoke_tags(method, "synthetic-classification" if ckpt else "none", downstream)))
     return runs
@@ -195,9 +197,11 @@ def mini_plan(fn: Any, scale: str) -> list[Run]:
 MINI_ARTIFACTS: dict[str, tuple[str, Any]] = {
     "mini_hparams": ("Digits: the fine-tuning learning rate, chosen on the val split (seed 0), shared by every initialisation",
                      _mini_sweep),
-    "mini_table6": ("Digits: does pre-training on the task's own 1,000 images help fine-tuning on 100 labels? (Table 6 in miniature)",
+    "mini_table6": ("Digits: does pre-training on the task's own 1,000 images help fine-tuning on 100 labels? "
+                    "(Table 6 in miniature)",
                     _mini_table6),
-    "mini_fig2": ("Digits: pre-training on 100% and 10% of the train images at a constant number of iterations (Fig. 2 in miniature)",
+    "mini_fig2": ("Digits: pre-training on 100% and 10% of the train images at a constant number of iterations "
+                  "(Fig. 2 in miniature)",
                   _mini_fig2),
     "mini_table8": ("Digits: linear probing vs fine-tuning on 100 labels (Table 8 in miniature)", _mini_table8),
     "mini_dense": ("Synthetic COCO / ADE20k: Mask R-CNN and UperNet after SplitMask pre-training vs random init", _mini_dense),

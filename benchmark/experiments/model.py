@@ -10,8 +10,9 @@ pre-training that several artifacts use is run once, and a run whose outputs exi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.utils.tree import nodes
 

@@ -103,7 +103,8 @@ COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
              lambda: _grid(["beit", "splitmask"], [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"]), ()),
     # Arch unknown; ViT-B (our choice).
     "table1": ("iNaturalist-2019 fine-tuning after pre-training on ImageNet 1/10/100% and COCO",
-               lambda: _grid(["supervised", *SSL], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"], ["inat2019-finetune"])
+               lambda: _grid(["supervised", *SSL], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"],
+                             ["inat2019-finetune"])
                + _grid(SSL, [Pre("*", "coco")], ["b"], ["inat2019-finetune"]), ("fraction",)),
     "fig2": ("ImageNet subset size at a constant number of iterations, fine-tuned on ImageNet", _fig2, ("fraction",)),
     # Epoch counts: our choice (PROTOCOL: up to about 3k helps, then slight over-fitting).
@@ -112,10 +113,12 @@ COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
                            ["imagenet-finetune"]), ("epochs",)),
     # Pre-training data: ImageNet-100%, evaluation: ImageNet fine-tuning (our choice).
     "tokenizers": ("Tokenizers for BEiT and SplitMask: DALL-E dVAE vs random patches vs k-means",
-                   lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", 1.0, None, t) for t in ("dall-e", "random-patches", "kmeans")],
+                   lambda: _grid(["beit", "splitmask"],
+                                 [Pre("*", "imagenet", 1.0, None, t) for t in ("dall-e", "random-patches", "kmeans")],
                                  ["b"], ["imagenet-finetune"]), ("tokenizer",)),
     "schedules": ("Schedules: the same iterations on ImageNet 1%, 10%, 100% (30k, 3k, 300 epochs)",
-                  lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"], ["imagenet-finetune"]),
+                  lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"],
+                                ["imagenet-finetune"]),
                   ("fraction", "epochs")),
     # Random init uses the longer detection schedule (configs_mm/mask_rcnn_vit_b_fpn_6x_coco_random_init.py).
     "table4": ("COCO Mask R-CNN, ViT-B: pre-training on COCO vs ImageNet",
@@ -136,7 +139,8 @@ COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
                lambda: _grid(SSL, [IN100], ["b"], ["imagenet-linear", "imagenet-finetune"]), ()),
     # Epoch counts: our choice around the known 5,000 (longer hurts sharply); ViT-S.
     "cars_overtraining": ("Stanford Cars: pre-training length vs fine-tuning accuracy (appendix)",
-                          lambda: _grid(["splitmask"], [Pre("*", "stanford-cars", 1.0, e) for e in (1000, 2500, 5000, 10000, 20000)],
+                          lambda: _grid(["splitmask"],
+                                        [Pre("*", "stanford-cars", 1.0, e) for e in (1000, 2500, 5000, 10000, 20000)],
                                         ["s"], ["stanford-cars-finetune"]), ("epochs",)),
 }
 
@@ -216,7 +220,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
     for seed in scale.seeds:
         if kind in ("finetune", "probe"):
             config: dict[str, Any] = {"data_root": _eval_data(scale, data_name),
-                                      "dataset": "imagefolder" if scale.name == "smoke" else (fmt if kind == "finetune" else "imagefolder"),
+                                      "dataset": fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder",
                                       "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
             if kind == "finetune":
                 epochs, batch = scale.finetune_len[ev.downstream]

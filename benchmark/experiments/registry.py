@@ -41,7 +41,8 @@ def plan_runs(subset: str, scale: str) -> list[Run]:
     runs: dict[str, Run] = {}
     for artifact in (ARTIFACTS[n] for n in names):
         if scale not in artifact.scales:
-            hint = "; at the mini scales the paper's questions are the mini_* artifacts (--subset mini)" if scale.startswith("mini") else ""
+            hint = ("; at the mini scales the paper's questions are the mini_* artifacts (--subset mini)"
+                    if scale.startswith("mini") else "")
             raise KeyError(f"artifact {artifact.name!r} has no {scale!r} scale (it has {sorted(artifact.scales)}){hint}")
         for run in artifact.scales[scale]():
             # A run planned only because another needs it (tag "dependency") is not one of the

@@ -28,7 +28,8 @@ def smoke_runs() -> list[Run]:
         {
             "data_root": ref(SYNTHETIC, "classification/train"),
             "method": "splitmask",
-            "method_args": {"vocab_size": 256, "keep_ratio": 0.5, "decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},
+            "method_args": {"vocab_size": 256, "keep_ratio": 0.5, "decoder_depth": 2, "temperature": 0.2,
+                            "contrastive_weight": 1.0},
             "arch": SMOKE_ARCH, "img_size": SMOKE_IMG, "steps": 400, "batch_size": 32, "blr": 4e-3,
             "warmup_steps": 20, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 100, "seed": 0,
         },

@@ -9,8 +9,11 @@ from typing import Any
 import torch.nn as nn
 
 from benchmark.methods.base import METHODS, PretrainMethod, register_method
+
+# isort: off
 # Imported in the order lists of methods show them (the paper's method first); each registers its method.
-from benchmark.methods import splitmask, beit, mae, dino, byol, supervised  # noqa: F401, I001
+from benchmark.methods import splitmask, beit, mae, dino, byol, supervised  # noqa: F401
+# isort: on
 
 
 def method_class(name: str) -> type[PretrainMethod]:

@@ -1,10 +1,10 @@
 """The interface every pre-training method implements.
 
 A method wraps a timm ViT (``self.encoder``, the only part exported for downstream use) and
-adds its own parts (decoders, heads, tokenizers, EMA targets). The training engine only sees:
+adds its own parts (decoders, heads, tokenizers, EMA targets). The pre-training stage only sees:
 
 - ``train_transform(aug)``: the augmentation of one image (a PIL image in, a tensor or a list
-  of tensors out, e.g. DINO's multi-crop); the engine batches its output and passes it on;
+  of tensors out, e.g. DINO's multi-crop); the pre-training stage batches its output and passes it on;
 - ``prepare(batches, cache)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
 - ``forward(batch, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
   all of the method's randomness (masks, splits) is drawn from ``generator`` so that a resumed
@@ -19,9 +19,10 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The training engi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,10 +42,10 @@ class Augmentation:
     hflip: float = 0.5          # probability of a horizontal flip (0 for data that flips change, e.g. digits)
 
 
-METHODS: dict[str, type["PretrainMethod"]] = {}  # name -> class, filled by @register_method
+METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
 
 
-def register_method(cls: type["PretrainMethod"]) -> type["PretrainMethod"]:
+def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
     """Class decorator: adds a method to :data:`METHODS` under its ``name``, beside its definition."""
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} is registered twice")
@@ -54,7 +55,7 @@ def register_method(cls: type["PretrainMethod"]) -> type["PretrainMethod"]:
 
 class PretrainMethod(nn.Module):
     name: ClassVar[str]
-    # True for methods that learn from labels (supervised): the engine then reads an ImageFolder
+    # True for methods that learn from labels (supervised): the pre-training stage then reads an ImageFolder
     # and passes ``(images, labels)`` to forward, with ``num_classes`` among the method's arguments.
     needs_labels: ClassVar[bool] = False
 
@@ -79,7 +80,7 @@ class PretrainMethod(nn.Module):
 
     def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
         """Fits data-dependent parts on a few batches of training images. ``cache``, where given,
-        is a path prefix unique to those images (the engine derives it from the files, the subset
+        is a path prefix unique to those images (the pre-training stage derives it from the files, the subset
         and the transform): a method may keep what it fitted at ``<cache>-<its own key>`` and load
         it in the next run on the same images instead of fitting again. Default: nothing."""
 

@@ -11,7 +11,7 @@ masked patch (cross-entropy over the masked patches only). The visual tokens com
 codebook (random patches or k-means, fitted in ``prepare()``; :class:`VisualTokenTargets`), which
 PROTOCOL.md reports to cost nothing significant against BEiT's DALL-E tokenizer.
 
-The method takes either encoder the engine can build:
+The method takes either encoder the pre-training stage can build:
 
 - timm's ``VisionTransformer`` (absolute position embedding; layer-scale with ``init_values``);
 - timm's ``Beit`` (relative position bias, per layer or shared, and layer-scale: BEiT's own
@@ -33,10 +33,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
+from benchmark.methods.base import PretrainMethod, register_method
 from benchmark.methods.masking import VisualTokenTargets, blockwise_mask
 from benchmark.utils.device import to_device
-from benchmark.methods.base import PretrainMethod, register_method
-
 
 # BEiT's run_beit_pretraining.py: --num_mask_patches 75 on the 14x14 grid of 224 px images.
 BEIT_MASK_RATIO = 75 / 196

@@ -9,9 +9,9 @@ directions, summed:
 
     loss = (2 - 2 cos(q(z1), z2')) + (2 - 2 cos(q(z2), z1'))      (batch means)
 
-so it lies in [0, 8]. The online encoder is the one BYOL evaluates, and ``self.encoder`` (what the
-engine exports) is it. Batch norm normalises each view on its own (as BYOL, which runs each view
-through the network separately); the target keeps batch norm in train mode (batch statistics).
+so it lies in [0, 8]. The online encoder is the one BYOL evaluates, and ``self.encoder`` (what
+pre-training exports) is it. Batch norm normalises each view on its own (as BYOL, which runs each
+view through the network separately); the target keeps batch norm in train mode (batch statistics).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from benchmark.methods.views import TwoViews
-from benchmark.methods.losses import byol_loss
 from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
+from benchmark.methods.losses import byol_loss
+from benchmark.methods.views import TwoViews
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

@@ -12,7 +12,8 @@ mean of the teacher outputs (``center_momentum``), moved once per optimiser step
 with the mean over every micro-batch of the step and, under torch.distributed, every process;
 ``tau_t`` is warmed up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over
 ``warmup_teacher_temp_steps`` (reached at the last of them, as DINO's ``np.linspace``); the
-teacher's momentum follows a cosine from ``momentum_teacher`` to 1.0; the head's last layer gets no update during the first ``freeze_last_layer_steps`` steps;
+teacher's momentum follows a cosine from ``momentum_teacher`` to 1.0; the head's last layer gets no
+update during the first ``freeze_last_layer_steps`` steps;
 the weight decay follows a cosine from the config's ``weight_decay`` to ``weight_decay_end``;
 gradients are clipped per parameter (``clip_grad`` of the config), as DINO does.
 
@@ -21,7 +22,7 @@ Head: MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear layer t
 
 Export: DINO evaluates the *teacher* (its k-NN, linear and fine-tuning results all load the
 teacher's backbone, which is better than the student's throughout training), so by default
-(``export="teacher"``) ``self.encoder`` -- the module the engine exports -- IS the teacher's
+(``export="teacher"``) ``self.encoder`` -- the module the pre-training stage exports -- IS the teacher's
 backbone and the student's backbone is ``self.student_encoder``. ``export="student"`` swaps
 the roles (``self.encoder`` the student, ``self.teacher_encoder`` the teacher).
 
@@ -33,7 +34,8 @@ into ``create_vit(arch, img_size, num_classes=0)``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -42,10 +44,10 @@ import torch.nn.functional as F
 from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
-from benchmark.methods.views import MultiCrop
-from benchmark.methods.losses import dino_loss, teacher_probs
 from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
+from benchmark.methods.losses import dino_loss, teacher_probs
+from benchmark.methods.views import MultiCrop
 from benchmark.utils.schedule import cosine_schedule
 
 
@@ -93,7 +95,8 @@ def enable_dynamic_img_size(vit: nn.Module) -> nn.Module:
     if getattr(vit, "dynamic_img_size", False):
         return vit
     pe = getattr(vit, "patch_embed", None)
-    if pe is None or not all(hasattr(pe, a) for a in ("strict_img_size", "flatten", "output_fmt")) or not hasattr(vit, "_pos_embed"):
+    needed = ("strict_img_size", "flatten", "output_fmt")
+    if pe is None or not all(hasattr(pe, a) for a in needed) or not hasattr(vit, "_pos_embed"):
         raise TypeError(
             "DINO's local crops need a timm VisionTransformer that accepts smaller inputs; build the "
             "encoder with create_vit(..., dynamic_img_size=True) or use local_crops=0"
@@ -141,7 +144,8 @@ class DINO(PretrainMethod):
         if export not in ("teacher", "student"):
             raise ValueError(f"export must be 'teacher' or 'student', got {export!r}")
         if global_crops < 1 or local_crops < 0 or global_crops + local_crops < 2:
-            raise ValueError(f"DINO needs >= 1 global crop and >= 2 crops in all, got {global_crops} global + {local_crops} local")
+            raise ValueError(f"DINO needs >= 1 global crop and >= 2 crops in all, got {global_crops} global + "
+                             f"{local_crops} local")
         self.export = export
         self.global_crops, self.local_crops = int(global_crops), int(local_crops)
         # DINO's defaults; without local crops DINO recommends a wider global range (0.14, 1).
@@ -163,7 +167,7 @@ class DINO(PretrainMethod):
         teacher = make_ema_copy(student)  # same weights, frozen, no drop-path
         self.teacher_head = make_ema_copy(self.student_head)
         if export == "teacher":
-            self.encoder = teacher  # what the engine exports
+            self.encoder = teacher  # what the pre-training stage exports
             self.student_encoder = student
         else:
             self.teacher_encoder = teacher

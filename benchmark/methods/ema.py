@@ -1,7 +1,7 @@
 """Exponential-moving-average (EMA) teachers and targets, shared by DINO and BYOL.
 
-- :func:`make_ema_copy`: a frozen copy of a module (``requires_grad=False``, so that the engine's
-  optimiser, built over all parameters of a method, leaves it alone) with every dropout and
+- :func:`make_ema_copy`: a frozen copy of a module (``requires_grad=False``, so that the
+  pre-training optimiser, built over all parameters of a method, leaves it alone) with every dropout and
   drop-path probability set to 0, so the copy is deterministic in train mode as well (BYOL's
   target keeps batch-norm in train mode, i.e. batch statistics, as in the paper);
 - :func:`ema_update`: ``target = m * target + (1 - m) * online`` over the parameters;

@@ -25,9 +25,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.methods.masking import RandomMask, random_mask
-from benchmark.methods.losses import masked_mse
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
+from benchmark.methods.losses import masked_mse
+from benchmark.methods.masking import RandomMask, random_mask
 from benchmark.methods.tokenizers import pixel_patches
 
 
@@ -40,7 +40,8 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
         raise ValueError(f"a 2-D sine-cosine embedding needs a dimension divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
+                                indexing="ij")
 
     def encode(pos: torch.Tensor) -> torch.Tensor:
         angle = pos.flatten()[:, None] * omega[None]

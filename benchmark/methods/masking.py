@@ -9,7 +9,7 @@
 - :class:`VisualTokenTargets`: a mixin for methods whose targets are the discrete visual tokens
   of a patch codebook (BEiT, SplitMask): the codebook buffer, ``prepare()`` and ``tokenize()``.
 
-All randomness comes from the ``generator`` argument (a CPU generator, as the engine passes);
+All randomness comes from the ``generator`` argument (a CPU generator, as the pre-training stage passes);
 masks are returned on the CPU and the caller moves them to its device with
 :func:`benchmark.utils.device.to_device`,
 which does not make the host wait for the GPU. Anything derived from a mask that has a
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -101,17 +102,14 @@ def blockwise_mask(
         # Patches already masked inside each proposal, from the mask's integral image (no (B, A, H, W) tensor).
         integral = F.pad(mask.long().cumsum(1).cumsum(2), (1, 0, 1, 0)).flatten(1)  # (B, (H+1)*(W+1))
         bottom, right = (top + h).clamp(max=grid_h), (left + w).clamp(max=grid_w)
-
-        def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return torch.gather(integral, 1, r * (grid_w + 1) + c)
-
-        overlap = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
+        overlap = sum(sign * torch.gather(integral, 1, r * (grid_w + 1) + c)
+                      for sign, r, c in ((1, bottom, right), (-1, top, right), (-1, bottom, left), (1, top, left)))
         new = h * w - overlap  # (B, A)
         ok = fits & (new > 0) & (new <= budget) & active.view(-1, 1)
         found = ok.any(1)
         first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first acceptable proposal
-        t, l, b, r = (x.gather(1, first).view(-1, 1, 1) for x in (top, left, bottom, right))
-        block = (rows >= t) & (rows < b) & (cols >= l) & (cols < r)  # (B, H, W)
+        t, lft, b, r = (x.gather(1, first).view(-1, 1, 1) for x in (top, left, bottom, right))
+        block = (rows >= t) & (rows < b) & (cols >= lft) & (cols < r)  # (B, H, W)
         mask |= block & found.view(-1, 1, 1)
         count += torch.where(found, new.gather(1, first).squeeze(1), 0)
         active &= found & (count < budget_total)
@@ -131,7 +129,7 @@ class RandomMask(NamedTuple):
         """(B, num_visible) indices of the visible patches (in shuffled order)."""
         return self.order[:, : self.num_visible]
 
-    def to(self, device: torch.device | str) -> "RandomMask":
+    def to(self, device: torch.device | str) -> RandomMask:
         device = torch.device(device)
         return RandomMask(to_device(self.order, device), to_device(self.restore, device), to_device(self.mask, device),
                           self.num_visible)

@@ -18,10 +18,10 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.methods.masking import VisualTokenTargets
-from benchmark.utils.device import to_device
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.losses import info_nce
+from benchmark.methods.masking import VisualTokenTargets
+from benchmark.utils.device import to_device
 
 
 def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,8 @@ Mixup/CutMix and label smoothing, all from timm. The classifier head is not expo
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from benchmark.errors import EXIT_BAD_INPUT, CheckpointError, SuiteError, error_line
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -196,9 +198,7 @@ def convert_dalle(pickled: str | Path, out: str | Path) -> Path:
     safetensors (atomically). A :class:`~benchmark.errors.CheckpointError` names anything else."""
     from safetensors.torch import save
 
-    from benchmark.errors import CheckpointError
-    from benchmark.utils.io import load_failure
-    from benchmark.utils.io import write_bytes
+    from benchmark.utils.io import load_failure, write_bytes
 
     path = Path(pickled)
     if not path.is_file():
@@ -224,18 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--trust-pickle", action="store_true",
                       help="accepted for older instructions; the file is read without running any of its code")
     args = parser.parse_args(argv)
-    from benchmark.errors import CheckpointError
-    from benchmark.errors import DiskFull
-
     try:
         print(f"wrote {convert_dalle(args.pickled, args.out)}")
-    except (CheckpointError, DiskFull) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
-def build_tokenizer(name: str, images: Iterable[torch.Tensor], vocab_size: int, patch_size: int, seed: int) -> PatchCodebookTokenizer:
+def build_tokenizer(name: str, images: Iterable[torch.Tensor], vocab_size: int, patch_size: int,
+                    seed: int) -> PatchCodebookTokenizer:
     if name not in TOKENIZERS:
         raise ValueError(f"unknown codebook tokenizer {name!r}; expected one of {sorted(TOKENIZERS)}")
     return TOKENIZERS[name](images, vocab_size, patch_size, seed=seed)

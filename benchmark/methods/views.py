@@ -11,13 +11,14 @@
 
 All randomness comes from torch's global generator (torchvision draws with ``torch.rand``), which
 :class:`benchmark.data.folders.SeededTransform` seeds per item, so a resumed run repeats the crops.
-Each transform maps a PIL image to a list of tensors; the engine's default collate batches it
+Each transform maps a PIL image to a list of tensors; the pre-training stage's default collate batches it
 into a list of (B, 3, H, W) tensors, one per view.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image, ImageFilter
@@ -101,7 +102,8 @@ class MultiCrop:
         hflip: float = 0.5,
     ) -> None:
         if global_crops < 1 or local_crops < 0:
-            raise ValueError(f"need at least one global crop and no negative count, got {global_crops} global, {local_crops} local")
+            raise ValueError(f"need at least one global crop and no negative count, got {global_crops} global, "
+                             f"{local_crops} local")
         self.global_crops, self.local_crops = global_crops, local_crops
         self.size, self.local_size = size, local_size
         self.global_views = [

@@ -12,8 +12,9 @@ the *meta* device (shapes only, no arithmetic, well under a second for a ViT-B) 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -79,7 +80,7 @@ def _vit(arch: str, img_size: int | tuple[int, int], num_classes: int = 0, **kwa
         return create_vit(arch, img_size, num_classes=num_classes, **kwargs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def vit_flops(arch: str, img_size: int | tuple[int, int], train: bool = True, num_classes: int = 0) -> float:
     """FLOPs of one image through the bare ViT ``arch``: forward+backward (``train``) or forward."""
     model = _vit(arch, img_size, num_classes=num_classes)
@@ -96,10 +97,10 @@ def vit_flops(arch: str, img_size: int | tuple[int, int], train: bool = True, nu
     return count_flops(step) / COUNT_BATCH
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pretrain_flops(method: str, arch: str, img_size: int, method_args_json: str) -> float:
     args = json.loads(method_args_json)
-    if method_class(method).needs_labels:  # the engine sets it from the data; a 1000-way head is a rounding error
+    if method_class(method).needs_labels:  # the pre-training stage sets it from the data; a 1000-way head is a rounding error
         args.setdefault("num_classes", 1000)
     if args.get("tokenizer") == "dall-e":  # no weights needed to count; the dVAE's cost is not counted
         args = {**args, "tokenizer": "random-patches", "tokenizer_weights": None}

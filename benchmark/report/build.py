@@ -27,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import REPO
+from benchmark.errors import ResultError
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
 from benchmark.report.perf_section import perf_section
-from benchmark.errors import ResultError
 from benchmark.stages.kinds import table_metrics
 from benchmark.stages.results import load_result
 from benchmark.utils.io import atomic_path, write_text
@@ -84,7 +84,8 @@ def schedule_note(results: pd.DataFrame) -> list[str]:
             "learning-rate schedule used before 29 November 2026: timm's cosine over the steps after the warm-up, which "
             "stopped with about a tenth of the peak learning rate still on, from a warm-up starting at `min_lr` and "
             "peaking one step late. The suite now follows BEiT's, DINO's and MAE's schedules step for step "
-            "(`benchmark/utils/schedule.py`, pinned by `tests/test_parity.py`); these runs were not repeated with it.", ""]
+            "(`benchmark/utils/schedule.py`, pinned by `tests/methods/test_parity.py`); these runs were not repeated "
+            "with it.", ""]
 
 
 @functools.lru_cache(maxsize=1)
@@ -246,9 +247,9 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     import textwrap
+
+    import matplotlib.pyplot as plt
 
     panels = table.groupby(["downstream", "metric"], sort=True)
     widest = max((len(rows) for _, rows in panels), default=1)  # bars: a panel grows with them
@@ -259,7 +260,8 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
         ax.set_visible(False)
     for ax, ((downstream, metric), rows) in zip(axes.flat, panels):
         hparams = rows["hparams"] if "hparams" in rows else [""] * len(rows)
-        labels = [f"{m}{' ' + h if h else ''}\n({d}, {s})" for m, h, d, s in zip(rows.method, hparams, rows.pretrain_data, rows.scale)]
+        labels = [f"{m}{' ' + h if h else ''}\n({d}, {s})"
+                  for m, h, d, s in zip(rows.method, hparams, rows.pretrain_data, rows.scale)]
         ours = pd.to_numeric(rows.ours_mean, errors="coerce")
         err = pd.to_numeric(rows.ours_std, errors="coerce").fillna(0)
         xs = range(len(rows))
@@ -270,7 +272,8 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
         for x, value in zip(xs, ours):
             ax.annotate(f"{MISSING} not run" if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
                         ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(list(xs), labels, fontsize=7, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+        slanted = len(rows) > 4
+        ax.set_xticks(list(xs), labels, fontsize=7, rotation=30 if slanted else 0, ha="right" if slanted else "center")
         ax.set_title(f"{downstream}: {metric}", fontsize=9)
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
@@ -307,7 +310,8 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         when = f"runs from {runs.created.min()} to {runs.created.max()}" if len(runs) else "no runs yet"
         missing = int((table.ours_mean == MISSING).sum())
         lines += [f"## {name}: {ARTIFACTS[name].title}", "", f"{when}; {missing} of {len(table)} rows missing. "
-                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "", table.to_markdown(index=False, disable_numparse=True), ""]
+                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "",
+                  table.to_markdown(index=False, disable_numparse=True), ""]
     write_text(report_path, "\n".join(lines))
     return tables
 

@@ -197,11 +197,11 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
         return []
     scales = ", ".join(sorted(set(mini.scale)))
     lines = ["## The paper in miniature: what the runs found", "",
-             f"Scale {scales}: a 6-block ViT (width 128, 8x8 patches) on scikit-learn's handwritten digits upsampled to 32 px; "
-             "pre-training on the 1,000 train images (labels unused), fine-tuning and linear probing on 100 of their labels, "
-             "test top-1 on 500 held-out images. Means ± standard deviations over seeds; a difference counts when it exceeds twice "
-             "its standard error. These are small models on a small, easy task: they test the direction of the paper's claims, "
-             "not its numbers.", ""]
+             f"Scale {scales}: a 6-block ViT (width 128, 8x8 patches) on scikit-learn's handwritten digits upsampled "
+             "to 32 px; pre-training on the 1,000 train images (labels unused), fine-tuning and linear probing on 100 of "
+             "their labels, test top-1 on 500 held-out images. Means ± standard deviations over seeds; a difference "
+             "counts when it exceeds twice its standard error. These are small models on a small, easy task: they test "
+             "the direction of the paper's claims, not its numbers.", ""]
     chosen = _chosen(runs_dir)
     if chosen:
         lines += [f"Fine-tuning learning rate chosen on the val split: {chosen}.", ""]

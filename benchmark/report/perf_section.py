@@ -192,7 +192,8 @@ def plot_perf(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
         for _, row in steps.iterrows():
             labels.append(f"{row.method} {row.arch}" + (" compiled" if row.variant == "compiled" else ""))
             step_rate.append(row.img_per_s)
-            floor_rate.append(row.batch_size / row.blocks_ms * 1000 if "blocks_ms" in row and not pd.isna(row.blocks_ms) else float("nan"))
+            known = "blocks_ms" in row and not pd.isna(row.blocks_ms)
+            floor_rate.append(row.batch_size / row.blocks_ms * 1000 if known else float("nan"))
             notes.append(f"{100 * row.overhead:+.0f}%" if "overhead" in row and not pd.isna(row.overhead) else "")
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], step_rate, width=0.4, label="training step")

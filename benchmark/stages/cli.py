@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.data.folders import CORRUPT_POLICIES, set_corrupt_policy
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, Preempted, SuiteError, error_line

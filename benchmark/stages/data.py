@@ -3,8 +3,9 @@ its manifest last, so a finished run is one whose manifest exists."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.data import digits, synthetic
 from benchmark.stages.cost import Estimate

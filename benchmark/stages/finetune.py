@@ -38,10 +38,10 @@ from benchmark.models.checkpoints.export import read_checkpoint
 from benchmark.models.checkpoints.geometry import adapt_state_dict
 from benchmark.models.flops import vit_flops
 from benchmark.models.vit import create_vit, downstream_kwargs
-from benchmark.stages.results import write_result
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
+from benchmark.stages.results import write_result
 from benchmark.stages.select import apply_choice
 from benchmark.training.checkpoint import TrainingCheckpoint
 from benchmark.training.config import config_from_dict, write_config

@@ -11,9 +11,10 @@ of its ``result.json`` the report's tables show (``metrics``, by result kind).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.utils.io import write_text
 

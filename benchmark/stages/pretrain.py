@@ -93,7 +93,7 @@ class PretrainConfig:
     num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     decode_on_device: bool = False       # decode JPEGs on the GPU with torchvision's decode_jpeg and augment
                                          # there: for when the CPU cannot keep up (single-crop methods only)
-    compile: bool = False                # torch.compile each transformer block (engine.compile_blocks): measure
+    compile: bool = False                # torch.compile each transformer block (training.runtime.compile_blocks): measure
                                          # it first with python -m benchmark.perf --compile
     checkpoint_every: int = 500
     log_every: int = 10

@@ -69,11 +69,11 @@ from benchmark.errors import ConfigError
 from benchmark.methods.base import pooled_features
 from benchmark.models.flops import vit_flops
 from benchmark.models.vit import ARCHS, create_vit, downstream_kwargs
-from benchmark.stages.results import write_result
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
-from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.stages.finetune import load_pretrained
+from benchmark.stages.kinds import RunKind, register_kind
+from benchmark.stages.results import write_result
 from benchmark.training.checkpoint import TrainingCheckpoint
 from benchmark.training.config import config_from_dict, write_config
 from benchmark.training.distributed import Context, barrier

@@ -12,8 +12,9 @@ backbone checkpoint (``.pth``) or ``none``. Writes ``DIR/result.json`` with ``mI
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmark.downstream.mm.runner import SEGMENT, absolute_config, mm_args, run
 from benchmark.downstream.mm.runner import main as _main

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.training.config import read_json
 from benchmark.stages.results import load_result
+from benchmark.training.config import read_json
 from benchmark.utils.io import write_json
 
 CHOICE = "choice.json"
@@ -80,7 +80,8 @@ def apply_choice(cfg: T, choice_path: str | Path) -> T:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.select", description="Choose settings from a validation sweep.")
-    parser.add_argument("--config", required=True, help="a JSON file: {\"candidates\": [{\"result\": ..., \"values\": {...}}], \"metric\": \"top1\"}")
+    parser.add_argument("--config", required=True,
+                        help="a JSON file: {\"candidates\": [{\"result\": ..., \"values\": {...}}], \"metric\": \"top1\"}")
     parser.add_argument("--out", required=True, help="the run directory (gets choice.json)")
     args = parser.parse_args(argv)
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from importlib import metadata
-from typing import Callable
 
 # (distribution, import name, pinned version or None)
 PACKAGES = [

@@ -50,8 +50,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -60,13 +61,13 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmark import REPO
-from benchmark.training.runtime import autocast, compile_blocks, fast_float32_matmul, is_transformer_block, pick_device
-from benchmark.training.optim import build_optimizer
 from benchmark.methods import METHODS, build_method, method_class
 from benchmark.methods.base import Augmentation, PretrainMethod, synthetic_batch
 from benchmark.models.flops import count_flops
 from benchmark.models.vit import create_vit
 from benchmark.report.perf_section import BARE, PIL_IN_WORKERS
+from benchmark.training.optim import build_optimizer
+from benchmark.training.runtime import autocast, compile_blocks, fast_float32_matmul, is_transformer_block, pick_device
 from benchmark.utils.device import to_device
 from benchmark.utils.io import atomic_path, write_json
 
@@ -202,7 +203,7 @@ def method_as_configured(name: str, arch: str, img_size: int, batch_size: int, d
 
 
 def method_step(method: PretrainMethod, inputs: Any, device: torch.device) -> Callable[[], None]:
-    """One whole training step of ``method`` on ``inputs``, as the engine runs it."""
+    """One whole training step of ``method`` on ``inputs``, as the pre-training stage runs it."""
     optimizer = build_optimizer(method, lr=1e-4, weight_decay=0.05)
     step_index = [0]
 
@@ -402,7 +403,7 @@ def run_pipeline(methods: list[str], img_size: int, batch_size: int, workers: li
             loader = make_loader(encoded, batch_size, device=device, num_workers=count, sampler=EpochSampler(len(encoded), 0),
                                  collate_fn=device_decode.collate_encoded)
 
-            def on_device(batch: device_decode.EncodedBatch) -> None:
+            def on_device(batch: device_decode.EncodedBatch, augment: device_decode.DeviceAugment = augment) -> None:
                 augment(batch.images(), batch.seeds, device)
                 _sync(device)
 

@@ -2,7 +2,8 @@
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them a run is a single process. Under
 torchrun a process always joins the process group, one process included (so that a one-GPU
-torchrun exercises the same DDP and nccl path as eight). GPUs use nccl, CPUs gloo. The global batch size stays what the config says: each process takes
+torchrun exercises the same DDP and nccl path as eight). GPUs use nccl, CPUs gloo. The global batch
+size stays what the config says: each process takes
 ``batch_size / (world_size * accum_steps)`` images per micro-step.
 """
 

@@ -36,11 +36,13 @@ class RunLog:
         elapsed = max(time.time() - self.t0, 1e-9)
         rate = self.images / elapsed
         left = (self.total - done) * elapsed / max(done - self.start, 1)
-        record = {"step": done, "time": round(elapsed, 3), "img_per_s": round(rate, 2), **{k: float(v) for k, v in scalars.items()}}
+        record = {"step": done, "time": round(elapsed, 3), "img_per_s": round(rate, 2),
+                  **{k: float(v) for k, v in scalars.items()}}
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
         shown = " ".join(f"{k} {float(v):.4g}" for k, v in scalars.items())
-        print(f"[{self.desc}] step {done}/{self.total} {shown} | {rate:.1f} img/s | ETA {_fmt_time(left)}", file=sys.stderr, flush=True)
+        print(f"[{self.desc}] step {done}/{self.total} {shown} | {rate:.1f} img/s | ETA {_fmt_time(left)}",
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.fh.close()

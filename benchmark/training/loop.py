@@ -18,9 +18,9 @@ does what they share, written once:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -8,9 +8,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from benchmark.training.distributed import Context
@@ -34,7 +35,7 @@ class StopSignal:
                   file=sys.stderr, flush=True)
         self.signum = signum
 
-    def install(self) -> "StopSignal":
+    def install(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handler)
@@ -45,7 +46,7 @@ class StopSignal:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         return self.install()
 
     def __exit__(self, *exc: Any) -> None:
@@ -55,7 +56,7 @@ class StopSignal:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else "a stop request"
 
-    def requested(self, ctx: "Context", sync: bool) -> bool:
+    def requested(self, ctx: Context, sync: bool) -> bool:
         """Whether to stop now. Under DDP every process must stop at the same step: the flags are
         combined only at ``sync`` steps (log and checkpoint steps, where the host waits for the GPU
         anyway); a single process answers at every step."""

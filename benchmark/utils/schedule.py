@@ -12,7 +12,7 @@ start_warmup_value)`` build one value per iteration::
 so the cosine starts at the peak at step W and reaches ``final`` one step after the last. MAE's
 ``adjust_learning_rate`` (its fine-tuning and linear probe) has the same cosine, but its warm-up
 is ``base * s / W`` (the peak at step W, not W - 1), with W possibly fractional (warm-up epochs
-times iterations per epoch): ``warmup_rule="mae"``. tests/test_parity.py compares both with
+times iterations per epoch): ``warmup_rule="mae"``. tests/methods/test_parity.py compares both with
 values recorded from the official code.
 """
 

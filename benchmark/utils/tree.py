@@ -3,7 +3,8 @@ other runs, data-set markers, MMEngine pipelines."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 KEEP = object()  # rebuild(): "not this node, descend into it"
 

@@ -1,4 +1,4 @@
-"""Records the golden values of tests/test_parity.py by running the official BEiT, MAE and DINO
+"""Records the golden values of tests/methods/test_parity.py by running the official BEiT, MAE and DINO
 code on fixed inputs. Run once, outside the test suite, on checkouts of the three repositories:
 
     python tests/golden/record.py --beit UNILM/beit --mae MAE --dino DINO [--out tests/golden]

@@ -19,8 +19,9 @@ accounting; the pyramid is never in a checkpoint and keeps its fresh initialisat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -29,12 +30,11 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-
 from timm.layers import resample_abs_pos_embed
 
 from benchmark.errors import CheckpointError
-from benchmark.models.checkpoints.geometry import adapt_state_dict, resize_rel_pos_table
 from benchmark.models.checkpoints.export import check_keys, read_checkpoint, read_spec
+from benchmark.models.checkpoints.geometry import adapt_state_dict, resize_rel_pos_table
 from benchmark.models.vit import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")

@@ -9,7 +9,8 @@ write ``WORK_DIR/result.json``.
 A run is a single process (``launcher='none'``), or, started by ``torchrun --nproc_per_node N``,
 N processes with one GPU each (mmengine's ``pytorch`` launcher; rank 0 writes ``result.json``).
 What a config asks for that one process cannot do is switched before the Runner is built, and
-each switch is logged as one warning line in the run's log (:func:`single_process_fallbacks`): SyncBN -> BN everywhere in the config (backbone
+each switch is logged as one warning line in the run's log (:func:`single_process_fallbacks`): SyncBN -> BN
+everywhere in the config (backbone
 pyramid, neck, heads), and mixed precision (``AmpOptimWrapper``) -> fp32 ``OptimWrapper`` without
 CUDA. A total batch smaller than the recipe's ``auto_scale_lr.base_batch_size`` is only logged.
 
@@ -33,9 +34,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from benchmark import REPO
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, CheckpointError, InputError, Preempted, SuiteError, error_line
@@ -244,7 +246,7 @@ class Task:
     kind: str  # result.json "kind"
     scope: str  # mmengine default scope
     classes: Callable[[Path], tuple[str, ...]]
-    configure: Callable[["Config", Path, tuple[str, ...], int], None]
+    configure: Callable[[Config, Path, tuple[str, ...], int], None]
     metrics: dict[str, tuple[str, float]]  # our name -> (suffix of the mm metric key, scale to 0-100)
 
 
@@ -364,12 +366,12 @@ def _configure_backbone(cfg: Config, ckpt: Path | None, spec: dict[str, Any] | N
         raise InputError(str(err)) from None
 
 
-def plain(obj: Any) -> Any:
-    """A config (or part of one) as JSON-friendly plain values."""
+def json_values(obj: Any) -> Any:
+    """A config (or part of one) as JSON-friendly plain values (``result.json``'s config)."""
     if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
+        return {str(k): json_values(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
+        return [json_values(v) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return str(obj)
@@ -633,7 +635,7 @@ def write_result(
     from benchmark.stages.results import write_result as _write
 
     checkpoint = None if ckpt is None or str(ckpt).lower() == "none" else str(ckpt)
-    return _write(work_dir, kind=task.kind, metrics=metrics, config=plain(cfg.to_dict()), seed=seed,
+    return _write(work_dir, kind=task.kind, metrics=metrics, config=json_values(cfg.to_dict()), seed=seed,
                   started=started, checkpoint=checkpoint)
 
 
@@ -680,7 +682,8 @@ def absolute_config(config: dict[str, Any]) -> dict[str, Any]:
 def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
     """The CLI of one task; returns the exit code (2 on bad input)."""
     parser = _Parser(prog=f"python -m benchmark.{task.kind}",
-                     description=f"Train and evaluate a ViT backbone ({task.kind}) with {task.scope}; writes WORK_DIR/result.json.")
+                     description=f"Train and evaluate a ViT backbone ({task.kind}) with {task.scope}; "
+                                 "writes WORK_DIR/result.json.")
     parser.add_argument("--ckpt", required=True, help="encoder .safetensors, mm_backbone .pth, or 'none' (random init)")
     parser.add_argument("--config", required=True, help="mmengine config file")
     parser.add_argument("--data-root", required=True, help=data_help)

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from benchmark.errors import CheckpointError
+from benchmark.errors import EXIT_BAD_INPUT, SuiteError, error_line
 from benchmark.models.checkpoints.export import save_encoder_state, to_mm
 from benchmark.models.checkpoints.published import SOURCES, dropped_summary, import_checkpoint
 from benchmark.models.vit import ARCHS
@@ -34,9 +34,9 @@ def _main_import(argv: list[str]) -> int:
     try:
         result = import_checkpoint(args.src, args.source, args.arch, args.which)
         save_encoder_state(result.state, result.spec, args.out, source=f"{result.source}:{args.src}")
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"source format: {result.source}; model: {json.dumps(result.spec)}; {len(result.state)} tensors")
     if result.dropped:
         print(f"dropped {len(result.dropped)} key(s) by name:")
@@ -61,9 +61,9 @@ def _main_mm(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         to_mm(args.encoder, args.out)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {args.out}")
     return 0
 

@@ -23,7 +23,6 @@ from benchmark.models.checkpoints.export import check_keys
 from benchmark.models.checkpoints.geometry import BLOCK_TABLE, SHARED_TABLE, rel_pos_window
 from benchmark.models.vit import ARCHS, create_vit, is_beit, model_spec
 
-
 SOURCES = ("timm", "deit", "mae", "dino", "beit", "mmpretrain")
 
 # What each published format carries beside the encoder, dropped BY NAME (fnmatch patterns on the key
@@ -234,7 +233,7 @@ def _map_state(
     return kept, dropped, notes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arch_geometry(arch: str) -> tuple[int, int, int, int]:
     """(embed_dim, depth, heads, patch) of an arch, from a meta-device model."""
     with torch.device("meta"):

@@ -1,0 +1,88 @@
+"""The driver: plan order, run identity, and the whole smoke chain end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from benchmark import REPO
+from benchmark.driver.run import locate, order_runs
+from benchmark.experiments.model import Run, ref
+from benchmark.experiments.registry import plan_runs
+from benchmark.report.build import MISSING, build_report
+
+
+def test_runs_come_after_what_they_refer_to() -> None:
+    runs = order_runs(list(reversed(plan_runs("smoke", "smoke"))))
+    position = {r.name: i for i, r in enumerate(runs)}
+    for run in runs:
+        assert all(position[dep] < position[run.name] for dep in run.refs())
+    assert runs[0].kind == "data"
+
+
+def test_run_key_follows_the_config_and_its_inputs(tmp_path) -> None:
+    base = [Run("d", "data", {"seed": 0}), Run("p", "pretrain", {"data_root": ref("d", "x"), "steps": 5})]
+    keys, dirs = locate(base, tmp_path)
+    assert locate(base, tmp_path)[0] == keys  # stable
+    changed_input = [Run("d", "data", {"seed": 1}), base[1]]
+    assert locate(changed_input, tmp_path)[0]["p"] != keys["p"]  # a new input is a new run
+    assert dirs["p"].parent.name == "pretrain" and keys["p"] in dirs["p"].name
+
+
+def test_unknown_subset_is_one_clear_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmark.run", "--subset", "fig99", "--dry-run"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown subset 'fig99'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_smoke_chain_end_to_end(tmp_path) -> None:
+    runs_dir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "benchmark.run", "--subset", "smoke", "--runs-dir", str(runs_dir), "--no-report"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    results = {p.parent.name.rsplit("-", 1)[0]: json.loads(p.read_text()) for p in runs_dir.rglob("result.json")}
+    assert set(results) == {"finetune-splitmask-smoke", "finetune-random-init-smoke", "detect-splitmask-smoke",
+                            "segment-splitmask-smoke"}
+    # Six shape classes: chance is 16.7%. Fine-tuning the pre-trained encoder must beat it clearly.
+    assert results["finetune-splitmask-smoke"]["metrics"]["top1"] > 35.0
+    pretrain_dir = next((runs_dir / "pretrain").iterdir())
+    assert results["finetune-splitmask-smoke"]["checkpoint"]["path"] == str(pretrain_dir / "encoder.safetensors")
+    assert (pretrain_dir / "config.json").is_file() and (pretrain_dir / "checkpoint.pth").is_file()
+
+    tables = tmp_path / "tables"
+    (tables / "paper").mkdir(parents=True)
+    (tables / "paper" / "reference.csv").write_bytes((REPO / "tables" / "paper" / "reference.csv").read_bytes())
+    build_report(runs_dir, tables, tmp_path / "plots", tmp_path / "REPORT.md")
+    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
+    assert (table.ours_mean != MISSING).all() and (table.n_runs == "1").all()
+    assert (tmp_path / "plots" / "smoke.png").is_file()
+
+    # The driver keeps each run's duration, which prices a later, resumed plan from its start.
+    assert all(json.loads(p.read_text())["wall_s"] > 0 for p in runs_dir.glob("*/*/run.json"))
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 0 and again.stdout.count("done already") == 6
+    assert "left]" in again.stdout.splitlines()[-2]  # the last run's line has an estimate from the start
+
+
+def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, capsys) -> None:
+    from benchmark.driver.run import main
+
+    assert main(["--subset", "all", "--scale", "paper", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                 "--data-root", str(tmp_path / "no-data")]) == 0
+    out, err = capsys.readouterr()
+    pretrain_lines = [line.split() for line in out.splitlines() if line.split()[1:2] == ["pretrain"]]
+    names = [fields[2] for fields in pretrain_lines]
+    assert len(names) == len(set(names)) > 20
+    dirs = [next(f for f in fields if f.startswith("pretrain/")) for fields in pretrain_lines]
+    assert len(set(d.rsplit("-", 1)[1] for d in dirs)) == len(dirs)  # distinct configs: distinct keys
+    assert all("GPU-h" in " ".join(fields) for fields in pretrain_lines)
+    assert "compute still to run:" in out and "GPU-hours" in out
+    # Every real data set is missing here: each is named with its layout, and what it blocks.
+    assert "missing data set 'imagenet'" in err and "train/<wnid>" in err and "blocks" in err

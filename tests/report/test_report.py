@@ -1,0 +1,132 @@
+"""The report rebuilds tables and plots from run directories alone."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark import REPO
+from benchmark.experiments.registry import plan_runs
+from benchmark.report.build import MISSING, UNKNOWN, build_report
+from benchmark.stages.results import write_result
+from benchmark.utils.io import write_json
+
+
+def _fake_run(runs_dir: Path, name: str, kind: str, tags: dict, metrics: dict, seed: int) -> None:
+    run_dir = runs_dir / kind / f"{name}-seed{seed}"
+    write_json(run_dir / "run.json", {"name": name, "kind": kind, "key": f"k{seed}", "tags": tags, "config": {}})
+    write_result(run_dir, kind, metrics, {"seed": seed}, seed=seed, started=time.time())
+
+
+def _fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    runs, tables, plots = tmp_path / "runs", tmp_path / "tables", tmp_path / "plots"
+    (tables / "paper").mkdir(parents=True)
+    shutil.copy(REPO / "tables" / "paper" / "reference.csv", tables / "paper" / "reference.csv")
+    by_name = {r.name: r for r in plan_runs("smoke", "smoke")}
+    for seed, top1 in [(0, 40.0), (1, 50.0)]:
+        _fake_run(runs, "finetune-splitmask-smoke", "finetune", by_name["finetune-splitmask-smoke"].tags, {"top1": top1}, seed)
+    _fake_run(runs, "detect-splitmask-smoke", "detect", by_name["detect-splitmask-smoke"].tags,
+              {"bbox_mAP": 1.5, "segm_mAP": 0.5, "bbox_mAP_50": 3.0}, 0)
+    return runs, tables, plots, tmp_path / "REPORT.md"
+
+
+def test_report_from_fixture_results(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
+    rows = {(r.method, r.downstream, r.metric): r for r in table.itertuples()}
+    ft = rows[("splitmask", "synthetic-cls-finetune", "top1")]
+    assert (ft.ours_mean, ft.ours_std, ft.n_runs, ft.seeds, ft.run_keys) == ("45.00", "7.07", "2", "0 1", "k0 k1")
+    assert ft.paper == UNKNOWN and ft.diff == MISSING  # the paper has no smoke-scale numbers
+    # Planned but not run: shown as missing, never as a number.
+    for key in [("random-init", "synthetic-cls-finetune", "top1"), ("splitmask", "synthetic-ade20k-upernet", "mIoU")]:
+        assert rows[key].ours_mean == MISSING and rows[key].n_runs == "0"
+    assert rows[("splitmask", "synthetic-coco-maskrcnn", "segm_mAP")].ours_mean == "0.50"
+    assert ("splitmask", "synthetic-coco-maskrcnn", "bbox_mAP_50") not in rows  # not a table metric
+    assert (plots / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.read_text()
+    assert "## smoke" in text and "45.00" in text and MISSING in text
+
+
+def test_report_is_reproducible(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    first = (tables / "smoke.csv").read_bytes()
+    build_report(runs, tables, plots, report)
+    assert (tables / "smoke.csv").read_bytes() == first
+
+
+def test_report_without_runs_shows_only_missing(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    shutil.rmtree(runs)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
+    assert len(table) > 0 and (table.ours_mean == MISSING).all()
+
+
+def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -> None:
+    """A paper-scale fine-tuning that table 7 and table 8 share appears in both tables; the
+    paper's value sits beside it even where the paper does not state the arch, and the paper's
+    metric spellings (bbox_ap, miou) meet ours (bbox_mAP, mIoU)."""
+    runs, tables, plots, report = _fixture(tmp_path)
+    by_name = {r.name: r for r in plan_runs("all", "paper")}
+    shared = next(r for r in by_name.values() if r.kind == "finetune" and r.tags["method"] == "beit"
+                  and r.tags["pretrain_data"] == "imagenet-100%" and r.tags["downstream"] == "imagenet-finetune"
+                  and {"table7", "table8"} <= set(r.tags["artifacts"]))
+    _fake_run(runs, shared.name, "finetune", shared.tags, {"top1": 80.0}, 0)
+    detect = next(r for r in by_name.values() if r.kind == "detect" and r.tags["method"] == "splitmask"
+                  and r.tags["pretrain_data"] == "coco" and "table4" in r.tags["artifacts"])
+    _fake_run(runs, detect.name, "detect", detect.tags, {"bbox_mAP": 40.0, "segm_mAP": 35.0}, 0)
+    build_report(runs, tables, plots, report)
+
+    for artifact in ("table7", "table8"):
+        table = pd.read_csv(tables / f"{artifact}.csv", dtype=str, keep_default_na=False)
+        mine = table[(table.method == "beit") & (table.pretrain_data == "imagenet-100%") & (table.arch == shared.tags["arch"])
+                     & (table.downstream == "imagenet-finetune") & (table.ours_mean != MISSING)]
+        assert list(mine.ours_mean) == ["80.00"], artifact
+    t8 = pd.read_csv(tables / "table8.csv", dtype=str, keep_default_na=False)
+    row = t8[(t8.method == "beit") & (t8.downstream == "imagenet-finetune") & (t8.ours_mean == "80.00")].iloc[0]
+    assert (row["paper"], row["paper_arch"], row["diff"]) == ("82.8", UNKNOWN, "-2.80")
+    t4 = pd.read_csv(tables / "table4.csv", dtype=str, keep_default_na=False)
+    ours = (t4.method == "splitmask") & (t4.pretrain_data == "coco") & (t4.metric == "bbox_mAP") & (t4.ours_mean != MISSING)
+    row = t4[ours].iloc[0]
+    assert (row["ours_mean"], row["paper"], row["diff"]) == ("40.00", "46.8", "-6.80")
+
+
+def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
+    from benchmark.report.build import curve_points
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    evals = [r for r in plan_runs("fig2", "smoke") if r.kind == "finetune" and r.tags["method"] == "splitmask"]
+    by_fraction = {r.tags["pretrain_data"]: r for r in evals}
+    for pretrain_data, top1 in [("imagenet-1%", 30.0), ("imagenet-100%", 40.0)]:
+        run = by_fraction[pretrain_data]
+        _fake_run(runs, run.name, "finetune", run.tags, {"top1": top1}, 0)
+    build_report(runs, tables, plots, report)
+    table = pd.read_csv(tables / "fig2.csv", dtype=str, keep_default_na=False)
+    curves = curve_points(table, "fraction")
+    (key, points), = [(k, v) for k, v in curves.items() if k[2] == "splitmask"]
+    assert [(x, m) for x, m, _ in points] == [(1.0, 30.0), (100.0, 40.0)]  # sorted by subset size
+    assert len(evals) > 2  # the other fractions exist in the plan but have not run: not drawn
+    assert (plots / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_made_before_the_reference_schedule_are_named(tmp_path) -> None:
+    """A result.json without ``lr_schedule`` (written before the schedules followed BEiT's, DINO's
+    and MAE's code) is counted in REPORT.md; one written now carries the rule and is not."""
+    import json
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    assert "learning-rate schedule used before" not in report.read_text()
+    old = next(runs.rglob("detect-splitmask-smoke-seed0/result.json"))
+    result = json.loads(old.read_text())
+    assert result["lr_schedule"] == "reference-cosine/1"
+    del result["lr_schedule"]
+    write_json(old, result)
+    build_report(runs, tables, plots, report)
+    # (the fixture gives its detection run the key of a fine-tuning run: two distinct keys in all)
+    assert "1 of the 2 evaluation runs below (smoke) were made with the learning-rate schedule used before" in report.read_text()
