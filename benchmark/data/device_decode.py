@@ -3,7 +3,7 @@
 With ``PretrainConfig.decode_on_device`` the data-loader workers only read files:
 :class:`EncodedImages` yields each item's raw JPEG bytes and its seed, and :class:`DeviceAugment`
 decodes a whole batch with torchvision's ``decode_jpeg`` (nvJPEG's batched decoder on a GPU) and
-applies the default single-crop pre-training augmentation there (``PretrainMethod.train_transform``:
+applies the default single-crop pre-training augmentation there (:func:`~benchmark.data.augment.single_crop_transform`:
 timm's random resized crop, horizontal flip, colour jitter, ImageNet normalisation).
 
 Every random draw of an item comes from a ``torch.Generator`` seeded by the item's seed, the same
@@ -27,20 +27,13 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from benchmark.data.augment import Augmentation
 from benchmark.data.folders import mix_seed
 from benchmark.errors import DataError
-from benchmark.methods.base import Augmentation, PretrainMethod
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 JPEG_MAGIC = b"\xff\xd8\xff"
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (timm's and torchvision's default)
-
-
-def supports_device_decode(method: type[PretrainMethod] | PretrainMethod) -> bool:
-    """Whether the method trains on the base class's single-crop augmentation, the one
-    :class:`DeviceAugment` reproduces (SplitMask, BEiT, MAE; not DINO's or BYOL's views)."""
-    cls = method if isinstance(method, type) else type(method)
-    return cls.train_transform is PretrainMethod.train_transform
 
 
 def image_paths(dataset: Dataset) -> list[Path]:

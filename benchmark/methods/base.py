@@ -20,7 +20,6 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The pre-training 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,19 +27,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from timm.data import create_transform
 from torch.utils.data import default_collate
 
-
-@dataclass
-class Augmentation:
-    """The augmentation settings of the pre-training config that every method may read."""
-
-    img_size: int
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    color_jitter: float = 0.4
-    hflip: float = 0.5          # probability of a horizontal flip (0 for data that flips change, e.g. digits)
-
+from benchmark.data.augment import Augmentation, single_crop_transform
 
 METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
 
@@ -73,10 +62,7 @@ class PretrainMethod(nn.Module):
 
     def train_transform(self, aug: Augmentation) -> Callable[[Any], Any]:
         """Default (BEiT): random resized crop, horizontal flip, colour jitter, normalisation."""
-        return create_transform(
-            input_size=aug.img_size, is_training=True, scale=aug.crop_scale, hflip=aug.hflip,
-            color_jitter=aug.color_jitter, auto_augment=None, re_prob=0.0,
-        )
+        return single_crop_transform(aug)
 
     def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
         """Fits data-dependent parts on a few batches of training images. ``cache``, where given,
@@ -151,3 +137,11 @@ def synthetic_batch(method: nn.Module, img_size: int, batch_size: int, seed: int
     if method.needs_labels:
         return batch, torch.arange(batch_size) % getattr(method, "num_classes", 2)
     return batch
+
+
+def supports_device_decode(method: type[PretrainMethod] | PretrainMethod) -> bool:
+    """Whether the method trains on the default single-crop augmentation, the one
+    :class:`~benchmark.data.device_decode.DeviceAugment` reproduces (SplitMask, BEiT, MAE; not
+    DINO's or BYOL's views)."""
+    cls = method if isinstance(method, type) else type(method)
+    return cls.train_transform is PretrainMethod.train_transform

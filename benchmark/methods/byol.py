@@ -21,7 +21,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
+from benchmark.data.augment import Augmentation
+from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import byol_loss
 from benchmark.methods.views import TwoViews

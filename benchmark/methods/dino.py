@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
-from benchmark.methods.base import Augmentation, PretrainMethod, pooled_features, register_method
+from benchmark.data.augment import Augmentation
+from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import dino_loss, teacher_probs
 from benchmark.methods.views import MultiCrop

@@ -14,7 +14,8 @@ from timm.data import Mixup, create_transform
 from timm.layers import trunc_normal_
 from timm.loss import SoftTargetCrossEntropy
 
-from benchmark.methods.base import Augmentation, PretrainMethod, register_method
+from benchmark.data.augment import Augmentation
+from benchmark.methods.base import PretrainMethod, register_method
 
 
 @register_method

@@ -1,6 +1,6 @@
 """FLOPs of the suite's models, counted by torch's FLOP counter: one implementation for the dry
-run's compute estimates (:mod:`benchmark.stages.cost`) and the throughput table
-(:mod:`benchmark.tools.perf`).
+run's compute estimates (:mod:`benchmark.stages.cost`, with the methods' own steps counted in
+:mod:`benchmark.methods.flops`) and the throughput table (:mod:`benchmark.tools.perf`).
 
 A multiply-add counts as 2 FLOPs (a ViT-S/16 forward at 224 is ~9.2e9 FLOPs = DeiT's 4.6 GMACs).
 The counter sees matrix products, convolutions and attention (SDPA), i.e. what dominates a ViT;
@@ -11,7 +11,6 @@ the *meta* device (shapes only, no arithmetic, well under a second for a ViT-B) 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -20,8 +19,6 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
-from benchmark.methods import build_method, method_class
-from benchmark.methods.base import synthetic_batch
 from benchmark.models.vit import create_vit
 
 COUNT_BATCH = 2  # images per counted step (SplitMask's InfoNCE needs two)
@@ -56,26 +53,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def _meta(batch: Any) -> Any:
-    """A (nested list of) tensor(s) as meta tensors of the same shapes and dtypes."""
-    if isinstance(batch, (list, tuple)):
-        return [_meta(b) for b in batch]
-    return torch.empty_like(batch, device="meta")
-
-
-def _to_meta(module: nn.Module) -> nn.Module:
-    """``module`` on the meta device, except 0-dim buffers (step counters read with ``int()``),
-    which stay real CPU scalars with their values."""
-    scalars = {name: buf.detach().clone().cpu() for name, buf in module.named_buffers() if buf.dim() == 0}
-    module = module.to("meta")
-    for name, value in scalars.items():
-        owner_name, _, attr = name.rpartition(".")
-        owner = module.get_submodule(owner_name) if owner_name else module
-        owner._buffers[attr] = value
-    return module
-
-
-def _vit(arch: str, img_size: int | tuple[int, int], num_classes: int = 0, **kwargs: Any) -> nn.Module:
+def meta_vit(arch: str, img_size: int | tuple[int, int], num_classes: int = 0, **kwargs: Any) -> nn.Module:
+    """The ViT ``arch`` on the meta device: shapes only, no memory, no arithmetic."""
     with torch.device("meta"):
         return create_vit(arch, img_size, num_classes=num_classes, **kwargs)
 
@@ -83,7 +62,7 @@ def _vit(arch: str, img_size: int | tuple[int, int], num_classes: int = 0, **kwa
 @cache
 def vit_flops(arch: str, img_size: int | tuple[int, int], train: bool = True, num_classes: int = 0) -> float:
     """FLOPs of one image through the bare ViT ``arch``: forward+backward (``train``) or forward."""
-    model = _vit(arch, img_size, num_classes=num_classes)
+    model = meta_vit(arch, img_size, num_classes=num_classes)
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     images = torch.empty(COUNT_BATCH, 3, *size, device="meta")
 
@@ -95,29 +74,3 @@ def vit_flops(arch: str, img_size: int | tuple[int, int], train: bool = True, nu
                 model(images)
 
     return count_flops(step) / COUNT_BATCH
-
-
-@cache
-def _pretrain_flops(method: str, arch: str, img_size: int, method_args_json: str) -> float:
-    args = json.loads(method_args_json)
-    if method_class(method).needs_labels:  # the pre-training stage sets it from the data; a 1000-way head is a rounding error
-        args.setdefault("num_classes", 1000)
-    if args.get("tokenizer") == "dall-e":  # no weights needed to count; the dVAE's cost is not counted
-        args = {**args, "tokenizer": "random-patches", "tokenizer_weights": None}
-    model = _to_meta(build_method(method, _vit(arch, img_size), **args))
-    model.train()
-    batch = _meta(synthetic_batch(model, img_size, COUNT_BATCH))
-
-    def step() -> None:
-        model(batch, torch.Generator().manual_seed(0))["loss"].backward()
-
-    return count_flops(step) / COUNT_BATCH
-
-
-def pretrain_flops_per_image(method: str, arch: str, img_size: int, method_args: dict[str, Any] | None = None) -> float:
-    """FLOPs of one image's share of a pre-training step of ``method`` (forward+backward, all
-    views): the method's own step on a batch shaped by its own augmentation, so SplitMask's two
-    half-sequences plus decoder, MAE's encoder on 25% of the patches and DINO's multi-crop all count
-    as they run. A DALL-E tokenizer is counted as a random-patch codebook (the dVAE's no-grad
-    forward is left out)."""
-    return _pretrain_flops(method, arch, int(img_size), json.dumps(method_args or {}, sort_keys=True))

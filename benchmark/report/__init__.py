@@ -1,4 +1,4 @@
 """The report: tables, plots and REPORT.md rebuilt from the run directories alone
-(:mod:`~benchmark.report.build`), the mini findings (:mod:`~benchmark.report.findings`), the
-throughput section (:mod:`~benchmark.report.perf_section`) and the ``result.json`` schema every
-evaluation writes (:mod:`~benchmark.stages.results`)."""
+(:mod:`~benchmark.report.build`; each evaluation's ``result.json``: :mod:`benchmark.utils.results`),
+the mini findings (:mod:`~benchmark.report.findings`) and the throughput section
+(:mod:`~benchmark.report.perf_section`)."""

@@ -32,8 +32,8 @@ from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
 from benchmark.report.perf_section import perf_section
 from benchmark.stages.kinds import table_metrics
-from benchmark.stages.results import load_result
 from benchmark.utils.io import atomic_path, write_text
+from benchmark.utils.results import load_result
 
 KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "hparams", "metric", "scale"]
 # Tags an artifact may vary beyond the paper's columns; absent ones are "" (not part of the run).

@@ -4,7 +4,7 @@ Each run kind's estimator is registered with the kind (:mod:`benchmark.stages.ki
 parts are here. FLOPs are counted by :mod:`benchmark.models.flops` on the real model, then scaled
 by the run's number of images:
 
-- ``pretrain``: the method's own step (:func:`~benchmark.models.flops.pretrain_flops_per_image`).
+- ``pretrain``: the method's own step (:func:`~benchmark.methods.flops.pretrain_flops_per_image`).
   Iterations: ``steps``, or ``epochs x round(images x fraction) / batch_size`` as
   :func:`benchmark.stages.pretrain.schedule_steps`. Images per step = ``batch_size``.
 - ``finetune``: forward+backward of the classifier on ``epochs x (images x train_fraction //

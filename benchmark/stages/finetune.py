@@ -41,7 +41,6 @@ from benchmark.models.vit import create_vit, downstream_kwargs
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.stages.results import write_result
 from benchmark.stages.select import apply_choice
 from benchmark.training.checkpoint import TrainingCheckpoint
 from benchmark.training.config import config_from_dict, write_config
@@ -50,6 +49,7 @@ from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler
 from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
+from benchmark.utils.results import write_result
 
 SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 

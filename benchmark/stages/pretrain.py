@@ -29,8 +29,9 @@ from timm.data import create_transform
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from benchmark.data.augment import Augmentation
 from benchmark.data.classification import load_classification
-from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, supports_device_decode
+from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
     EpochSampler,
     ImageFiles,
@@ -43,9 +44,9 @@ from benchmark.data.folders import (
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import ConfigError, DataError
 from benchmark.methods import METHODS, method_class
-from benchmark.methods.base import Augmentation
+from benchmark.methods.base import supports_device_decode
+from benchmark.methods.flops import pretrain_flops_per_image
 from benchmark.models.checkpoints.export import save_encoder
-from benchmark.models.flops import pretrain_flops_per_image
 from benchmark.models.vit import create_vit, model_spec
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main

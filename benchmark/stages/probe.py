@@ -73,7 +73,6 @@ from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.finetune import load_pretrained
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.stages.results import write_result
 from benchmark.training.checkpoint import TrainingCheckpoint
 from benchmark.training.config import config_from_dict, write_config
 from benchmark.training.distributed import Context, barrier
@@ -83,6 +82,7 @@ from benchmark.training.optim import build_scheduler
 from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.io import torch_save
+from benchmark.utils.results import write_result
 
 MODES = ("linear", "knn")
 LARS_FAMILY = ("lars", "larc", "nlars", "nlarc")

@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.stages.results import load_result
 from benchmark.training.config import read_json
 from benchmark.utils.io import write_json
+from benchmark.utils.results import load_result
 
 CHOICE = "choice.json"
 T = TypeVar("T")

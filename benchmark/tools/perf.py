@@ -61,8 +61,9 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmark import REPO
+from benchmark.data.augment import Augmentation
 from benchmark.methods import METHODS, build_method, method_class
-from benchmark.methods.base import Augmentation, PretrainMethod, synthetic_batch
+from benchmark.methods.base import PretrainMethod, supports_device_decode, synthetic_batch
 from benchmark.models.flops import count_flops
 from benchmark.models.vit import create_vit
 from benchmark.report.perf_section import BARE, PIL_IN_WORKERS
@@ -395,7 +396,7 @@ def run_pipeline(methods: list[str], img_size: int, batch_size: int, workers: li
                              "batch_size": batch_size, "workers": count, "img_per_s": rate, "iqr_img_per_s": iqr,
                              "img_per_s_per_worker": rate / max(count, 1)})
                 print(f"[perf] pipeline {name:<11} {count:2d} workers {rate:8.1f} img/s", file=sys.stderr, flush=True)
-            if not device_decode.supports_device_decode(method):
+            if not supports_device_decode(method):
                 continue
             augment = device_decode.DeviceAugment(aug)
             encoded = device_decode.EncodedImages(files, seed=0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 WARMUP_RULES = ("beit", "mae")  # BEiT and DINO: np.linspace(start, base, W); MAE: base * s / W
-# Written into every result.json (benchmark.stages.results): the report names the results made before
+# Written into every result.json (benchmark.utils.results): the report names the results made before
 # this rule, which have none (they used timm's cosine over the steps after the warm-up, so that
 # the last step still had about a tenth of the peak learning rate).
 SCHEDULE_ID = "reference-cosine/1"

@@ -16,11 +16,12 @@ from safetensors.torch import load_file
 from torchvision.io import read_file
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, jitter, supports_device_decode
+from benchmark.data.augment import Augmentation
+from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, jitter
 from benchmark.data.folders import ImageFiles, mix_seed, open_image
 from benchmark.errors import DataError
 from benchmark.methods import method_class
-from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.base import PretrainMethod, supports_device_decode
 from benchmark.stages.pretrain import PretrainConfig, main, pretrain
 from benchmark.utils.io import read_log
 

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from benchmark.data import loader
+from benchmark.data.augment import Augmentation
 from benchmark.data.folders import EpochSampler, ImageFiles, SeededTransform
 from benchmark.errors import ConfigError
-from benchmark.methods.base import Augmentation, PretrainMethod
+from benchmark.methods.base import PretrainMethod
 
 CPU = torch.device("cpu")
 

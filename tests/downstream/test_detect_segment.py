@@ -13,7 +13,7 @@ import torch
 from benchmark import REPO
 from benchmark.models.checkpoints.export import save_encoder, to_mm
 from benchmark.models.vit import create_vit, model_spec
-from benchmark.stages.results import load_result
+from benchmark.utils.results import load_result
 
 DET_CONFIG = REPO / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"
 SEG_CONFIG = REPO / "configs_mm" / "upernet_vit_smoke.py"

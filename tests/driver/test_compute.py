@@ -8,7 +8,8 @@ import time
 import pytest
 
 from benchmark.driver.compute import estimate
-from benchmark.models.flops import pretrain_flops_per_image, vit_flops
+from benchmark.methods.flops import pretrain_flops_per_image
+from benchmark.models.flops import vit_flops
 from benchmark.stages.cost import DATASET_SIZES, REFERENCE_MFU, REFERENCE_PEAK_FLOPS
 
 

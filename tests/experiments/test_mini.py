@@ -58,7 +58,7 @@ def test_the_learning_rate_is_swept_on_val_only_and_pretraining_never_sees_val_o
 
 def _result(path: Path, top1: float, split: str = "val") -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
-    from benchmark.stages.results import write_result
+    from benchmark.utils.results import write_result
 
     write_result(path.parent, "finetune", {"top1": top1}, {"eval_split": split}, seed=0, started=0.0)
     return {"result": str(path)}

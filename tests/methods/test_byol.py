@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from benchmark.data.augment import Augmentation
 from benchmark.methods import build_method
-from benchmark.methods.base import Augmentation
 from benchmark.methods.byol import BYOL
 from benchmark.methods.ema import cosine_momentum, make_ema_copy
 from benchmark.methods.losses import byol_loss, regression_loss

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from benchmark.data.augment import Augmentation
 from benchmark.methods import build_method
-from benchmark.methods.base import Augmentation
 from benchmark.methods.dino import DINO, default_local_size
 from benchmark.methods.ema import cosine_momentum
 from benchmark.methods.losses import dino_loss, teacher_probs

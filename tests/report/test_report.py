@@ -11,8 +11,8 @@ import pandas as pd
 from benchmark import REPO
 from benchmark.experiments.registry import plan_runs
 from benchmark.report.build import MISSING, UNKNOWN, build_report
-from benchmark.stages.results import write_result
 from benchmark.utils.io import write_json
+from benchmark.utils.results import write_result
 
 
 def _fake_run(runs_dir: Path, name: str, kind: str, tags: dict, metrics: dict, seed: int) -> None:

@@ -31,8 +31,8 @@ from benchmark.stages.probe import (
     probe,
     weighted_votes,
 )
-from benchmark.stages.results import load_result
 from benchmark.utils.io import read_log
+from benchmark.utils.results import load_result
 from benchmark.utils.schedule import cosine_schedule
 
 CHANCE = 100.0 / 6  # six shape classes in the synthetic set

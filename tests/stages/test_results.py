@@ -9,8 +9,8 @@ import pytest
 
 from benchmark.errors import ConfigError, ResultError
 from benchmark.stages.finetune import FinetuneConfig
-from benchmark.stages.results import load_result, write_result
 from benchmark.training.config import config_from_dict
+from benchmark.utils.results import load_result, write_result
 
 
 def test_written_result_follows_the_schema(tmp_path) -> None:

@@ -310,9 +310,9 @@ def test_a_run_stopped_by_a_signal_stops_the_in_process_driver(tmp_path) -> None
 
 
 def test_a_crash_mid_write_leaves_the_previous_files_whole(tmp_path, monkeypatch) -> None:
-    from benchmark.stages.results import load_result, write_result
     from benchmark.training.checkpoint import load_state, save_state
     from benchmark.utils.io import write_json
+    from benchmark.utils.results import load_result, write_result
 
     ckpt, table = tmp_path / "checkpoint.pth", tmp_path / "table.json"
     save_state(ckpt, model={"w": torch.ones(3)}, optimizer={}, scheduler={}, step=2, rng={}, config={})
@@ -349,7 +349,7 @@ def test_a_crash_mid_write_leaves_the_previous_files_whole(tmp_path, monkeypatch
 
 def test_a_reader_never_meets_a_partial_result(tmp_path) -> None:
     """The report reads ``result.json`` files while runs write them: every read gets a whole file."""
-    from benchmark.stages.results import load_result, write_result
+    from benchmark.utils.results import load_result, write_result
 
     config = {f"key{i}": "x" * 200 for i in range(500)}  # ~100 kB: a write takes a while
     write_result(tmp_path, "finetune", {"top1": 0.0}, config, seed=0, started=time.time())

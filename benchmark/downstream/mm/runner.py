@@ -632,7 +632,7 @@ def write_result(
     ckpt: str | Path | None,
 ) -> Path:
     """``work_dir/result.json`` with the resolved config as plain values."""
-    from benchmark.stages.results import write_result as _write
+    from benchmark.utils.results import write_result as _write
 
     checkpoint = None if ckpt is None or str(ckpt).lower() == "none" else str(ckpt)
     return _write(work_dir, kind=task.kind, metrics=metrics, config=json_values(cfg.to_dict()), seed=seed,
