@@ -1,8 +1,8 @@
 """The stages of the pipeline, one module each: ``data`` (data sets the suite writes), ``pretrain``,
-``finetune``, ``probe`` (linear probe and k-NN), ``select`` (a setting chosen on val), ``detect`` and
-``segment`` (MMDetection / MMSegmentation). Each defines its config, its run function and its
+``finetune``, ``probe`` (linear probe and k-NN), ``select`` (a setting chosen on val) and ``dense``
+(the ``detect`` and ``segment`` kinds: MMDetection / MMSegmentation). Each defines its config, its run function and its
 command line (:mod:`~benchmark.stages.cli`), and registers its run kind
 (:mod:`~benchmark.stages.kinds`), which the driver, the launchers, the dry run and the report read.
 """
 
-from benchmark.stages import data, detect, finetune, pretrain, probe, segment, select  # noqa: F401  (register their kinds)
+from benchmark.stages import data, dense, finetune, pretrain, probe, select  # noqa: F401  (register their kinds)

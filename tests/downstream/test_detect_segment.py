@@ -46,7 +46,7 @@ def _check_result(work_dir: Path, kind: str, metrics: dict[str, float], keys: se
 
 @pytest.mark.slow
 def test_run_detection_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_path: Path) -> None:
-    from benchmark.stages.detect import run_detection
+    from benchmark.stages.dense import run_detection
 
     work = tmp_path / "det"
     metrics = run_detection(encoder_ckpt, DET_CONFIG, synthetic_root / "coco", work, seed=0)
@@ -69,7 +69,7 @@ def test_run_detection_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_
 
 @pytest.mark.slow
 def test_run_segmentation_end_to_end(synthetic_root: Path, encoder_ckpt: Path, tmp_path: Path) -> None:
-    from benchmark.stages.segment import run_segmentation
+    from benchmark.stages.dense import run_segmentation
 
     mm = to_mm(encoder_ckpt, tmp_path / "mm_backbone.pth")
     work = tmp_path / "seg"
@@ -113,7 +113,7 @@ def test_segment_cli_bad_checkpoint_exits_2(synthetic_root: Path, tmp_path: Path
 def test_detect_missing_annotation_file_is_input_error(synthetic_root: Path, tmp_path: Path) -> None:
     import shutil
 
-    from benchmark.stages.detect import main
+    from benchmark.stages.dense import detect_main as main
 
     coco = tmp_path / "coco"
     shutil.copytree(synthetic_root / "coco", coco)
@@ -125,7 +125,7 @@ def test_detect_missing_annotation_file_is_input_error(synthetic_root: Path, tmp
 def test_several_processes_without_gpus_are_refused(synthetic_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """Under torchrun with several processes a run uses mmengine's pytorch launcher, one GPU per
     process; on a machine without GPUs that is refused in one line before anything is built."""
-    from benchmark.stages.segment import main
+    from benchmark.stages.dense import segment_main as main
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")

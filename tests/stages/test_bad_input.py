@@ -96,7 +96,7 @@ def test_finetuning_data_root_of_the_wrong_layout_names_the_expected_one(synthet
 
 
 def test_detection_data_root_of_the_wrong_layout_names_the_expected_one(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.stages.detect import main
+    from benchmark.stages.dense import detect_main as main
 
     root = synthetic_root / "ade20k"  # an ADE20k root given as COCO
     work = tmp_path / "work"
@@ -179,7 +179,7 @@ def _broken_coco(synthetic_root: Path, tmp_path: Path, breakage) -> Path:
 
 @pytest.mark.parametrize("case", ["missing field", "box outside"])
 def test_coco_annotations_with_missing_fields_or_boxes_outside_the_image(case, synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.stages.detect import main
+    from benchmark.stages.dense import detect_main as main
 
     def breakage(data: dict) -> None:
         if case == "missing field":
@@ -206,7 +206,7 @@ def test_coco_annotations_with_missing_fields_or_boxes_outside_the_image(case, s
 
 
 def test_ade20k_labels_out_of_range(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.stages.segment import main
+    from benchmark.stages.dense import segment_main as main
 
     ade = tmp_path / "ade20k"
     shutil.copytree(synthetic_root / "ade20k", ade)
@@ -260,7 +260,7 @@ def test_finetuning_from_a_checkpoint_of_unknown_format_or_another_size(case, sy
 
 
 def test_detection_from_a_checkpoint_of_another_model_size(synthetic_root, smoke_export, tmp_path, capsys) -> None:
-    from benchmark.stages.segment import main
+    from benchmark.stages.dense import segment_main as main
 
     work = tmp_path / "work"
     before = _earlier_results(work)
@@ -336,7 +336,7 @@ def test_a_config_without_a_required_key(tmp_path, capsys) -> None:
 
 
 def test_a_mistyped_mm_config_option_gets_the_nearest_key(synthetic_root, tmp_path, capsys) -> None:
-    from benchmark.stages.segment import main
+    from benchmark.stages.dense import segment_main as main
 
     work = tmp_path / "work"
     before = _earlier_results(work)

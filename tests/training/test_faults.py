@@ -169,7 +169,7 @@ def test_sigterm_stops_detection_mid_epoch_and_it_resumes_bit_for_bit(synthetic_
     """Mask R-CNN's loop is epoch-based: a SIGTERM in the middle of an epoch writes a checkpoint
     there, and the resumed run skips the epoch's batches already trained."""
     from benchmark.downstream.mm.runner import DETECT, main
-    from benchmark.stages.detect import run_detection
+    from benchmark.stages.dense import run_detection
 
     options = {"default_hooks.checkpoint": {"_delete_": True, "type": "CheckpointHook", "by_epoch": True, "interval": 2}}
     args = (None, DET_CONFIG, synthetic_root / "coco")
@@ -201,7 +201,7 @@ def test_killed_segmentation_resumes_from_its_last_checkpoint_bit_for_bit(synthe
     """Killed between two checkpoints, a run resumes from the last one; the checkpoints load with
     ``weights_only=True`` and hold the RNG states, so that drop path, dropout and the random crops
     continue as in the uninterrupted run."""
-    from benchmark.stages.segment import run_segmentation
+    from benchmark.stages.dense import run_segmentation
 
     options = {"default_hooks.checkpoint": {"_delete_": True, "type": "CheckpointHook", "by_epoch": False, "interval": 4},
                "train_cfg.max_iters": 12, "train_cfg.val_interval": 12}
