@@ -9,6 +9,12 @@
 #   ./run_all.sh --help               all options (python -m benchmark.run --help)
 set -euo pipefail
 cd "$(dirname "$0")"
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+    # Help needs none of the stack: it is printed before (and without) the installation.
+    exec "${PYTHON:-python3}" -m benchmark.run --help
+  fi
+done
 # shellcheck disable=SC1091
 source scripts/bootstrap.sh
 exec python -m benchmark.run "$@"

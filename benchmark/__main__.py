@@ -1,6 +1,9 @@
-"""``python -m benchmark <command>``: the suite's small utilities.
+"""python -m benchmark <command>: the suite's small utilities.
 
     doctor    check the installed stack (versions, compiled ops, GPU)
+
+The suite's commands are python -m benchmark.run (the driver), .pretrain, .finetune, .probe,
+.select, .detect, .segment, .report, .convert, .perf and .tokenizers (each with --help).
 """
 
 from __future__ import annotations

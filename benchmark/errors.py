@@ -10,6 +10,7 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2       # bad input: a config, a data set, a checkpoint (one ``error:`` line)
 EXIT_PREEMPTED = 75      # sysexits' EX_TEMPFAIL: stopped on request, run the same command again to resume
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: stopped by Ctrl-C (after a checkpoint; at once on a second Ctrl-C)
 
 
 class SuiteError(Exception):
@@ -58,9 +59,13 @@ class LaunchError(SuiteError, RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """A run stopped by SIGTERM / SIGUSR2 after writing its checkpoint; the commands exit with
-    :data:`EXIT_PREEMPTED`, and running the same command again resumes. Not an error of the
-    user's: not a :class:`SuiteError`."""
+    """A run stopped by a signal after writing its checkpoint; the commands exit with ``code``
+    (:data:`EXIT_PREEMPTED` for SIGTERM / SIGUSR2, :data:`EXIT_INTERRUPTED` for Ctrl-C), and running
+    the same command again resumes. Not an error of the user's: not a :class:`SuiteError`."""
+
+    def __init__(self, message: str, code: int = EXIT_PREEMPTED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def error_line(err: BaseException) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmark.errors import EXIT_BAD_INPUT, error_line
 from benchmark.utils.io import write_json
 
 SPLIT_SIZES = {"test": 500, "val": 297}   # the rest (1,000) is train
@@ -89,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         write_digits(args.out, args.seed)
     except ImportError:
         print("error: scikit-learn is not installed (pip install scikit-learn); the digits ship inside it", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     except OSError as err:
-        print(f"error: could not write {args.out}: {err}", file=sys.stderr)
-        return 1
+        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {Path(args.out) / 'digits'} (train/val/test) in {time.perf_counter() - started:.1f} s")
     return 0
 

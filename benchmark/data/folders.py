@@ -65,7 +65,9 @@ def open_image(path: str | Path) -> Image.Image:
 class SkipCorrupt:
     """Reads item ``position`` of a data set through ``read``; where its image is corrupt, the
     next readable one takes its place (or, under ``--corrupt-images fail``, a DataError stops the
-    run). Each skipped file is reported once per process, on stderr and in ``log`` if given."""
+    run). Each skipped file is reported once, on stderr and in ``log`` if given (once per process
+    where there is no log; a file the log already lists, read by an earlier loader of the run, is
+    not reported again)."""
 
     def __init__(self, log: str | Path | None = None) -> None:
         self.log = Path(log) if log is not None else None
@@ -85,6 +87,8 @@ class SkipCorrupt:
         if err.path in self.skipped:
             return
         self.skipped.add(err.path)
+        if self.log is not None and str(err.path) in skipped_images(self.log):
+            return
         print(f"[data] skipped {err}; the next image takes its place ({len(self.skipped)} skipped so far in this "
               "process; --corrupt-images fail stops instead)", file=sys.stderr, flush=True)
         if self.log is not None:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from benchmark.errors import EXIT_BAD_INPUT, error_line
 from benchmark.utils.io import write_json
 
 # Alphabetical, so ImageFolder's sorted class indices equal the indices into this tuple.
@@ -539,13 +540,14 @@ def _parser() -> argparse.ArgumentParser:
 def _refusal(out: Path, seed: int, scale: str, overwrite: bool) -> tuple[int, str] | None:
     """``(exit code, message)`` when nothing should be written, else ``None``."""
     if out.exists() and not out.is_dir():
-        return 1, f"error: --out {out} exists and is not a directory"
+        return EXIT_BAD_INPUT, f"error: --out {out} exists and is not a directory"
     if not out.is_dir() or overwrite:
         return None
     manifest = read_manifest(out)
     if manifest is None:
         if any(out.iterdir()):
-            return 1, f"error: --out {out} is a non-empty directory not made by this tool; pass --overwrite to use it"
+            return EXIT_BAD_INPUT, (f"error: --out {out} is a non-empty directory not made by this tool; "
+                                    "pass --overwrite to use it")
         return None
     complete = all((out / name).is_dir() for name in _DATASET_TAG)
     if manifest.get("seed") == seed and manifest.get("scale") == scale and complete:
@@ -580,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         make_all(args.out, args.seed, args.scale)
     except OSError as err:
-        print(f"error: could not write {args.out}: {err}", file=sys.stderr)
-        return 1
+        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for line in _summary(args.out, _manifest(args.seed, args.scale)):
         print(line)
     print(f"done in {time.perf_counter() - started:.1f} s (seed {args.seed}, scale {args.scale})")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
-from benchmark.errors import EXIT_PREEMPTED, LaunchError, Preempted
+from benchmark.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, LaunchError, Preempted
 from benchmark.stages.kinds import run_kind
 
 Target = Sequence[str] | Callable[[], Any]
@@ -95,9 +95,10 @@ def _call(handle: Handle, fn: Callable[[], Any]) -> Handle:
         handle.log.write_text(traceback.format_exc())
         handle.status, handle.error = "failed", f"{type(err).__name__}: {err}; traceback in {handle.log}"
         return handle
-    if result == EXIT_PREEMPTED and not isinstance(result, bool):  # a CLI main stopped by a signal
+    if result in (EXIT_PREEMPTED, EXIT_INTERRUPTED) and not isinstance(result, bool):  # a CLI main stopped by a signal
         handle.status, handle.error = "stopped", "stopped by a signal; its checkpoint resumes it"
-        raise Preempted(f"{handle.kind} {handle.run_name} stopped by a signal; run the same command again to resume")
+        raise Preempted(f"{handle.kind} {handle.run_name} stopped by a signal; run the same command again to resume",
+                        result)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:  # a CLI main's exit code
         handle.status, handle.error = "failed", f"exit code {result}"
     else:

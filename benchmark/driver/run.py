@@ -30,13 +30,16 @@ from typing import Any
 
 from benchmark import REPO
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
-from benchmark.errors import EXIT_PREEMPTED, Preempted
+from benchmark.errors import EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
 from benchmark.experiments.model import Run, is_ref
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
-from benchmark.stages.kinds import run_kind
+from benchmark.stages.kinds import RunKind, run_kind
 from benchmark.utils.io import write_json
+from benchmark.utils.lock import Busy, exclusive
 from benchmark.utils.tree import KEEP, rebuild
+
+DEFAULT_RUNS = REPO / "runs"
 
 
 def order_runs(runs: list[Run]) -> list[Run]:
@@ -119,10 +122,12 @@ def estimate_run(run: Run) -> Any:
 
 class TimeLeft:
     """An estimate of the time the runs still to go will take: each is assumed to last as long as
-    the finished runs of its kind and method did on average (its kind alone, or all runs, while
-    none of those has finished). None until a run has finished. ``done`` seeds the averages with
-    the runs an earlier invocation finished (their ``run.json`` keeps ``wall_s``), so that a
-    resumed plan is priced from the start."""
+    the finished runs of its kind and method did on average (its kind alone, or all training
+    runs, while none of those has finished). The quick in-process kinds (data, select) do not
+    price the others: a plan of minutes is not estimated from a data set written in seconds.
+    None until a training run has finished. ``done`` seeds the averages with the runs an earlier
+    invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
+    from the start."""
 
     def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = ()) -> None:
         self.pending = {r.name: r for r in runs}
@@ -133,19 +138,25 @@ class TimeLeft:
     def finished(self, run: Run, seconds: float | None) -> None:
         self.pending.pop(run.name, None)
         if seconds is not None:
-            for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+            keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if _trains(run) else [])
+            for key in keys:
                 self.durations.setdefault(key, []).append(seconds)
 
     def _guess(self, run: Run) -> float:
-        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,), ()):
+        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,)) + (((),) if _trains(run) else ()):
             if key in self.durations:
                 return sum(self.durations[key]) / len(self.durations[key])
         return 0.0
 
     def seconds(self) -> float | None:
-        if not self.durations:
+        if () not in self.durations:
             return None
         return sum(self._guess(r) for r in self.pending.values())
+
+
+def _trains(run: Run) -> bool:
+    """A run of a kind that trains (under torchrun where there are GPUs), not a quick in-process one."""
+    return run_kind(run.kind).multi_process
 
 
 def _wall_seconds(run_dir: Path) -> float | None:
@@ -199,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
     parser.add_argument("--scale", default=None, choices=SCALES,
                         help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
+    parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS),
+                        help="where the run directories go, runs/<kind>/<name>-<key>/ (default: %(default)s)")
+    parser.add_argument("--report-dir", default=None,
+                        help="where the rebuilt tables/, plots/ and REPORT.md go (default: the repository for the "
+                             "default --runs-dir, else RUNS_DIR/report)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another driver holds --runs-dir, wait for it instead of stopping")
     parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(REPO / "data")),
                         help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with compute estimates and exit")
@@ -229,10 +246,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # A missing data set blocks the runs that read it and those that need them; the rest go on.
     blocked: dict[str, str] = {}
-    for name, (layout, users) in missing_datasets(runs, args.data_root).items():
-        artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
-        print(f"missing data set {name!r}: expected {Path(args.data_root) / name} with {layout}; "
-              f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
+    missing = missing_datasets(runs, args.data_root)
+    root_exists = Path(args.data_root).is_dir()
+    if missing and not root_exists:  # one line about the root, not one per data set
+        users = {u for _, names in missing.values() for u in names}
+        print(f"--data-root {args.data_root}: no such directory; it should hold the real data sets, one folder each "
+              f"({', '.join(sorted(missing))} for this plan; layouts: docs/datasets.md); blocks {len(users)} runs",
+              file=sys.stderr)
+    for name, (layout, users) in missing.items():
+        if root_exists:
+            artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
+            print(f"missing data set {name!r}: expected {Path(args.data_root) / name} with {layout}; "
+                  f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
         for user in users:
             blocked[user] = f"data set {name} missing"
     for run in runs:
@@ -244,6 +269,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
 
+    report_dir = report_dir_for(runs_dir, args.report_dir)
+    try:
+        with exclusive(runs_dir, "runs directory", wait=args.wait):
+            failed = run_plan(args, runs, keys, dirs, blocked)
+    except Preempted as err:
+        return err.code
+    except KeyboardInterrupt:
+        print("interrupted at once (a second Ctrl-C); each run keeps its last checkpoint: run the same command again "
+              "to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Busy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a runs directory that cannot be written (read-only, below a file), a full disk
+        print(f"error: --runs-dir {runs_dir}: {error_line(err)}", file=sys.stderr)
+        return 2
+
+    if args.no_report:
+        pass
+    elif not any(is_done(run, dirs[run.name]) for run in runs if _trains(run)):
+        print(f"no run of this plan has finished: the report in {report_dir} is left as it is")
+    else:
+        from benchmark.report.build import build_report, report_paths
+
+        try:
+            build_report(runs_dir, *report_paths(report_dir))
+            print(f"report: {report_dir / 'REPORT.md'}")
+        except SuiteError as err:
+            print(f"error: the report was not rebuilt: {error_line(err)}", file=sys.stderr)
+    for name, why in failed.items():
+        print(f"  {name}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def report_dir_for(runs_dir: Path, asked: str | None) -> Path:
+    """Where the driver writes its report: ``asked``, else the repository for the default runs
+    directory, else ``RUNS_DIR/report`` (a run elsewhere never replaces the repository's report)."""
+    if asked:
+        return Path(asked)
+    return REPO if runs_dir.resolve() == DEFAULT_RUNS.resolve() else runs_dir / "report"
+
+
+def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], dirs: dict[str, Path],
+             blocked: dict[str, str]) -> dict[str, str]:
+    """Runs the plan's runs in order (those done already are skipped); returns the failed or
+    blocked ones with why. Raises :class:`Preempted` when a stop signal reached this process."""
     launcher = make_launcher(args)
     handles: dict[str, Handle] = {}
     t0 = time.time()
@@ -267,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         kind = run_kind(run.kind)
         config = kind.prepare(config, run.tags)
         after = [handles[d] for d in run.refs() if d in handles]
-        # The kinds that run under torchrun start their command; the others (data, select) are a
-        # call, made in this process or, on SLURM, in a job that waits for the jobs it needs.
+        # The kinds that run under torchrun start their command (which holds its run directory); the
+        # others (data, select) are a call, made in this process or, on SLURM, in a job that waits
+        # for the jobs it needs.
         target: Any = (kind.command_args(config, run_dir) if kind.multi_process and not isinstance(launcher, InProcess)
-                       else functools.partial(kind.run, config, run_dir))
+                       else functools.partial(_run_locked, kind, config, run_dir))
         print(f"{head}: {'running' if not isinstance(launcher, Slurm) else 'submitting'} in {run_dir}", flush=True)
         started = time.time()
         try:
@@ -279,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{head}: {err}", flush=True)
             print(f"stopped by a signal after {_clock(time.time() - t0)}; run the same command again to resume",
                   file=sys.stderr)
-            return EXIT_PREEMPTED
+            raise
         if handle.status == "failed":
             print(f"{head}: FAILED ({handle.error}); see {handle.log or run_dir / 'error.log'}", flush=True)
         elif handle.status == "done":
@@ -288,12 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         left.finished(run, time.time() - started if handle.status == "done" else None)
     failed = {h.run_name: h.error for h in launcher.wait() if h.status in ("failed", "blocked")}
     failed.update(blocked)
-
-    if not args.no_report:
-        from benchmark.report.build import build_report
-
-        build_report(runs_dir, REPO / "tables", REPO / "plots", REPO / "REPORT.md")
     print(f"all runs: {time.time() - t0:.0f}s, {len(failed)} failed or blocked")
-    for name, why in failed.items():
-        print(f"  {name}: {why}", file=sys.stderr)
-    return 1 if failed else 0
+    return failed
+
+
+def _run_locked(kind: RunKind, config: dict[str, Any], run_dir: Path) -> Any:
+    with exclusive(run_dir, "run directory"):
+        return kind.run(config, run_dir)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from benchmark.methods.tokenizers import (
     LEARNED_TOKENIZERS,
@@ -40,7 +40,7 @@ from benchmark.methods.tokenizers import (
     pixel_patches,
 )
 from benchmark.utils.device import to_device
-from benchmark.utils.io import atomic_path
+from benchmark.utils.io import save_safetensors
 
 
 def blockwise_mask(
@@ -206,8 +206,7 @@ class VisualTokenTargets:
         self.codebook.copy_(tokenizer.codebook)
         if path is not None:
             try:
-                with atomic_path(path) as tmp:
-                    save_file({"codebook": tokenizer.codebook.detach().cpu().contiguous()}, str(tmp))
+                save_safetensors({"codebook": tokenizer.codebook.detach().cpu().contiguous()}, path)
                 print(f"[tokenizer] k-means codebook saved to {path}", file=sys.stderr)
             except OSError as err:  # a read-only data set: the run goes on without the cache
                 print(f"[tokenizer] could not cache the codebook at {path}: {err}", file=sys.stderr)

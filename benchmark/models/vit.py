@@ -7,6 +7,7 @@ rebuild exactly the architecture the weights belong to.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import timm
@@ -60,6 +61,12 @@ def spec_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     if layout == "per-block" and is_beit(str(spec.get("arch", ""))):
         return dict(PER_BLOCK_REL_POS)
     raise ValueError(f"model spec {spec}: rel_pos_bias {layout!r} is not 'shared' or 'per-block' of a beit-* arch")
+
+
+def patch_size(arch: str) -> int:
+    """The patch side of a named size (its override, else the timm model name's ``patchNN``)."""
+    name, overrides = ARCHS[arch]
+    return int(overrides.get("patch_size", re.search(r"patch(\d+)", name).group(1)))
 
 
 def model_spec(arch: str, img_size: int) -> dict[str, Any]:

@@ -27,11 +27,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import REPO
-from benchmark.errors import ResultError
+from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
 from benchmark.report.perf_section import perf_section
-from benchmark.stages.kinds import table_metrics
+from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.results import load_result
 
@@ -44,10 +44,16 @@ METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
 MISSING, UNKNOWN = "—", "unknown"
 EARLIER_SCHEDULE = "timm-cosine/0"  # a result.json without lr_schedule: made before SCHEDULE_ID
 NOT_COMPARABLE = "n/a (scale)"  # ours at a smaller scale than the paper's: no difference is computed
+PAPER_REFERENCE = REPO / "tables" / "paper" / "reference.csv"  # the paper's values, wherever a report is written
+
+
+class ReportError(SuiteError):
+    """A report that would replace the current one with nothing: no runs directory, or no results in it."""
 
 
 def collect(runs_dir: Path) -> pd.DataFrame:
-    """One row per metric of every finished evaluation below ``runs_dir``."""
+    """One row per metric of every finished evaluation below ``runs_dir``. A ``result.json`` or
+    ``run.json`` that cannot be read is skipped with one line saying so."""
     rows = []
     for result_path in sorted(runs_dir.rglob("result.json")):
         run_path = result_path.with_name("run.json")
@@ -55,11 +61,14 @@ def collect(runs_dir: Path) -> pd.DataFrame:
             continue  # an evaluation run by hand, outside the registry
         try:
             result = load_result(result_path)
+            run = json.loads(run_path.read_text())
+            tags = run["tags"]
         except ResultError as err:
             print(f"[report] skipping {err}", file=sys.stderr)
             continue
-        run = json.loads(run_path.read_text())
-        tags = run["tags"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"[report] skipping {run_path}: not a readable run.json ({err})", file=sys.stderr)
+            continue
         # A run several artifacts share (e.g. one fine-tuning in table 7, table 8 and fig. 2) counts in
         # each, whichever subset ran it: the registry says which artifacts plan it.
         members = registry_members().get((tags.get("scale"), run["name"]), tags.get("artifacts", [tags.get("artifact")]))
@@ -102,7 +111,7 @@ def registry_members() -> dict[tuple[str, str], list[str]]:
 
 def _tag_values(tags: dict) -> dict[str, str]:
     def text(value: object) -> str:
-        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        return f"{value:.6g}" if isinstance(value, float) else str(value)  # 3249.3, not 3249.3012757107713
 
     return {k: text(tags.get(k, "" if k in OPTIONAL_TAGS else UNKNOWN)) for k in KEYS if k != "metric"}
 
@@ -116,7 +125,7 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
         for run in plan_runs(artifact, scale):
             if artifact not in run.tags.get("artifacts", [run.tags["artifact"]]):
                 continue
-            for metric in table_metrics().get(run.kind, []):
+            for metric in kind_metrics(run.kind):
                 rows.append({**_tag_values(run.tags), "metric": metric})
     # One row per comparison: the seeds of a row are its runs, averaged in artifact_table.
     return pd.DataFrame(rows, columns=KEYS).drop_duplicates(ignore_index=True)
@@ -148,7 +157,10 @@ def _joined(values: pd.Series) -> str:
 def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, scales: list[str]) -> pd.DataFrame:
     """Ours (mean, std, n) beside the paper's value for every planned or finished row."""
     ours = results[results.artifact == artifact]
-    stats = (ours.groupby(KEYS).agg(mean=("value", "mean"), std=("value", "std"), count=("value", "count"),
+    # A run whose metric is not finite counts as a run (its row reads "nan", not "—": it happened),
+    # and makes its row's mean and spread "nan" too.
+    stats = (ours.groupby(KEYS).agg(mean=("value", lambda v: v.mean(skipna=False)),
+                                    std=("value", lambda v: v.std(skipna=False)), count=("value", "size"),
                                     seeds=("seed", _joined), run_keys=("run_key", _joined)).reset_index()
              if len(ours) else pd.DataFrame(columns=[*KEYS, "mean", "std", "count", "seeds", "run_keys"]))
     table = expected_rows(artifact, scales).merge(stats, on=KEYS, how="outer")
@@ -160,7 +172,7 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     have = table["count"].fillna(0) > 0
     paper_value = pd.to_numeric(table["paper"], errors="coerce")
     out["ours_mean"] = [f"{v:.2f}" if h else MISSING for v, h in zip(table["mean"], have)]
-    out["ours_std"] = [f"{v:.2f}" if h and pd.notna(v) else MISSING for v, h in zip(table["std"], have)]
+    out["ours_std"] = [f"{v:.2f}" if n > 1 else MISSING for v, n in zip(table["std"], table["count"].fillna(0))]
     out["n_runs"] = table["count"].fillna(0).astype(int)
     out["seeds"] = table["seeds"].fillna(MISSING)
     out["run_keys"] = table["run_keys"].fillna(MISSING)  # config hashes: runs/<kind>/<name>-<key>/
@@ -284,25 +296,60 @@ def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path: Path) -> dict[str, pd.DataFrame]:
+def artifact_scales(artifact: str, scales: list[str]) -> list[str]:
+    """The scales whose planned rows an artifact's table lists: those with results, and always the
+    paper's own (so that the paper's values stand in the table whatever runs exist)."""
+    own = [scale for scale in scales if scale in ARTIFACTS[artifact].scales]
+    return own + ["paper"] if "paper" in ARTIFACTS[artifact].scales and "paper" not in own else own
+
+
+def dropped_rows(old_csv: Path, table: pd.DataFrame) -> list[str]:
+    """The rows of an existing table that had a result and have none in its rebuild (one line each)."""
+    if not old_csv.is_file():
+        return []
+    try:
+        old = pd.read_csv(old_csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return []
+    if not set(KEYS) <= set(old.columns) or "ours_mean" not in old.columns:
+        return []
+    had = old[old.ours_mean != MISSING]
+    kept = {tuple(row) for row in table[table.ours_mean != MISSING][KEYS].astype(str).itertuples(index=False)}
+    return [f"{' / '.join(v for v in row if v)}: {mean}" for row, mean in zip(had[KEYS].itertuples(index=False), had.ours_mean)
+            if tuple(row) not in kept]
+
+
+def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path: Path,
+                 paper_path: Path = PAPER_REFERENCE) -> dict[str, pd.DataFrame]:
+    """Rebuilds every table, plot and the report from the results below ``runs_dir``. A missing
+    runs directory, or one without results, is a :class:`ReportError` and nothing is written; a
+    table row that had a result and loses it is printed (``[report] ... dropped``)."""
     runs_dir, tables_dir, plots_dir = Path(runs_dir), Path(tables_dir), Path(plots_dir)
+    if not runs_dir.is_dir():
+        raise ReportError(f"{runs_dir}: no such runs directory; the report was left as it is")
     results = collect(runs_dir)
-    scales = sorted(set(results.scale)) or ["smoke"]
-    paper = load_paper(tables_dir / "paper" / "reference.csv")
-    tables = {name: artifact_table(name, results, paper, scales) for name in ARTIFACTS}
+    if results.empty:
+        raise ReportError(f"{runs_dir}: no finished evaluation (result.json with its run.json) below it; the report "
+                          "was left as it is")
+    scales = sorted(set(results.scale))
+    paper = load_paper(paper_path)
+    tables = {name: artifact_table(name, results, paper, artifact_scales(name, scales)) for name in ARTIFACTS}
     shown_dir = runs_dir.resolve().relative_to(REPO) if runs_dir.resolve().is_relative_to(REPO) else runs_dir
     lines = [
         "# Report", "",
         f"Rebuilt {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by `python -m benchmark.report` from "
         f"{len(results)} metric values in `{shown_dir}`, scales: {', '.join(scales)}. Each run's config, log and "
         "`result.json` (seed, versions, device, wall time) are in its run directory.", "",
-        f"\"{MISSING}\": the run has not happened. \"{UNKNOWN}\": the paper's value is not known. Paper values are "
+        f"\"{MISSING}\": the run has not happened. \"nan\": it happened and its metric is not a number. "
+        f"\"{UNKNOWN}\": the paper's value is not known. Paper values are "
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
+        for row in dropped_rows(tables_dir / f"{name}.csv", table):
+            print(f"[report] {name}: dropped {row} (no result for it below {runs_dir})", file=sys.stderr)
         with atomic_path(tables_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
         (plot_curves if name in CURVES else plot_artifact)(name, table, plots_dir / f"{name}.png")
@@ -316,14 +363,24 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     return tables
 
 
+def report_paths(report_dir: Path) -> tuple[Path, Path, Path]:
+    """(tables, plots, REPORT.md) below ``report_dir``."""
+    return report_dir / "tables", report_dir / "plots", report_dir / "REPORT.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description="Rebuild tables, plots and REPORT.md.")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
-    parser.add_argument("--tables", default=str(REPO / "tables"))
-    parser.add_argument("--plots", default=str(REPO / "plots"))
-    parser.add_argument("--out", default=str(REPO / "REPORT.md"))
+    parser.add_argument("--runs-dir", default=str(REPO / "runs"), help="the run directories to read (default: %(default)s)")
+    parser.add_argument("--report-dir", default=str(REPO),
+                        help="where tables/, plots/ and REPORT.md go (default: the repository, %(default)s)")
     args = parser.parse_args(argv)
-    tables = build_report(Path(args.runs_dir), Path(args.tables), Path(args.plots), Path(args.out))
+    tables_dir, plots_dir, report_path = report_paths(Path(args.report_dir))
+    try:
+        tables = build_report(Path(args.runs_dir), tables_dir, plots_dir, report_path)
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for name, table in tables.items():
-        print(f"{name}: {int((table.ours_mean != MISSING).sum())}/{len(table)} rows with results -> {args.tables}/{name}.csv")
+        print(f"{name}: {int((table.ours_mean != MISSING).sum())}/{len(table)} rows with results -> {tables_dir}/{name}.csv")
+    print(f"wrote {report_path}")
     return 0

@@ -5,7 +5,8 @@
 The config file holds the stage's config dataclass as a JSON object (every key and type checked,
 the nearest key suggested for a misspelt one). Bad input is one ``error:`` line and exit code 2
 (:data:`~benchmark.errors.EXIT_BAD_INPUT`), nothing written; a stop signal is one line and exit
-code 75 (:data:`~benchmark.errors.EXIT_PREEMPTED`: run the same command again to resume).
+code 75 (:data:`~benchmark.errors.EXIT_PREEMPTED`: run the same command again to resume); Ctrl-C too,
+with code 130 (:data:`~benchmark.errors.EXIT_INTERRUPTED`), and a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -13,24 +14,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from benchmark.data.folders import CORRUPT_POLICIES, set_corrupt_policy
-from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, Preempted, SuiteError, error_line
-from benchmark.training.config import config_from_dict, read_json
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, Preempted, SuiteError, error_line
+from benchmark.training.config import read_config
 from benchmark.training.distributed import shutdown
-
-
-def read_config(cls: type, path: str | Path) -> Any:
-    """The config dataclass ``cls`` from a JSON file; one-line errors naming the file."""
-    return config_from_dict(cls, read_json(path))
+from benchmark.utils.io import remove_if_empty
+from benchmark.utils.lock import exclusive, main_process
 
 
 def stage_main(name: str, description: str, config_cls: type, run: Callable[[Any, str, bool], Any],
                report: Callable[[Any], str | None], argv: list[str] | None = None) -> int:
-    """Parses the arguments, runs ``run(config, out, resume)`` and prints ``report(its result)``
-    (nothing where that is None: the other processes under torchrun)."""
+    """Parses the arguments, runs ``run(config, out, resume)`` holding the run directory's lock,
+    and prints ``report(its result)`` (nothing where that is None: the other processes under
+    torchrun). A run that fails on bad input leaves no folder it created behind."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmark.{name}", description=description)
     parser.add_argument("--config", required=True, help=f"a JSON file of {config_cls.__name__} fields")
     parser.add_argument("--out", required=True, help="the run directory")
@@ -39,13 +39,25 @@ def stage_main(name: str, description: str, config_cls: type, run: Callable[[Any
     parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
                         help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    created = not out.exists()
     try:
         set_corrupt_policy(args.corrupt_images)
-        result = run(read_config(config_cls, args.config), args.out, args.resume == "auto")
+        cfg = read_config(config_cls, args.config)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: a file, not a run directory")
+        with exclusive(out, "run directory") if main_process() else nullcontext():
+            result = run(cfg, args.out, args.resume == "auto")
     except Preempted as err:
         print(f"[{name}] {err}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return err.code
+    except KeyboardInterrupt:
+        print(f"[{name}] interrupted at once (a second Ctrl-C); {out} keeps its last checkpoint: run the same "
+              "command again to resume from it", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SuiteError as err:
+        if created:
+            remove_if_empty(out)
         print(f"error: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:

@@ -50,6 +50,8 @@ REFERENCE_MFU = 0.40            # assumed model FLOPs utilisation of a ViT train
 #   FPN convolutions at 1/4..1/32 scale are ~210 GMAC against ~106 GMAC for a ViT-B backbone, so
 #   ~3x in all. Both heads cost the same whatever the backbone, so these factors underestimate
 #   the total for ViT-S/Ti backbones (UperNet on ViT-S: ~6x).
+# Why an image count is unknown: a path-only data set (the named ones are in DATASET_SIZES).
+UNKNOWN_COUNT = "a data set given by its path: the dry run knows the image counts of the named data sets only"
 HEAD_FACTOR: dict[str, float] = {"detect": 1.5, "segment": 3.0}
 DETECT_ASPECT = 4 / 3           # assumed width / height of a detection or segmentation image
 
@@ -185,12 +187,12 @@ def estimate_dense(kind: str, config: dict[str, Any], dataset_sizes: dict[str, i
         notes.append(f"global batch {global_batch}")
     else:
         if "train" not in sizes:
-            return unknown(kind, "number of training images unknown (pass dataset_sizes)")
+            return unknown(kind, f"number of training images unknown ({UNKNOWN_COUNT})")
         epochs = int(train_cfg.max_epochs)
         images = epochs * sizes["train"]
         iters = math.ceil(sizes["train"] / global_batch) * epochs
     if "val" not in sizes:
-        return unknown(kind, "number of validation images unknown (pass dataset_sizes)")
+        return unknown(kind, f"number of validation images unknown ({UNKNOWN_COUNT})")
     interval = int(train_cfg.get("val_interval", 0) or 0)
     length = int(train_cfg.get("max_iters", train_cfg.get("max_epochs", 1)))
     evaluations = max(1, length // interval) if interval else 1

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,20 +30,31 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from benchmark.data.classification import Transformed, load_splits
+from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.models.checkpoints.export import read_checkpoint
 from benchmark.models.checkpoints.geometry import adapt_state_dict
 from benchmark.models.flops import vit_flops
-from benchmark.models.vit import create_vit, downstream_kwargs
+from benchmark.models.vit import ARCHS, create_vit, downstream_kwargs, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.stages.select import apply_choice
 from benchmark.training.checkpoint import TrainingCheckpoint
-from benchmark.training.config import config_from_dict, write_config
+from benchmark.training.config import (
+    at_least,
+    config_from_dict,
+    device_name,
+    in_unit,
+    one_of,
+    optional,
+    positive,
+    validate,
+    workers,
+    write_config,
+)
 from benchmark.training.distributed import barrier
 from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler
@@ -86,6 +97,21 @@ class FinetuneConfig:
     checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
     device: str = "auto"
     tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
+
+    RULES: ClassVar = {
+        "dataset": one_of(READERS), "arch": one_of(ARCHS), "img_size": at_least(1), "train_fraction": in_unit(),
+        "eval_split": one_of(["val", "test"]), "epochs": at_least(1), "batch_size": at_least(1), "blr": positive(),
+        "min_lr": at_least(0), "warmup_epochs": at_least(0), "weight_decay": at_least(0),
+        "layer_decay": optional(in_unit()), "drop_path": in_unit(zero=True, one=False),
+        "smoothing": in_unit(zero=True, one=False), "mixup": at_least(0), "cutmix": at_least(0), "clip_grad": at_least(0),
+        "hflip": in_unit(zero=True), "crop_scale_min": in_unit(), "seed": at_least(0), "num_workers": workers(),
+        "log_every": at_least(1), "checkpoint_every": at_least(1), "device": device_name(),
+    }
+
+    def relations(self) -> list[str]:
+        if self.img_size % patch_size(self.arch):
+            return [f"img_size = {self.img_size} is not a multiple of {self.arch}'s patch size {patch_size(self.arch)}"]
+        return []
 
 
 def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
@@ -130,6 +156,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     out = Path(out_dir)
     if cfg.hparams_from:
         cfg = apply_choice(cfg, cfg.hparams_from)
+    validate(cfg)
     # The data first: bad input stops the run before it writes anything.
     train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
     device, ctx = start_run(cfg, out, save_config=False)
@@ -225,7 +252,7 @@ def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None
     sizes, source = cost.sizes_of(config, dataset_sizes)
     per_image = vit_flops(cfg.arch, cfg.img_size, True, 1000)
     if "train" not in sizes or "val" not in sizes:
-        return cost.unknown("finetune", f"number of images unknown for dataset {cfg.dataset!r} (pass dataset_sizes)",
+        return cost.unknown("finetune", f"number of images unknown ({cost.UNKNOWN_COUNT})",
                             flops_per_image=per_image)
     subset = sizes["train"] if cfg.train_fraction == 1 else max(1, round(sizes["train"] * cfg.train_fraction))
     batch = min(cfg.batch_size, subset)

@@ -58,7 +58,7 @@ def register_kind(kind: RunKind) -> RunKind:
 
 def run_kinds() -> dict[str, RunKind]:
     """Every registered kind (the stage modules register theirs when they are imported)."""
-    import benchmark.stages  # noqa: F401  (imports every stage)
+    from benchmark.stages import data, dense, finetune, pretrain, probe, select  # noqa: F401  (register their kinds)
 
     return KINDS
 
@@ -73,3 +73,9 @@ def run_kind(name: str) -> RunKind:
 def table_metrics() -> dict[str, tuple[str, ...]]:
     """Result kind (``result.json``'s ``kind``) -> the metrics the report's tables show."""
     return {result: metrics for kind in run_kinds().values() for result, metrics in kind.metrics.items()}
+
+
+def kind_metrics(name: str) -> tuple[str, ...]:
+    """The metrics the report's tables show for runs of kind ``name`` (all its result kinds')."""
+    metrics = run_kinds()[name].metrics if name in run_kinds() else {}
+    return tuple(dict.fromkeys(m for names in metrics.values() for m in names))

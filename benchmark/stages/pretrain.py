@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from benchmark.data.augment import Augmentation
-from benchmark.data.classification import load_classification
+from benchmark.data.classification import READERS, load_classification
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
     EpochSampler,
@@ -47,12 +47,24 @@ from benchmark.methods import METHODS, method_class
 from benchmark.methods.base import supports_device_decode
 from benchmark.methods.flops import pretrain_flops_per_image
 from benchmark.models.checkpoints.export import save_encoder
-from benchmark.models.vit import create_vit, model_spec
+from benchmark.models.vit import ARCHS, create_vit, model_spec, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.training.checkpoint import TrainingCheckpoint
-from benchmark.training.config import check_kwargs, config_from_dict, write_config
+from benchmark.training.checkpoint import TrainingCheckpoint, check_finished_config
+from benchmark.training.config import (
+    at_least,
+    check_kwargs,
+    config_from_dict,
+    device_name,
+    in_unit,
+    one_of,
+    optional,
+    positive,
+    validate,
+    workers,
+    write_config,
+)
 from benchmark.training.distributed import barrier
 from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler, set_weight_decay
@@ -99,6 +111,29 @@ class PretrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
+
+    EXCLUSIVE: ClassVar = (("steps", "epochs"), ("warmup_steps", "warmup_epochs"))
+    RULES: ClassVar = {
+        "dataset": one_of(["folder", *READERS]), "arch": one_of(ARCHS),  # method: checked by its registry
+        "img_size": at_least(1), "fraction": in_unit(), "steps": at_least(1), "epochs": optional(positive()),
+        "warmup_epochs": optional(at_least(0)), "batch_size": at_least(1), "accum_steps": at_least(1),
+        "blr": positive(), "min_lr": at_least(0), "warmup_steps": at_least(0), "weight_decay": at_least(0),
+        "clip_grad": at_least(0), "drop_path": in_unit(zero=True, one=False),
+        "crop_scale_min": in_unit(), "crop_scale_max": in_unit(), "color_jitter": at_least(0),
+        "hflip": in_unit(zero=True), "seed": at_least(0), "num_workers": workers(),
+        "checkpoint_every": at_least(1), "log_every": at_least(1), "device": device_name(),
+    }
+
+    def relations(self) -> list[str]:
+        problems = []
+        if self.img_size % patch_size(self.arch):
+            problems.append(f"img_size = {self.img_size} is not a multiple of {self.arch}'s patch size "
+                            f"{patch_size(self.arch)}")
+        if self.crop_scale_min > self.crop_scale_max:
+            problems.append(f"crop_scale_min = {self.crop_scale_min} is above crop_scale_max = {self.crop_scale_max}")
+        if self.batch_size % self.accum_steps:
+            problems.append(f"batch_size = {self.batch_size} is not divisible by accum_steps = {self.accum_steps}")
+        return problems
 
     @property
     def lr(self) -> float:
@@ -176,7 +211,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     writes the log, the checkpoints and the export.
     """
     out = Path(out_dir)
+    validate(cfg)
     if (out / ENCODER).is_file():
+        check_finished_config(out, cfg)
         print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
         return out / ENCODER
     # The method and the data are checked first: bad input stops the run before it writes anything.
@@ -289,7 +326,7 @@ def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None
     else:
         sizes, _ = cost.sizes_of(config, dataset_sizes)
         if "train" not in sizes:
-            return cost.unknown("pretrain", "epochs given but the number of images is unknown (pass dataset_sizes)",
+            return cost.unknown("pretrain", f"epochs given but the number of images is unknown ({cost.UNKNOWN_COUNT})",
                                 flops_per_image=per_image)
         steps, _ = schedule_steps(cfg, max(1, round(sizes["train"] * cfg.fraction)))
     images = steps * cfg.batch_size

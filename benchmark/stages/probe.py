@@ -49,7 +49,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -62,7 +62,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
-from benchmark.data.classification import Transformed, load_splits
+from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import ConfigError
@@ -74,7 +74,18 @@ from benchmark.stages.cli import stage_main
 from benchmark.stages.finetune import load_pretrained
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.training.checkpoint import TrainingCheckpoint
-from benchmark.training.config import config_from_dict, write_config
+from benchmark.training.config import (
+    Rule,
+    at_least,
+    config_from_dict,
+    device_name,
+    in_unit,
+    one_of,
+    positive,
+    validate,
+    workers,
+    write_config,
+)
 from benchmark.training.distributed import Context, barrier
 from benchmark.training.log import RunLog
 from benchmark.training.loop import train
@@ -122,33 +133,16 @@ class ProbeConfig:
     device: str = "auto"
     tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
 
-
-def check_config(cfg: ProbeConfig) -> None:
-    """One-line :class:`ConfigError` for values that the types alone do not rule out."""
-    problems = []
-    if cfg.mode not in MODES:
-        problems.append(f"mode={cfg.mode!r} should be one of {MODES}")
-    if cfg.arch not in ARCHS:
-        problems.append(f"arch={cfg.arch!r} should be one of {sorted(ARCHS)}")
-    if cfg.optimizer not in list_optimizers():
-        problems.append(f"optimizer={cfg.optimizer!r} is not a timm optimiser (timm.optim.list_optimizers())")
-    if not 0 < cfg.train_fraction <= 1:
-        problems.append(f"train_fraction={cfg.train_fraction} should be in (0, 1]")
-    for name in ("batch_size", "k", "knn_chunk", "log_every", "img_size"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name}={getattr(cfg, name)} should be at least 1")
-    if cfg.epochs < 0 or cfg.warmup_epochs < 0:
-        problems.append("epochs and warmup_epochs should not be negative")
-    if cfg.temperature <= 0:
-        problems.append(f"temperature={cfg.temperature} should be positive")
-    if not 0 < cfg.crop_scale_min <= 1:
-        problems.append(f"crop_scale_min={cfg.crop_scale_min} should be in (0, 1]")
-    try:
-        resolve_workers(cfg.num_workers)  # its check alone: the count itself is resolved on the device later
-    except ConfigError as err:
-        problems.append(str(err))
-    if problems:
-        raise ConfigError(f"ProbeConfig: {'; '.join(problems)}")
+    RULES: ClassVar = {
+        "dataset": one_of(READERS), "arch": one_of(ARCHS), "img_size": at_least(1), "mode": one_of(MODES),
+        "train_fraction": in_unit(), "eval_split": one_of(["val", "test"]), "epochs": at_least(0),
+        "batch_size": at_least(1), "optimizer": Rule(lambda v: v in list_optimizers(), "a timm optimiser "
+                                                     "(timm.optim.list_optimizers())"),
+        "blr": positive(), "min_lr": at_least(0), "warmup_epochs": at_least(0), "weight_decay": at_least(0),
+        "crop_scale_min": in_unit(), "k": at_least(1), "temperature": positive(), "knn_chunk": at_least(1),
+        "seed": at_least(0), "num_workers": workers(), "log_every": at_least(1), "checkpoint_every": at_least(1),
+        "device": device_name(),
+    }
 
 
 # ----------------------------------------------------------------------------- the frozen encoder
@@ -499,7 +493,7 @@ def probe(cfg: ProbeConfig, out_dir: str | Path, resume: bool = True) -> dict[st
     again on the same directory resumes from its ``checkpoint.pth`` (``resume``). Under torchrun
     rank 0 alone writes, and returns the metrics (the other processes return ``{}``)."""
     started = time.time()
-    check_config(cfg)
+    validate(cfg)
     out = Path(out_dir)
     # The linear probe writes config.json once its checkpoint, if any, is found to be of this config.
     device, ctx = start_run(cfg, out, save_config=cfg.mode == "knn")
@@ -530,7 +524,7 @@ def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None
     sizes, source = cost.sizes_of(config, dataset_sizes)
     forward = vit_flops(cfg.arch, cfg.img_size, False)
     if "train" not in sizes or "val" not in sizes:
-        return cost.unknown("probe", f"number of images unknown for dataset {cfg.dataset!r} (pass dataset_sizes)")
+        return cost.unknown("probe", f"number of images unknown ({cost.UNKNOWN_COUNT})")
     subset = sizes["train"] if cfg.train_fraction == 1 else max(1, round(sizes["train"] * cfg.train_fraction))
     passes = cfg.epochs if cfg.mode == "linear" and cfg.augment else 1
     steps = cfg.epochs * max(1, subset // min(cfg.batch_size, subset)) if cfg.mode == "linear" else 0

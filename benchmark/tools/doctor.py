@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 
@@ -46,6 +47,10 @@ def _check_setuptools() -> None:
 
 
 def run_doctor() -> int:
+    # Deprecation notices of the stack (pkg_resources' in mmengine) would land in the middle of the
+    # table; the table says what matters.
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     problems: list[str] = []
     print(f"python       {sys.version.split()[0]}")
     for dist, module, pinned in PACKAGES:

@@ -5,6 +5,7 @@ again on the same directory resumes from it and ends exactly as an uninterrupted
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,30 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def differing_fields(saved: dict[str, Any], config: Any) -> list[str]:
+    """The fields (other than :data:`RUNTIME_FIELDS`) in which ``config`` differs from a saved one."""
+    current = dataclasses.asdict(config)
+    return sorted(k for k in set(saved) | set(current) if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
+
+
+def check_finished_config(out: Path, config: Any) -> None:
+    """Refuses ``config`` for a finished run written with another one (its ``config.json``)."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # no record of the run's config: nothing to compare with
+    changed = differing_fields(saved, config) if isinstance(saved, dict) else []
+    if changed:
+        raise ConfigError(f"{out} holds a finished run of another config (differs in {changed}); use another --out")
+
+
 def restore_training(path: Path, config: Any, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: Any) -> dict[str, Any]:
     """Loads a training checkpoint (:func:`save_state`) into the run's objects and returns it;
     refuses a checkpoint written with another config, naming the fields that differ (other than
     :data:`RUNTIME_FIELDS`)."""
-    state, current = load_state(path), dataclasses.asdict(config)
-    changed = sorted(k for k in set(state["config"]) | set(current)
-                     if k not in RUNTIME_FIELDS and state["config"].get(k) != current.get(k))
+    state = load_state(path)
+    changed = differing_fields(state["config"], config)
     if changed:
         raise ConfigError(f"{path} was written with another config (differs in {changed}); "
                           "use another --out, or --resume never to start over")

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from benchmark.errors import NonFiniteLoss, Preempted
+from benchmark.errors import NonFiniteLoss
 from benchmark.training.checkpoint import TrainingCheckpoint
 from benchmark.training.distributed import Context, mean_across
 from benchmark.training.log import RunLog
-from benchmark.training.stop import StopSignal, stopped_message
+from benchmark.training.stop import StopSignal, stopped
 
 # step(step, micro_step) -> scalars of one micro-batch, "loss" the one to minimise (not yet backwarded)
 Step = Callable[[int, int], dict[str, torch.Tensor]]
@@ -118,7 +118,7 @@ def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size:
             if ctx.is_main and (checkpointing or stopping):
                 checkpoint.save(index + 1)
             if stopping:
-                raise Preempted(stopped_message(what, stop, index + 1, total, checkpoint.path))
+                raise stopped(what, stop, index + 1, total, checkpoint.path)
     finally:
         stop.restore()
         if log:

@@ -1,7 +1,8 @@
-"""Stopping a run on request: SIGTERM (what SLURM sends before pre-emption) or SIGUSR2 (submitit's
-time-out / pre-emption signal) makes a training loop finish its step, write its checkpoint and
-raise :class:`Preempted`; the CLIs then exit with :data:`EXIT_PREEMPTED`. No torch import here:
-the driver and the launchers use it too."""
+"""Stopping a run on request: SIGTERM (what SLURM sends before pre-emption), SIGUSR2 (submitit's
+time-out / pre-emption signal) or Ctrl-C (SIGINT) makes a training loop finish its step, write its
+checkpoint and raise :class:`~benchmark.errors.Preempted`; the commands then exit with 75 (130 for
+Ctrl-C). A second Ctrl-C stops at once (``KeyboardInterrupt``), without a checkpoint. No torch
+import here: the driver and the launchers use it too."""
 
 from __future__ import annotations
 
@@ -13,25 +14,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
+
 if TYPE_CHECKING:
     from benchmark.training.distributed import Context
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # SLURM's pre-emption notice; submitit's time-out/pre-emption signal
+# SLURM's pre-emption notice; submitit's time-out/pre-emption signal; Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class StopSignal:
-    """Turns SIGTERM and SIGUSR2 into a request to stop at the end of the current step (the loop
-    then writes a checkpoint and raises :class:`Preempted`) instead of dying mid-step. Installed
-    (main thread only) by :meth:`install` or a ``with`` block; :meth:`restore` puts the previous
-    handlers back."""
+    """Turns SIGTERM, SIGUSR2 and Ctrl-C into a request to stop at the end of the current step (the
+    loop then writes a checkpoint and raises :class:`~benchmark.errors.Preempted`) instead of dying
+    mid-step; a second Ctrl-C raises ``KeyboardInterrupt`` at once. Installed (main thread only) by
+    :meth:`install` or a ``with`` block; :meth:`restore` puts the previous handlers back."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: at once
         if self.signum is None:
-            print(f"[signal] {signal.Signals(signum).name}: stopping after this step with a checkpoint",
+            again = "; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""
+            print(f"[signal] {signal.Signals(signum).name}: stopping after this step with a checkpoint{again}",
                   file=sys.stderr, flush=True)
         self.signum = signum
 
@@ -74,7 +81,7 @@ class StopSignal:
 
 @contextmanager
 def stop_signals_blocked() -> Iterator[None]:
-    """Blocks SIGTERM and SIGUSR2 while data-loader workers are started: they inherit the mask and
+    """Blocks the stop signals while data-loader workers are started: they inherit the mask and
     so never die of a signal meant for the trainer (whose handler gets it once unblocked); the
     trainer stops them itself."""
     if not hasattr(signal, "pthread_sigmask"):
@@ -87,6 +94,8 @@ def stop_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def stopped_message(what: str, stop: StopSignal, step: int, total: int, checkpoint: Path) -> str:
-    return (f"{what} stopped by {stop.name} after step {step}/{total}; {checkpoint} holds it: run the same command "
-            "again to resume")
+def stopped(what: str, stop: StopSignal, step: int, total: int, checkpoint: Path) -> Preempted:
+    """The :class:`~benchmark.errors.Preempted` a loop raises once its checkpoint is written."""
+    code = EXIT_INTERRUPTED if stop.signum == signal.SIGINT else EXIT_PREEMPTED
+    return Preempted(f"{what} stopped by {stop.name} after step {step}/{total}; {checkpoint} holds it: run the same "
+                     "command again to resume", code)

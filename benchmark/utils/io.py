@@ -20,7 +20,14 @@ from typing import Any
 
 from benchmark.errors import DiskFull
 
-_FULL = (errno.ENOSPC, errno.EDQUOT)
+# A full disk, a full quota, or a file-size limit (ulimit -f): the write stopped for want of room.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -29,6 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what the user's umask gives any new file
     os.close(fd)
     try:
         yield Path(tmp)
@@ -38,8 +46,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)  # frees the space a partial write took
         if isinstance(err, OSError) and err.errno in _FULL and not isinstance(err, DiskFull):
-            full = DiskFull(f"{path}: no space left on device; not written "
-                            "(an earlier version of the file, if any, is unchanged)")
+            full = DiskFull(f"{path}: no space left on device; not written (an earlier version of the file, if any, "
+                            f"is unchanged; {err.strerror})")
             full.errno = err.errno
             raise full from None
         raise
@@ -59,12 +67,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+class _WriteErrors:
+    """A binary file that remembers the first error of its ``write`` (torch's zip writer turns a
+    failed write into an opaque RuntimeError; this keeps the OSError that caused it)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        # Through a Python file: a full disk raises OSError(ENOSPC), not torch's opaque RuntimeError.
-        torch.save(obj, fh)
+        out = _WriteErrors(fh)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is not None:  # a full disk: raised as the OSError it is (atomic_path reports it)
+                raise out.error from None
+            raise
+
+
+def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """safetensors written atomically through Python's file writes (so that a full disk is an
+    OSError that :func:`atomic_path` reports, not safetensors' own error type)."""
+    from safetensors.torch import save
+
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -88,3 +127,10 @@ def load_failure(err: BaseException, limit: int = 300) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
     line = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
     return " ".join(line.split())[:limit]
+
+
+def remove_if_empty(folder: str | os.PathLike) -> None:
+    """Removes ``folder`` if it exists and holds nothing (a run directory a failed run created)."""
+    folder = Path(folder)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -51,10 +51,11 @@ def test_num_workers_minus_one_is_the_default_and_other_negatives_are_refused() 
 
 
 def test_a_probe_config_with_a_negative_num_workers_is_refused_before_it_runs() -> None:
-    from benchmark.stages.probe import ProbeConfig, check_config
+    from benchmark.stages.probe import ProbeConfig
+    from benchmark.training.config import validate
 
-    with pytest.raises(ConfigError, match=r"ProbeConfig: num_workers=-2 should be -1 \(default_workers\(\) for this"):
-        check_config(ProbeConfig(data_root="data", arch="vit-smoke", num_workers=-2))
+    with pytest.raises(ConfigError, match=r"ProbeConfig.num_workers = -2: should be -1 \(default_workers\(\) for this"):
+        validate(ProbeConfig(data_root="data", arch="vit-smoke", num_workers=-2))
 
 
 def test_a_config_with_a_negative_num_workers_is_one_error_line(tmp_path, capsys) -> None:
@@ -68,7 +69,7 @@ def test_a_config_with_a_negative_num_workers_is_one_error_line(tmp_path, capsys
                                                     img_size=32, steps=1, batch_size=8, num_workers=-3))))
     assert main(["--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: num_workers=-3 should be -1 (default_workers() for this machine) or at least 0")
+        f"error: {cfg}: PretrainConfig.num_workers = -3: should be -1 (default_workers() for this machine) or at least 0")
 
 
 def _jpegs(root, count: int):

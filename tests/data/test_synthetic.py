@@ -262,7 +262,7 @@ def test_cli_refuses_foreign_directory(tmp_path: Path, tiny_scale: str, capsys: 
     before = snapshot(tmp_path)
     code = main(["--out", str(tmp_path), "--seed", "0", "--scale", tiny_scale])
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == 2  # bad input: the code every command of the suite uses
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "notes.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,6 +75,7 @@ def test_smoke_chain_end_to_end(tmp_path) -> None:
 def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, capsys) -> None:
     from benchmark.driver.run import main
 
+    (tmp_path / "no-data").mkdir()  # a data root without the data sets (a missing root is one line: test below)
     assert main(["--subset", "all", "--scale", "paper", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
                  "--data-root", str(tmp_path / "no-data")]) == 0
     out, err = capsys.readouterr()
@@ -86,3 +88,86 @@ def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, ca
     assert "compute still to run:" in out and "GPU-hours" in out
     # Every real data set is missing here: each is named with its layout, and what it blocks.
     assert "missing data set 'imagenet'" in err and "train/<wnid>" in err and "blocks" in err
+
+
+# ---------------------------------------------------------------------------- what a plan may not lose
+
+
+def _report_dir_with_files(tmp_path):
+    report_dir = tmp_path / "report"
+    for name in ("tables/fig1.csv", "plots/fig1.png", "REPORT.md"):
+        (report_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (report_dir / name).write_text(f"earlier {name}")
+    return report_dir, {p: p.read_bytes() for p in report_dir.rglob("*") if p.is_file()}
+
+
+def test_a_plan_in_which_nothing_finished_leaves_the_report_alone(tmp_path, capsys) -> None:
+    from benchmark.driver.run import main
+
+    report_dir, before = _report_dir_with_files(tmp_path)
+    code = main(["--subset", "table6", "--scale", "small", "--data-root", str(tmp_path / "nope"),
+                 "--runs-dir", str(tmp_path / "runs"), "--report-dir", str(report_dir)])
+    assert code == 1  # every run blocked
+    out, err = capsys.readouterr()
+    assert f"no run of this plan has finished: the report in {report_dir} is left as it is" in out
+    assert {p: p.read_bytes() for p in report_dir.rglob("*") if p.is_file()} == before
+    # A --data-root that does not exist is one line about the root, not one per data set.
+    about_root = [line for line in err.splitlines() if "--data-root" in line or "missing data set" in line]
+    assert len(about_root) == 1 and about_root[0].startswith(f"--data-root {tmp_path / 'nope'}: no such directory")
+
+
+def test_another_runs_dir_reports_beside_it_unless_told_otherwise(tmp_path) -> None:
+    from benchmark.driver.run import DEFAULT_RUNS, report_dir_for
+
+    assert report_dir_for(DEFAULT_RUNS, None) == REPO
+    assert report_dir_for(tmp_path / "runs", None) == tmp_path / "runs" / "report"
+    assert report_dir_for(tmp_path / "runs", str(tmp_path / "r")) == tmp_path / "r"
+    parser_help = subprocess.run([sys.executable, "-m", "benchmark.run", "--help"], capture_output=True, text=True,
+                                 cwd=REPO).stdout
+    assert "RUNS_DIR/report" in " ".join(parser_help.split())
+    assert f"(default: {DEFAULT_RUNS})" in " ".join(parser_help.split())
+
+
+def test_a_second_driver_on_a_runs_dir_in_use_says_who_holds_it_and_stops(tmp_path, capsys) -> None:
+    from benchmark.driver.run import main
+    from benchmark.utils.lock import exclusive
+
+    runs = tmp_path / "runs"
+    with exclusive(runs, "runs directory"):  # the first driver
+        code = main(["--subset", "smoke", "--runs-dir", str(runs), "--no-report"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {runs}: this runs directory is in use by process {os.getpid()} on ")
+    assert err.endswith("wait for it to finish (or pass --wait), or use another directory")
+    assert not (runs / "data").exists()  # nothing ran
+
+
+def test_a_runs_dir_that_cannot_be_written_is_one_line(tmp_path, capsys) -> None:
+    from benchmark.driver.run import main
+
+    (tmp_path / "afile").write_text("")
+    runs = tmp_path / "afile" / "runs"
+    assert main(["--subset", "smoke", "--runs-dir", str(runs), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --runs-dir {runs}: ") and "Not a directory" in err[-1]
+
+
+def test_quick_runs_do_not_price_a_plan_of_training_runs() -> None:
+    from benchmark.driver.run import TimeLeft
+
+    runs = [Run("d", "data", {}, tags={}), Run("p", "pretrain", {}, tags={"method": "mae"}),
+            Run("f", "finetune", {}, tags={"method": "mae"})]
+    left = TimeLeft(runs)
+    left.finished(runs[0], 2.0)
+    assert left.seconds() is None  # a data set written in 2 s says nothing of training runs
+    left.finished(runs[1], 600.0)
+    assert left.seconds() == pytest.approx(600.0)  # the fine-tuning priced by the training runs seen
+
+
+def test_the_dry_run_says_why_a_count_is_unknown_in_the_commands_terms(capsys) -> None:
+    from benchmark.driver.run import main
+
+    assert main(["--subset", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset_sizes" not in out
+    assert "a data set given by its path: the dry run knows the image counts of the named data sets only" in out

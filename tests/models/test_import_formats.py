@@ -432,3 +432,32 @@ def test_cli_import_then_mm(release_files, tmp_path, capsys) -> None:
     assert main(["import", str(bad), str(tmp_path / "x.safetensors")]) == 2
     assert "cannot tell the checkpoint's format" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+class _Payload:
+    """Unpickling it would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_naming_the_global(tmp_path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"model": {"cls_token": _Payload(marker)}}, tmp_path / "release.pth")
+    with pytest.raises(CheckpointError, match=r"not readable as a weights-only torch checkpoint \(.*GLOBAL posix\.system"):
+        import_checkpoint(tmp_path / "release.pth")
+    assert not marker.exists()
+
+
+def test_a_forced_mae_or_dino_import_of_a_plain_timm_state_says_so(release_files) -> None:
+    for source in ("mae", "dino"):
+        result = import_checkpoint(release_files["deit-bare"], source=source)
+        assert result.source == source
+        assert any(note.startswith(f"no {source.upper()}-specific key in the file (a plain timm state dict)")
+                   for note in result.notes), result.notes
+    assert not import_checkpoint(release_files["mae"], source="mae").notes  # an MAE release shows its decoder

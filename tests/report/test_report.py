@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from benchmark import REPO
 from benchmark.experiments.registry import plan_runs
@@ -59,12 +60,15 @@ def test_report_is_reproducible(tmp_path) -> None:
     assert (tables / "smoke.csv").read_bytes() == first
 
 
-def test_report_without_runs_shows_only_missing(tmp_path) -> None:
+def test_report_without_runs_is_refused_and_writes_nothing(tmp_path) -> None:
+    """A report of no runs would replace every table with empty rows (issue 17): it is refused."""
+    from benchmark.report.build import ReportError
+
     runs, tables, plots, report = _fixture(tmp_path)
     shutil.rmtree(runs)
-    build_report(runs, tables, plots, report)
-    table = pd.read_csv(tables / "smoke.csv", dtype=str, keep_default_na=False)
-    assert len(table) > 0 and (table.ours_mean == MISSING).all()
+    with pytest.raises(ReportError, match="no such runs directory; the report was left as it is"):
+        build_report(runs, tables, plots, report)
+    assert not report.exists() and not list(tables.glob("*.csv")) and not plots.exists()
 
 
 def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -> None:
@@ -130,3 +134,98 @@ def test_results_made_before_the_reference_schedule_are_named(tmp_path) -> None:
     build_report(runs, tables, plots, report)
     # (the fixture gives its detection run the key of a fine-tuning run: two distinct keys in all)
     assert "1 of the 2 evaluation runs below (smoke) were made with the learning-rate schedule used before" in report.read_text()
+
+
+# ---------------------------------------------------------------------------- what a rebuild may not lose
+
+
+def _report_files(tables: Path, plots: Path, report: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in [*tables.glob("*.csv"), *plots.glob("*.png"), report] if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_a_missing_or_empty_runs_dir_is_refused_and_the_report_left_as_it_is(case: str, tmp_path, capsys) -> None:
+    from benchmark.report.build import main
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    before = _report_files(tables, plots, report)
+    typo = tmp_path / "runs_typo"
+    if case == "empty":
+        typo.mkdir()
+    capsys.readouterr()
+    assert main(["--runs-dir", str(typo), "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    what = "no such runs directory" if case == "missing" else "no finished evaluation (result.json with its run.json)"
+    assert len(err) == 1 and err[0].startswith(f"error: {typo}: {what}"), err
+    assert _report_files(tables, plots, report) == before
+
+
+def test_the_papers_values_stand_in_every_table_whatever_runs_exist(tmp_path) -> None:
+    """Only smoke runs: the paper artifacts still list their paper-scale rows, with the paper's values."""
+    runs, tables, plots, report = _fixture(tmp_path)
+    built = build_report(runs, tables, plots, report)
+    paper = pd.read_csv(REPO / "tables" / "paper" / "reference.csv")
+    for artifact, refs in paper.groupby("artifact"):
+        table = built[artifact]
+        shown = table[(table.scale == "paper") & (table.paper != UNKNOWN)]
+        assert len(shown) >= len(refs), artifact
+        assert all(v == MISSING for v in shown.ours_mean)  # no paper-scale run here: ours is "—"
+
+
+def test_a_rebuild_lists_the_rows_it_drops(tmp_path, capsys) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    build_report(runs, tables, plots, report)
+    shutil.rmtree(runs / "detect")  # that run's result is gone from this runs dir
+    capsys.readouterr()
+    build_report(runs, tables, plots, report)
+    err = capsys.readouterr().err
+    assert "[report] smoke: dropped splitmask / synthetic-classification / vit-smoke / synthetic-coco-maskrcnn / " \
+           "bbox_mAP / smoke: 1.50" in err, err
+
+
+def test_a_non_finite_metric_reads_nan_not_missing(tmp_path) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    by_name = {r.name: r for r in plan_runs("smoke", "smoke")}
+    _fake_run(runs, "finetune-random-init-smoke", "finetune", by_name["finetune-random-init-smoke"].tags,
+              {"top1": float("nan")}, 0)
+    table = build_report(runs, tables, plots, report)["smoke"]
+    row = table[(table.method == "random-init") & (table.metric == "top1")].iloc[0]
+    assert (row.ours_mean, row.ours_std, row.n_runs, row.seeds) == ("nan", "—", 1, "0")
+    assert "it happened and its metric is not a number" in report.read_text()
+
+
+def test_a_corrupt_run_json_is_skipped_with_one_line(tmp_path, capsys) -> None:
+    runs, tables, plots, report = _fixture(tmp_path)
+    broken = next(runs.rglob("detect-splitmask-smoke-seed0")) / "run.json"
+    broken.write_text("{not json")
+    capsys.readouterr()
+    table = build_report(runs, tables, plots, report)["smoke"]
+    assert f"[report] skipping {broken}: not a readable run.json" in capsys.readouterr().err
+    assert (table[table.downstream == "synthetic-coco-maskrcnn"].ours_mean == MISSING).all()
+
+
+def test_epochs_are_shown_to_six_significant_digits(tmp_path) -> None:
+    from benchmark.report.build import _tag_values
+
+    assert _tag_values({"epochs": 3249.3012757107713, "method": "beit"})["epochs"] == "3249.3"
+    assert _tag_values({"epochs": 300.0})["epochs"] == "300"
+
+
+def test_a_full_disk_while_reporting_is_one_line(tmp_path) -> None:
+    """A real write failure (a file-size limit in a child process) while the report writes its files."""
+    import subprocess
+    import sys
+
+    runs, tables, plots, report = _fixture(tmp_path)
+    child = ("import resource, signal, sys\n"
+             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, resource.RLIM_INFINITY))\n"
+             "from benchmark.report.build import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", child, "--runs-dir", str(runs), "--report-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("[report]")]
+    assert len(err) == 1 and "no space left on device; not written" in err[0] and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").rglob(".*.tmp"))

@@ -314,8 +314,8 @@ def test_resuming_from_a_training_checkpoint_that_is_not_this_run_s(case, synthe
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"stepz": 3}, "PretrainConfig: unknown key 'stepz'; did you mean 'steps'?"),
-    ({"steps": "3"}, "PretrainConfig: steps='3' should be of type int"),
+    ({"stepz": 3}, "CFG: PretrainConfig: unknown key 'stepz'; did you mean 'steps'?"),
+    ({"steps": "3"}, "CFG: PretrainConfig: steps='3' should be of type int"),
     ({"method_args": {"vocab_sise": 16}},
      "PretrainConfig.method_args of splitmask: unknown key 'vocab_sise'; did you mean 'vocab_size'?"),
     ({"method": "splitmsak"}, "PretrainConfig.method: unknown method 'splitmsak'; expected one of"),
@@ -323,8 +323,10 @@ def test_resuming_from_a_training_checkpoint_that_is_not_this_run_s(case, synthe
 def test_a_config_with_an_unknown_key_or_a_wrong_type(change, message, synthetic_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     before = _earlier_results(out)
-    assert _pretrain(_pretrain_cfg(tmp_path, synthetic_root / "classification" / "train", **change), out) == 2
-    assert _error(capsys).startswith(f"error: {message}")
+    cfg = _pretrain_cfg(tmp_path, synthetic_root / "classification" / "train", **change)
+    assert _pretrain(cfg, out) == 2
+    # CFG: the config file, which a refusal of its keys and values names (the method's own checks name the field)
+    assert _error(capsys).startswith(f"error: {message.replace('CFG', str(cfg))}")
     assert _intact(before)
 
 
@@ -332,7 +334,7 @@ def test_a_config_without_a_required_key(tmp_path, capsys) -> None:
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"steps": 3}))
     assert _pretrain(cfg, tmp_path / "run") == 2
-    assert _error(capsys) == "error: PretrainConfig: missing required key 'data_root'"
+    assert _error(capsys) == f"error: {cfg}: PretrainConfig: missing required key 'data_root'"
 
 
 def test_a_mistyped_mm_config_option_gets_the_nearest_key(synthetic_root, tmp_path, capsys) -> None:
@@ -360,3 +362,81 @@ def test_conflicting_driver_options(args, message, tmp_path, capsys) -> None:
     assert main(["--subset", "smoke", "--runs-dir", str(runs), "--no-report", *args]) == 2
     assert _error(capsys) == message
     assert _intact(before) and sorted(runs.iterdir()) == sorted(before)
+
+
+# ---------------------------------------------------------------------------- values and relations
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"steps": 0}, "PretrainConfig.steps = 0: should be at least 1"),
+    ({"batch_size": -8}, "PretrainConfig.batch_size = -8: should be at least 1"),
+    ({"fraction": 1.5}, "PretrainConfig.fraction = 1.5: should be in (0, 1]"),
+    ({"fraction": 0.0}, "PretrainConfig.fraction = 0.0: should be in (0, 1]"),
+    ({"arch": "vit-huge"}, "PretrainConfig.arch = 'vit-huge': should be one of ['beit-b16', "),
+    ({"img_size": 40}, "PretrainConfig: img_size = 40 is not a multiple of vit-smoke's patch size 16"),
+    ({"epochs": 2.0}, "PretrainConfig: steps and epochs given together; give one of them (the other is derived)"),
+    ({"blr": 0.0}, "PretrainConfig.blr = 0.0: should be positive"),
+    ({"hflip": 2.0}, "PretrainConfig.hflip = 2.0: should be in [0, 1]"),
+])
+def test_a_value_out_of_range_is_one_line_naming_the_file_and_nothing_is_written(change, message, synthetic_root,
+                                                                                 tmp_path, capsys) -> None:
+    cfg = _pretrain_cfg(tmp_path, synthetic_root / "classification" / "train", **change)
+    out = tmp_path / "run"
+    assert _pretrain(cfg, out) == 2
+    assert _error(capsys).startswith(f"error: {cfg}: {message}")
+    assert not out.exists()  # not even an empty run directory
+
+
+def test_a_finished_pretraining_refuses_another_config(synthetic_root, tmp_path, capsys) -> None:
+    data = synthetic_root / "classification" / "train"
+    out = tmp_path / "run"
+    assert _pretrain(_pretrain_cfg(tmp_path, data, steps=1), out) == 0
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    other = _pretrain_cfg(tmp_path, tmp_path / "nowhere", steps=1, blr=1e-2)
+    assert _pretrain(other, out) == 2
+    assert _error(capsys) == (f"error: {out} holds a finished run of another config (differs in ['blr', 'data_root']); "
+                              "use another --out")
+    assert _intact(before) and sorted(out.iterdir()) == sorted(before)
+
+
+def test_out_that_is_a_file_is_one_line(synthetic_root, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    out.write_text("mine")
+    assert _pretrain(_pretrain_cfg(tmp_path, synthetic_root / "classification" / "train"), out) == 2
+    assert _error(capsys) == f"error: --out {out}: a file, not a run directory"
+    assert out.read_text() == "mine"
+
+
+def test_a_config_that_is_not_json_names_the_file(tmp_path, capsys) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text("{steps: 3")
+    assert _pretrain(cfg, tmp_path / "run") == 2
+    assert _error(capsys).startswith(f"error: {cfg}: not valid JSON (")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_corrupt_image_is_reported_and_listed_once(synthetic_root, tmp_path, capsys) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "classification" / "train", data)
+    victim = sorted(data.rglob("*.png"))[0]
+    victim.write_bytes(b"not a png")
+    out = tmp_path / "run"
+    assert _pretrain(_pretrain_cfg(tmp_path, data, steps=4, batch_size=32), out) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"[data] skipped {victim}") == 1, err
+    listed = [line.split("\t")[0] for line in (out / "skipped_images.txt").read_text().splitlines()]
+    assert listed == [str(victim)]
+
+
+def test_a_second_command_on_a_run_directory_in_use_says_who_holds_it(synthetic_root, tmp_path, capsys) -> None:
+    from benchmark.utils.lock import exclusive
+
+    out = tmp_path / "run"
+    before = _earlier_results(out)
+    with exclusive(out, "run directory"):  # another command runs there
+        assert _pretrain(_pretrain_cfg(tmp_path, synthetic_root / "classification" / "train"), out) == 2
+    line = _error(capsys)
+    assert line.startswith(f"error: {out}: this run directory is in use by process {os.getpid()} on ")
+    assert _intact(before) and sorted(out.iterdir()) == sorted(before)

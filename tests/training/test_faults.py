@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from benchmark import REPO
-from benchmark.errors import EXIT_PREEMPTED, Preempted
+from benchmark.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted
 from benchmark.stages.pretrain import PretrainConfig
 from benchmark.training.log import RunLog
 from benchmark.utils.io import read_log
@@ -423,3 +423,102 @@ def test_disk_full_is_named_for_any_file_and_leaves_it_as_it_was(tmp_path, monke
     assert info.value.errno == errno.EDQUOT
     monkeypatch.undo()
     assert path.read_bytes() == before and not _tmp_files(tmp_path)
+
+
+# The disk fills up after the run's first checkpoint: from then on the process may write files of at
+# most LIMIT bytes (ulimit -f), so the next checkpoint fails in torch's own writer, with the
+# operating system's EFBIG, as a full disk fails it with ENOSPC.
+FULL_AFTER_FIRST_CHECKPOINT = """
+import resource, signal, sys
+from benchmark.training import checkpoint
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+real_save = checkpoint.TrainingCheckpoint.save
+
+def save_then_fill_the_disk(self, step):
+    real_save(self, step)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+checkpoint.TrainingCheckpoint.save = save_then_fill_the_disk
+from benchmark.stages.pretrain import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_real_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(synthetic_root,
+                                                                                               tmp_path) -> None:
+    cfg = _pretrain_config(synthetic_root / "classification" / "train", steps=6, checkpoint_every=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(asdict(cfg)))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", FULL_AFTER_FIRST_CHECKPOINT, "--config", str(tmp_path / "cfg.json"),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert not any("Traceback" in line for line in err), proc.stderr
+    assert err[-1] == (f"error: {out / 'checkpoint.pth'}: no space left on device while writing the step 4 checkpoint; "
+                       "the previous checkpoint is unchanged: free some space, then run the same command again to resume")
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["step"] == 2  # the previous one, whole
+    assert not (out / "encoder.safetensors").exists() and not _tmp_files(out)
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+
+
+def _start_pretraining(cfg: PretrainConfig, tmp_path: Path, out: Path) -> subprocess.Popen:
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(asdict(cfg)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchmark.pretrain", "--config", str(cfg_path), "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(proc: subprocess.Popen, out: Path, step: int) -> None:
+    deadline = time.time() + 300
+    while (not _logged_steps(out) or _logged_steps(out)[-1] < step) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+def test_ctrl_c_checkpoints_after_the_step_and_exits_130_with_one_line(synthetic_root, tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = _start_pretraining(_pretrain_config(synthetic_root / "classification" / "train"), tmp_path, out)
+    _wait_for_step(proc, out, 3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == EXIT_INTERRUPTED
+    err = proc.stderr.read().strip().splitlines()
+    assert not any("Traceback" in line for line in err), err
+    step = torch.load(out / "checkpoint.pth", weights_only=True)["step"]  # checkpoint_every is 1000: Ctrl-C wrote it
+    assert 3 <= step < STEPS
+    assert err[-1] == (f"[pretrain] pre-training stopped by SIGINT after step {step}/{STEPS}; {out / 'checkpoint.pth'} "
+                       "holds it: run the same command again to resume")
+
+
+def test_a_second_ctrl_c_stops_at_once(synthetic_root, tmp_path, monkeypatch) -> None:
+    """The second Ctrl-C interrupts the step the first one let finish: no checkpoint is written."""
+    import benchmark.stages.pretrain as pretrain_module
+    from benchmark.stages.pretrain import main
+
+    cfg = _pretrain_config(synthetic_root / "classification" / "train", steps=6, checkpoint_every=1000)
+    (tmp_path / "cfg.json").write_text(json.dumps(asdict(cfg)))
+    real_optimizer = pretrain_module.build_optimizer
+
+    def optimizer_whose_step_meets_two_ctrl_cs(*args, **kwargs):
+        optimizer = real_optimizer(*args, **kwargs)
+        real_step = optimizer.step
+
+        def step(*a, **k):
+            if len(calls) == 1:  # during the second step: Ctrl-C, then Ctrl-C again
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            calls.append(1)
+            return real_step(*a, **k)
+
+        optimizer.step = step
+        return optimizer
+
+    calls: list[int] = []
+    monkeypatch.setattr(pretrain_module, "build_optimizer", optimizer_whose_step_meets_two_ctrl_cs)
+    out = tmp_path / "run"
+    assert main(["--config", str(tmp_path / "cfg.json"), "--out", str(out)]) == EXIT_INTERRUPTED
+    assert len(calls) == 1  # the second step never finished
+    assert not (out / "checkpoint.pth").exists() and not (out / "encoder.safetensors").exists()

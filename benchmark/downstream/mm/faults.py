@@ -35,8 +35,7 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-from benchmark.errors import Preempted
-from benchmark.training.stop import StopSignal, stop_signals_blocked, stopped_message
+from benchmark.training.stop import StopSignal, stop_signals_blocked, stopped
 from benchmark.utils.io import write_bytes, write_text
 
 ATOMIC_BACKEND = "sslbench_atomic"
@@ -201,7 +200,7 @@ class FaultTolerance(Hook):
             for old in work_dir.glob(f"{PREEMPT_PREFIX}*.pth"):
                 if old != path:
                     old.unlink(missing_ok=True)
-        raise Preempted(stopped_message(self.kind, self.stop, done, runner.max_iters, path))
+        raise stopped(self.kind, self.stop, done, runner.max_iters, path)
 
 
 # ---------------------------------------------------------------------------- the loops

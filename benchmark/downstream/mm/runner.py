@@ -35,13 +35,24 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark import REPO
-from benchmark.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, CheckpointError, InputError, Preempted, SuiteError, error_line
+from benchmark.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    CheckpointError,
+    InputError,
+    Preempted,
+    SuiteError,
+    error_line,
+)
 from benchmark.models.checkpoints.export import to_mm
+from benchmark.utils.io import remove_if_empty
+from benchmark.utils.lock import exclusive, main_process
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up and bad-input exits
     from mmengine.config import Config
@@ -692,13 +703,21 @@ def main(task: Task, data_help: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help="config overrides, e.g. train_cfg.max_epochs=1")
     args = parser.parse_args(argv)
+    created = not Path(args.work_dir).exists()
     try:
         options = _cfg_options(args.cfg_options)
-        metrics = run(task, args.ckpt, args.config, args.data_root, args.work_dir, args.seed, options)
+        with exclusive(args.work_dir, "work directory") if main_process() else nullcontext():
+            metrics = run(task, args.ckpt, args.config, args.data_root, args.work_dir, args.seed, options)
     except Preempted as err:
         print(f"[{task.kind}] {err}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return err.code
+    except KeyboardInterrupt:
+        print(f"[{task.kind}] interrupted at once (a second Ctrl-C); {args.work_dir} keeps its last checkpoint: run "
+              "the same command again to resume from it", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SuiteError as err:
+        if created:
+            remove_if_empty(args.work_dir)
         print(f"error: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps({"result": str(Path(args.work_dir) / "result.json"), "metrics": metrics}))

@@ -25,11 +25,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from benchmark.errors import CheckpointError
 from benchmark.models.vit import ARCHS, create_vit, spec_kwargs
-from benchmark.utils.io import atomic_path, load_failure, torch_save
+from benchmark.utils.io import load_failure, save_safetensors, torch_save
 
 ENCODER_FORMAT = "sslbench.encoder/1"
 MM_PREFIX = "backbone.vit."
@@ -59,8 +58,7 @@ def save_encoder_state(
     if source:
         meta["source"] = source
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}  # no shared storage
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_safetensors(tensors, path, metadata=meta)
     return path
 
 

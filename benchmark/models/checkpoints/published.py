@@ -22,6 +22,7 @@ from benchmark.errors import CheckpointError
 from benchmark.models.checkpoints.export import check_keys
 from benchmark.models.checkpoints.geometry import BLOCK_TABLE, SHARED_TABLE, rel_pos_window
 from benchmark.models.vit import ARCHS, create_vit, is_beit, model_spec
+from benchmark.utils.io import load_failure
 
 SOURCES = ("timm", "deit", "mae", "dino", "beit", "mmpretrain")
 
@@ -94,9 +95,8 @@ def load_source(src: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling / zip errors of many types
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path}: not readable as a weights-only torch checkpoint ({first}); in a trusted session, "
+            f"{path}: not readable as a weights-only torch checkpoint ({load_failure(err)}); in a trusted session, "
             "torch.save just its state dict and import that"
         ) from None
     if not isinstance(obj, Mapping):
@@ -305,6 +305,7 @@ def import_checkpoint(
     """
     what = str(src) if not isinstance(src, Mapping) else "checkpoint"
     ckpt = load_source(src)
+    forced = source if source != "auto" else None
     if source == "auto":
         source = detect_source(ckpt)
     if source not in SOURCES:
@@ -325,6 +326,10 @@ def import_checkpoint(
             f"{what}: not a state dict (non-tensor entries: {_short(bad)}); top-level keys: {_short(sorted(map(str, ckpt)))}"
         )
     mapped, dropped, notes = _map_state(state, source, what)
+    if forced in ("mae", "dino") and _detected(ckpt) == "timm":
+        # Backbone-only releases of MAE and DINO are plain timm state dicts: nothing in the file says which.
+        notes.append(f"no {forced.upper()}-specific key in the file (a plain timm state dict): imported as "
+                     f"{forced}'s backbone-only release, as --from asked")
     beit = source == "beit"
     if arch is None:
         arch = infer_arch(mapped, beit)
@@ -338,6 +343,13 @@ def import_checkpoint(
         spec["rel_pos_bias"] = "per-block"
     check_keys(mapped, spec, f"{what} ({label})")
     return Imported(mapped, spec, label, dropped, notes)
+
+
+def _detected(ckpt: Mapping[str, Any]) -> str | None:
+    try:
+        return detect_source(ckpt)
+    except CheckpointError:
+        return None
 
 
 def dropped_summary(dropped: list[tuple[str, str]], n: int = 3) -> list[str]:
