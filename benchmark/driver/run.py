@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmark import REPO
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
-from benchmark.errors import EXIT_INTERRUPTED, Preempted, SuiteError, error_line
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
 from benchmark.experiments.model import Run, is_ref
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
@@ -233,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     conflict = conflicting_options(args)
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
     scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
     try:
         runs = order_runs(plan_runs(args.subset, scale))
     except (KeyError, ValueError) as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     runs_dir = Path(args.runs_dir).resolve()
     keys, dirs = locate(runs, runs_dir)
 
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Busy as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as err:  # a runs directory that cannot be written (read-only, below a file), a full disk
         print(f"error: --runs-dir {runs_dir}: {error_line(err)}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     if args.no_report:
         pass

@@ -191,6 +191,8 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
         config["dataset"] = pre.data
     if pre.data == "stanford-cars":
         config["crop_scale_max"] = 0.25         # largest crop 25% on Stanford Cars (known)
+        # a scale whose smallest crop is larger (smoke: 0.3) keeps the range non-empty
+        config["crop_scale_min"] = min(config.get("crop_scale_min", 0.08), 0.25)
     frac = f"-{pre.fraction * 100:g}pct" if pre.data == "imagenet" else ""
     tok_part = f"-{tok}" if tok not in (None, DEFAULT_TOKENIZER) else ""
     name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-ep{_fmt(pre.length())}{tok_part}"
