@@ -19,6 +19,9 @@
 #      mmdet 3.3.0 and mmseg 1.2.2 refuse mmcv >= 2.2), without build isolation so that it
 #      compiles against the torch of stage 2. About 10 minutes on 2 cores, then cached by pip.
 #   4. the project (editable) with its remaining dependencies from pyproject.toml.
+#   Then the data the main job reads: Debian's dataset-fashion-mnist, installed with apt-get as
+#   root or with passwordless sudo; where neither is possible it says so and goes on (the files can
+#   be placed under the data root instead).
 
 _sslbench_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _sslbench_venv="${SSLBENCH_VENV:-$_sslbench_root/.venv}"
@@ -72,6 +75,25 @@ MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
 
 say "stage 4/4: the project and its remaining dependencies"
 "${pip[@]}" -q -e "$_sslbench_root[test]"
+
+say "data: Fashion-MNIST (Debian's dataset-fashion-mnist, the main job's images)"
+fashion_dir=/usr/share/datasets/fashion-mnist
+if [[ -f "$fashion_dir/train-images-idx3-ubyte.gz" ]]; then
+  :
+elif ! command -v apt-get >/dev/null; then
+  say "not installed: this system has no apt-get; place the official Fashion-MNIST idx files in DATA_ROOT/fashion-mnist (docs/datasets.md)"
+else
+  if [[ "$(id -u)" == 0 ]]; then as_root=(); elif sudo -n true 2>/dev/null; then as_root=(sudo -n); else as_root=(none); fi
+  if [[ "${as_root[*]-}" == none ]]; then
+    say "not installed: installing it needs root; run 'sudo apt-get install dataset-fashion-mnist' once, or place the official idx files in DATA_ROOT/fashion-mnist"
+  elif ! { "${as_root[@]}" apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+           { "${as_root[@]}" apt-get update -qq >/dev/null 2>&1 &&
+             "${as_root[@]}" apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }; }; then
+    say "not installed: apt-get install dataset-fashion-mnist failed (no such package on this release?); place the official idx files in DATA_ROOT/fashion-mnist"
+  else
+    say "installed $fashion_dir"
+  fi
+fi
 
 if ! python -c 'import torch, torchvision.ops, timm, mmcv.ops, mmdet, mmseg' ; then
   say "error: the stack does not import; run '$_sslbench_venv/bin/python -m benchmark doctor' for details"

@@ -1,11 +1,50 @@
-"""Shared fixtures: one synthetic data root per test session, in the real on-disk formats, and a
-pre-training stopped after its first checkpoint."""
+"""Shared fixtures: one synthetic data root per test session, in the real on-disk formats, a tiny
+Fashion-MNIST in the official idx format, and a pre-training stopped after its first checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+
+def learnable_clothes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` 28x28 images of 10 balanced classes that pixels can tell apart: class c is a
+    bright bar at row band c over noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(count, 28, 28))
+    for i, c in enumerate(labels):
+        images[i, 2 + 2 * c: 4 + 2 * c, 4:24] = 230
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_fashion_mnist(folder: Path, train: int = 240, test: int = 60, gz: bool = True) -> Path:
+    """A tiny Fashion-MNIST in the official files and format (``{train,t10k}-...-ubyte[.gz]``)."""
+    from benchmark.data.fashion_mnist import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for part, count, seed in (("train", train, 0), ("t10k", test, 1)):
+        images, labels = learnable_clothes(count, seed)
+        write_idx(folder / f"{part}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{part}-labels-idx1-ubyte{suffix}", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_fashion_mnist():
+    """``make(folder, train=240, test=60, gz=True)``: writes a tiny, learnable Fashion-MNIST there
+    in the official idx files (class c: a bright bar at row band c); returns the folder."""
+    return write_fashion_mnist
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Fashion-MNIST (240 train, 60 test images, gzipped idx files)."""
+    return write_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"))
 
 
 @pytest.fixture(scope="session")

@@ -41,10 +41,13 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from benchmark.data.fashion_mnist import FashionMNIST
 from benchmark.data.folders import SkipCorrupt, image_folder, open_image
 from benchmark.errors import DataError
 
-SPLITS = ("train", "val", "test")   # "test": an ImageFolder with a held-out ROOT/test (the others' val is their test)
+SPLITS = ("train", "val", "test")
+# The formats with a held-out test split besides val (an ImageFolder with ROOT/test); the others' val is their test.
+WITH_TEST_SPLIT = ("imagefolder", "fashion-mnist")
 IMAGEFOLDER_LAYOUT = "ROOT/{train,val[,test]}/<class>/<image> (ImageFolder)"
 INAT2019_LAYOUT = (
     "ROOT/{train2019,val2019}.json and ROOT/train_val2019/<supercategory>/<category id>/<image>.jpg "
@@ -292,6 +295,7 @@ READERS: dict[str, Callable[[Path, str], Dataset]] = {
     "inat2019": inat2019,
     "stanford-cars": stanford_cars,
     **{f"domainnet-{domain}": domainnet(domain) for domain in DOMAINNET_DOMAINS},
+    "fashion-mnist": FashionMNIST,
 }
 
 
@@ -318,7 +322,7 @@ def load_classification(kind: str, root: str | Path, split: str) -> Dataset:
         raise DataError(f"unknown classification data set format {kind!r}; expected one of {sorted(READERS)}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if split == "test" and kind != "imagefolder":
+    if split == "test" and kind not in WITH_TEST_SPLIT:
         raise DataError(f"{kind} has no split 'test' here: its 'val' split is the official test split")
     return READERS[kind](Path(root), split)
 

@@ -1,5 +1,6 @@
 """The real data sets by name: a marker in a config (:func:`data`) for a data set that lives under
-the user's ``--data-root``, the layout each must have (:data:`DATASETS`), and what a missing one
+the user's ``--data-root`` (or, for a data set that a system package ships, in the package's folder:
+:data:`SYSTEM_COPIES`), the layout each must have (:data:`DATASETS`), and what a missing one
 blocks (:func:`missing_datasets`). docs/datasets.md describes the layouts."""
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmark.data.fashion_mnist import DEBIAN_DIR as FASHION_MNIST_DEBIAN_DIR
+from benchmark.data.fashion_mnist import FILES as FASHION_MNIST_FILES
 from benchmark.experiments.model import Run
 from benchmark.utils.tree import KEEP, nodes, rebuild
 
@@ -52,9 +55,32 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
     "domainnet": ("DomainNet as distributed, one root for all domains: <domain>/<class>/*.jpg, <domain>_{train,test}.txt "
                   f"for {', '.join(DOMAINS)}",
                   [p for d in DOMAINS for p in (d, f"{d}_train.txt", f"{d}_test.txt")]),
+    "fashion-mnist": ("Fashion-MNIST's official idx files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (gzipped or "
+                      "not); without them there, Debian's dataset-fashion-mnist package is used "
+                      "(apt-get install dataset-fashion-mnist)",
+                      [f"{stem}.gz" for pair in FASHION_MNIST_FILES.values() for stem in pair]),
     "dall-e": ("the DALL-E dVAE encoder converted once with `python -m benchmark.tokenizers convert-dalle encoder.pkl "
                "dalle_encoder.safetensors --trust-pickle`", ["dalle_encoder.safetensors"]),
 }
+
+
+# Data sets that a system package installs: used where DATA_ROOT/<name> does not hold them.
+SYSTEM_COPIES: dict[str, Path] = {"fashion-mnist": FASHION_MNIST_DEBIAN_DIR}
+
+
+def _present(path: Path) -> bool:
+    """``path`` exists (a ``.gz`` file also counts when it is there uncompressed)."""
+    return path.exists() or (path.suffix == ".gz" and path.with_suffix("").exists())
+
+
+def dataset_dir(name: str, data_root: str | Path) -> Path | None:
+    """Where the data set ``name`` is complete: ``data_root/<name>``, else its system copy; None if
+    neither holds it."""
+    paths = DATASETS[name][1]
+    for folder in (Path(data_root) / name, SYSTEM_COPIES.get(name)):
+        if folder is not None and all(_present(folder / p) for p in paths):
+            return folder
+    return None
 
 
 def is_marker(value: Any) -> bool:
@@ -72,11 +98,13 @@ def find_data(value: Any) -> list[str]:
 
 
 def resolve_data(config: Any, data_root: str | Path) -> Any:
-    """``config`` with every data marker replaced by the path ``data_root/<name>/<path>``."""
+    """``config`` with every data marker replaced by the path ``data_root/<name>/<path>`` (or the
+    data set's system copy where ``data_root`` does not hold it: :func:`dataset_dir`)."""
     def replace(node: Any) -> Any:
         if not is_marker(node):
             return KEEP
-        path = Path(data_root) / node["data"]
+        path = dataset_dir(node["data"], data_root) if node["data"] in DATASETS else None
+        path = path or Path(data_root) / node["data"]
         return str(path / node["path"]) if node["path"] else str(path)
 
     return rebuild(config, replace)
@@ -95,8 +123,8 @@ def missing_datasets(runs: list[Run], data_root: str | Path) -> dict[str, tuple[
     for name in sorted(needed):
         if name not in DATASETS:
             raise KeyError(f"data set {name!r} is not in DATASETS (expected one of {sorted(DATASETS)})")
-        layout, paths = DATASETS[name]
-        if all((root / name / p).exists() for p in paths):
+        layout, _ = DATASETS[name]
+        if dataset_dir(name, root) is not None:
             continue
         blocked = set(needed[name])
         changed = True

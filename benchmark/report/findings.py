@@ -168,7 +168,7 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
         if run["tags"].get("scale") not in scales:
             continue
         try:
-            records = read_log(run_json.parent)
+            records = [r for r in read_log(run_json.parent) if "loss" in r]  # not the monitor's records
         except (OSError, json.JSONDecodeError):
             continue
         if not records:

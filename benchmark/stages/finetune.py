@@ -74,7 +74,7 @@ class FinetuneConfig:
     arch: str = "vit-s16"
     img_size: int = 224
     train_fraction: float = 1.0          # class-balanced subset of the training labels
-    eval_split: str = "val"              # the split result.json reports: "val", or "test" (ImageFolder)
+    eval_split: str = "val"              # the split result.json reports: "val", or "test" (classification.WITH_TEST_SPLIT)
     hparams_from: str | None = None      # a select run's choice.json: its chosen fields replace these
     epochs: int = 100
     batch_size: int = 256

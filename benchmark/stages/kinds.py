@@ -58,7 +58,7 @@ def register_kind(kind: RunKind) -> RunKind:
 
 def run_kinds() -> dict[str, RunKind]:
     """Every registered kind (the stage modules register theirs when they are imported)."""
-    from benchmark.stages import data, dense, finetune, pretrain, probe, select  # noqa: F401  (register their kinds)
+    from benchmark.stages import data, dense, finetune, pixels, pretrain, probe, select  # noqa: F401  (register their kinds)
 
     return KINDS
 

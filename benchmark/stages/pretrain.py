@@ -51,6 +51,7 @@ from benchmark.models.vit import ARCHS, create_vit, model_spec, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
+from benchmark.stages.monitor import KnnMonitor
 from benchmark.training.checkpoint import TrainingCheckpoint, check_finished_config
 from benchmark.training.config import (
     at_least,
@@ -71,6 +72,7 @@ from benchmark.training.optim import build_optimizer, build_scheduler, set_weigh
 from benchmark.training.runtime import autocast, compile_blocks, start_run
 from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.device import to_device
+from benchmark.utils.lock import main_process
 
 SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 FIT_BATCHES = 8  # micro-batches of plain (unaugmented) images a method's prepare() fits on
@@ -111,6 +113,14 @@ class PretrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
+    # The online k-NN monitor (benchmark.stages.monitor): every monitor_every steps (0: off), the
+    # k-NN top-1 of monitor_bank labelled train images classifying monitor_queries val images of the
+    # classification data set monitor_root (format monitor_dataset), logged to log.jsonl.
+    monitor_every: int = 0
+    monitor_root: str | None = None
+    monitor_dataset: str = "imagefolder"
+    monitor_bank: int = 1000
+    monitor_queries: int = 1000
 
     EXCLUSIVE: ClassVar = (("steps", "epochs"), ("warmup_steps", "warmup_epochs"))
     RULES: ClassVar = {
@@ -122,10 +132,14 @@ class PretrainConfig:
         "crop_scale_min": in_unit(), "crop_scale_max": in_unit(), "color_jitter": at_least(0),
         "hflip": in_unit(zero=True), "seed": at_least(0), "num_workers": workers(),
         "checkpoint_every": at_least(1), "log_every": at_least(1), "device": device_name(),
+        "monitor_every": at_least(0), "monitor_dataset": one_of(READERS), "monitor_bank": at_least(1),
+        "monitor_queries": at_least(1),
     }
 
     def relations(self) -> list[str]:
         problems = []
+        if self.monitor_every and not self.monitor_root:
+            problems.append(f"monitor_every = {self.monitor_every} needs monitor_root (a labelled data set)")
         if self.img_size % patch_size(self.arch):
             problems.append(f"img_size = {self.img_size} is not a multiple of {self.arch}'s patch size "
                             f"{patch_size(self.arch)}")
@@ -188,10 +202,16 @@ def fit_cache(cfg: PretrainConfig, images: Dataset, fitted: list[int], out: Path
     as a path prefix beside the data set: ``<data_root>/../.sslbench-cache/<name>-fit-<hash>``
     (outside the data root, where an ImageFolder reader would take it for a class), or in the run
     directory where that is read-only. The hash covers those files (path, size, modification
-    time) and the transform that turns them into tensors, so changed images are never served stale."""
-    paths = [Path(images.samples[i][0]) if hasattr(images, "samples") else images.files[i] for i in fitted]
+    time) and the transform that turns them into tensors, so changed images are never served stale.
+    A data set read into memory from a system folder (Fashion-MNIST: ``content_key``) is hashed by
+    its pixels and cached in the run directory."""
     root = Path(cfg.data_root).resolve()
     digest = hashlib.sha256(json.dumps({"img_size": cfg.img_size, "transform": "resize-center-crop-1.0-normalize"}).encode())
+    if hasattr(images, "content_key"):
+        for i in fitted:
+            digest.update(images.content_key(i))
+        return out / f"{root.name}-fit-{digest.hexdigest()[:16]}"
+    paths = [Path(images.samples[i][0]) if hasattr(images, "samples") else images.files[i] for i in fitted]
     for path in paths:
         stat = path.stat()
         digest.update(f"{path.resolve().relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -231,6 +251,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         raise DataError(f"{cfg.data_root}: {len(subset)} images after the {cfg.fraction:g} subset, "
                         f"fewer than one batch of {cfg.batch_size}")
     encoded = EncodedImages(images, cfg.seed, subset) if cfg.decode_on_device else None  # JPEGs only
+    monitor = None
+    if cfg.monitor_every and main_process():
+        monitor = KnnMonitor(cfg.monitor_root, cfg.monitor_dataset, cfg.img_size, cfg.monitor_bank, cfg.monitor_queries,
+                             seed=cfg.seed)
     device, ctx = start_run(cfg, out, save_config=False)
     workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
@@ -299,7 +323,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     train(step, checkpoint, total=total_steps, batch_size=cfg.batch_size, what="pre-training",
           desc=f"pretrain {cfg.method}", out=out, ctx=ctx, log_every=cfg.log_every,
           checkpoint_every=cfg.checkpoint_every, accum_steps=cfg.accum_steps, ddp=model if ctx.distributed else None,
-          before_update=before_update, after_update=lambda index: method.after_step(index, total_steps))
+          before_update=before_update, after_update=lambda index: method.after_step(index, total_steps),
+          monitor=(lambda: monitor(method.encoder)) if monitor is not None else None, monitor_every=cfg.monitor_every)
     skipped = skipped_images(out / SKIPPED)
     if ctx.is_main and skipped:
         print(f"[pretrain] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)

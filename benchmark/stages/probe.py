@@ -111,7 +111,7 @@ class ProbeConfig:
     img_size: int = 224
     mode: str = "linear"                 # "linear" (MAE's linear probe) | "knn" (DINO's weighted k-NN)
     train_fraction: float = 1.0          # class-balanced subset of the training labels (both modes)
-    eval_split: str = "val"              # the split result.json reports: "val", or "test" (ImageFolder)
+    eval_split: str = "val"              # the split result.json reports: "val", or "test" (classification.WITH_TEST_SPLIT)
     # linear probe
     epochs: int = 90
     batch_size: int = 256                # also the batch of feature extraction

@@ -44,6 +44,14 @@ class RunLog:
         print(f"[{self.desc}] step {done}/{self.total} {shown} | {rate:.1f} img/s | ETA {_fmt_time(left)}",
               file=sys.stderr, flush=True)
 
+    def record(self, step: int, **values: float) -> None:
+        """A record of its own at ``step`` (steps done), e.g. the online monitor's score."""
+        record = {"step": step, "time": round(time.time() - self.t0, 3), **{k: float(v) for k, v in values.items()}}
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        shown = " ".join(f"{k} {float(v):.4g}" for k, v in values.items())
+        print(f"[{self.desc}] step {step}/{self.total} {shown}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         self.fh.close()
 

@@ -13,7 +13,10 @@ does what they share, written once:
 - checkpoints every ``checkpoint_every`` steps and at the end (:class:`TrainingCheckpoint`), from
   which a run started again resumes exactly;
 - the stop signal: SIGTERM or SIGUSR2 finish the current step, write a checkpoint and raise
-  :class:`~benchmark.errors.Preempted` (the commands exit with code 75).
+  :class:`~benchmark.errors.Preempted` (the commands exit with code 75);
+- an optional ``monitor`` (a function of no arguments returning scores, e.g. pre-training's k-NN
+  :mod:`~benchmark.stages.monitor`), called on the main process before the first step and every
+  ``monitor_every`` steps, its scores logged as a record of their own.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from benchmark.training.stop import StopSignal, stopped
 # step(step, micro_step) -> scalars of one micro-batch, "loss" the one to minimise (not yet backwarded)
 Step = Callable[[int, int], dict[str, torch.Tensor]]
 Hook = Callable[[int], None]
+Monitor = Callable[[], dict[str, float]]
 
 
 def _non_finite(value: float, step: int, checkpoint: Path) -> NonFiniteLoss:
@@ -76,15 +80,19 @@ class FiniteGuard:
 
 def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size: int, what: str, desc: str, out: Path,
           ctx: Context, log_every: int, checkpoint_every: int, accum_steps: int = 1, ddp: nn.Module | None = None,
-          before_update: Hook | None = None, after_update: Hook | None = None) -> None:
+          before_update: Hook | None = None, after_update: Hook | None = None, monitor: Monitor | None = None,
+          monitor_every: int = 0) -> None:
     """Runs optimiser steps ``checkpoint.start`` to ``total`` (module docstring). ``batch_size`` is
     the global batch (the log's images per second); ``what`` names the stage in a stop message
     ("pre-training"), ``desc`` in the progress line; ``ddp`` is the DDP wrapper, if any."""
     optimizer, scheduler = checkpoint.optimizer, checkpoint.scheduler
     log = RunLog(out / "log.jsonl", total, checkpoint.start, desc=desc, every=log_every) if ctx.is_main else None
     guard = FiniteGuard(checkpoint.path)
+    monitor = monitor if log is not None and monitor_every > 0 else None
     stop = StopSignal().install()
     try:
+        if monitor is not None and checkpoint.start == 0:
+            log.record(0, **monitor())
         for index in range(checkpoint.start, total):
             # Losses stay on the device until a log line needs them: the host reads the GPU only
             # at log and checkpoint steps, so that it keeps queueing work in between.
@@ -115,6 +123,8 @@ def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size:
                     log.step(index, batch_size, lr=optimizer.param_groups[-1]["lr"], **values)
             elif log:
                 log.step(index, batch_size)
+            if monitor is not None and ((index + 1) % monitor_every == 0 or index + 1 == total):
+                log.record(index + 1, **monitor())
             if ctx.is_main and (checkpointing or stopping):
                 checkpoint.save(index + 1)
             if stopping:

@@ -3,7 +3,7 @@
 Schema (all keys required):
 
 - ``schema``: ``"sslbench.result/1"``
-- ``kind``: the evaluation (``finetune``, ``linear``, ``knn``, ``detect``, ``segment``)
+- ``kind``: the evaluation (``finetune``, ``linear``, ``knn``, ``pixels``, ``detect``, ``segment``)
 - ``metrics``: ``{name: float}``, e.g. ``{"top1": 83.1}`` or ``{"bbox_mAP": 12.0, "segm_mAP": 10.1}``
 - ``config``: the resolved config of the run (plain values)
 - ``checkpoint``: ``{"path": str | None, "sha256": str | None}``, the pre-trained weights used
