@@ -2,7 +2,7 @@
 
     python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs]
                             [--data-root DATA] [--dry-run]
-                            [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...]
+                            [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...] [--jobs N]
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
 resolved config (a changed config is a new run; an unchanged one is found again). The run
@@ -12,7 +12,8 @@ and every other run still goes ahead; the exit code is non-zero if anything fail
 set missing under ``--data-root`` is reported with the layout it needs and the artifacts it
 blocks. ``--dry-run`` prints the plan with an estimate of each run's compute (GPU-hours,
 :mod:`benchmark.driver.compute`). Runs go in this process, under torchrun, or to SLURM through submitit
-(:mod:`benchmark.driver.launch`; dependencies become job dependencies).
+(:mod:`benchmark.driver.launch`; dependencies become job dependencies), or, with ``--jobs N``,
+N independent runs at a time on this machine, each with its share of it (:mod:`benchmark.driver.jobs`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
+from benchmark.driver.jobs import check_jobs, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
@@ -199,6 +201,8 @@ def conflicting_options(args: argparse.Namespace) -> str | None:
         return f"{', '.join(slurm_only)} needs --launcher slurm (got --launcher {args.launcher})"
     if args.nproc_per_node < 1:
         return f"--nproc-per-node must be at least 1, got {args.nproc_per_node}"
+    if args.jobs != 1 and args.launcher != "inprocess":
+        return f"--jobs {args.jobs} needs --launcher inprocess (torchrun runs one run at a time; SLURM schedules its jobs)"
     if args.nproc_per_node > 1 and args.launcher == "inprocess":
         return (f"--nproc-per-node {args.nproc_per_node} needs --launcher torchrun or slurm "
                 "(--launcher inprocess runs one process)")
@@ -222,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan with compute estimates and exit")
     parser.add_argument("--launcher", choices=["inprocess", "torchrun", "slurm"], default="inprocess")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per run for torchrun / slurm")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at the same time, each in its own process with cores/N threads (or a GPU of its own); "
+                             "independent runs only (default: %(default)s)")
     parser.add_argument("--slurm-partition")
     parser.add_argument("--slurm-nodes", type=int, default=None)
     parser.add_argument("--slurm-timeout-min", type=int, default=None)
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corrupt-images", choices=["skip", "fail"], default="skip",
                         help="a corrupt or truncated image: skip it (counted in the run's log) or stop the run")
     args = parser.parse_args(argv)
-    conflict = conflicting_options(args)
+    conflict = conflicting_options(args) or check_jobs(args.jobs, visible_gpus())
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = report_dir_for(runs_dir, args.report_dir)
     try:
         with exclusive(runs_dir, "runs directory", wait=args.wait):
-            failed = run_plan(args, runs, keys, dirs, blocked)
+            failed = (run_plan if args.jobs == 1 else run_plan_concurrently)(args, runs, keys, dirs, blocked)
     except Preempted as err:
         return err.code
     except KeyboardInterrupt:
@@ -311,6 +318,70 @@ def report_dir_for(runs_dir: Path, asked: str | None) -> Path:
     return REPO if runs_dir.resolve() == DEFAULT_RUNS.resolve() else runs_dir / "report"
 
 
+def start_record(run: Run, keys: dict[str, str], dirs: dict[str, Path], data_root: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Writes ``run.json`` into the run's directory; returns the config its stage takes and the record."""
+    run_dir = dirs[run.name]
+    config = resolve_data(_resolve(run.config, dirs), data_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags, "config": config}
+    write_json(run_dir / "run.json", record)
+    return run_kind(run.kind).prepare(config, run.tags), record
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], dirs: dict[str, Path],
+                          blocked: dict[str, str]) -> dict[str, str]:
+    """``--jobs N``: the plan's runs, N at a time (:mod:`benchmark.driver.jobs`); one line per start
+    and end with the time left. Returns the failed or blocked runs with why."""
+    t0 = time.time()
+    done = {r.name for r in runs if is_done(r, dirs[r.name])}
+    todo = [r for r in runs if r.name not in blocked and r.name not in done]
+    left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := _wall_seconds(dirs[r.name])) is not None])
+    for run in runs:
+        if run.name in blocked or run.name in done:
+            why = f"skipped, {blocked[run.name]}" if run.name in blocked else "done already"
+            print(f"[{_clock(0)}] {run.kind} {run.name}: {why}")
+    records: dict[str, dict[str, Any]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+
+    def head() -> str:
+        remaining = left.seconds()
+        return f"[{_clock(time.time() - t0)}{f', about {_clock(remaining)} left' if remaining is not None else ''}]"
+
+    def command(run: Run) -> tuple[str, list[str]] | None:
+        configs[run.name], records[run.name] = start_record(run, keys, dirs, args.data_root)
+        kind = run_kind(run.kind)
+        if kind.command is None:
+            return None
+        return kind.command, kind.command_args(configs[run.name], dirs[run.name])  # the corrupt-image policy: by the environment
+
+    def call(run: Run) -> None:
+        _run_locked(run_kind(run.kind), configs[run.name], dirs[run.name])
+
+    def on_start(run: Run, where: str) -> None:
+        print(f"{head()} start {run.kind} {run.name} ({where}) in {dirs[run.name]}", flush=True)
+
+    def on_end(run: Run, seconds: float | None, error: str | None) -> None:
+        left.finished(run, seconds)
+        if error is None:
+            write_json(dirs[run.name] / "run.json", {**records[run.name], "wall_s": round(seconds, 1)})
+            print(f"{head()} end {run.kind} {run.name}: finished in {_clock(seconds)}", flush=True)
+        else:
+            print(f"{head()} end {run.kind} {run.name}: {'FAILED' if 'blocked' not in error else 'skipped'} ({error})",
+                  flush=True)
+
+    failed = run_concurrently(todo, done, args.jobs, visible_gpus(), command=command, call=call, on_start=on_start,
+                              on_end=on_end)
+    failed.update(blocked)
+    print(f"all runs: {time.time() - t0:.0f}s with --jobs {args.jobs}, {len(failed)} failed or blocked")
+    return failed
+
+
 def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], dirs: dict[str, Path],
              blocked: dict[str, str]) -> dict[str, str]:
     """Runs the plan's runs in order (those done already are skipped); returns the failed or
@@ -331,12 +402,8 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
         if is_done(run, run_dir):
             print(f"{head}: done already", flush=True)
             continue
-        config = resolve_data(_resolve(run.config, dirs), args.data_root)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags, "config": config}
-        write_json(run_dir / "run.json", record)
+        config, record = start_record(run, keys, dirs, args.data_root)
         kind = run_kind(run.kind)
-        config = kind.prepare(config, run.tags)
         after = [handles[d] for d in run.refs() if d in handles]
         # The kinds that run under torchrun start their command (which holds its run directory); the
         # others (data, select) are a call, made in this process or, on SLURM, in a job that waits

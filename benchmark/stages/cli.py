@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from benchmark.data.folders import CORRUPT_POLICIES, set_corrupt_policy
+from benchmark.data.folders import CORRUPT_ENV, CORRUPT_POLICIES, set_corrupt_policy
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, Preempted, SuiteError, error_line
 from benchmark.training.config import read_config
 from benchmark.training.distributed import shutdown
@@ -36,13 +36,15 @@ def stage_main(name: str, description: str, config_cls: type, run: Callable[[Any
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--resume", choices=["auto", "never"], default="auto",
                         help="auto: continue from the run directory's checkpoint, if any; never: start over")
-    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default="skip",
-                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run")
+    parser.add_argument("--corrupt-images", choices=CORRUPT_POLICIES, default=None,
+                        help="a corrupt or truncated image: skip it (counted in the log) or stop the run (default: "
+                             f"${CORRUPT_ENV}, which the driver sets for the runs it starts, else skip)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     created = not out.exists()
     try:
-        set_corrupt_policy(args.corrupt_images)
+        if args.corrupt_images is not None:
+            set_corrupt_policy(args.corrupt_images)
         cfg = read_config(config_cls, args.config)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: a file, not a run directory")

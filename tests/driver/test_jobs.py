@@ -1,0 +1,103 @@
+"""``--jobs N``: independent runs at the same time, each in its own process with its share of the
+cores; the same results as the runs made one at a time with the same thread count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchmark.driver.run as driver
+from benchmark.driver.jobs import check_jobs, slot_environment
+from benchmark.experiments.model import Run, ref
+
+
+def _plan(fashion: Path) -> list[Run]:
+    data = {"data_root": str(fashion), "dataset": "fashion-mnist", "arch": "vit-mini", "img_size": 32}
+    tune = {**data, "train_fraction": 0.2, "eval_split": "test", "epochs": 1, "batch_size": 20, "warmup_epochs": 0.5,
+            "rand_augment": None, "mixup": 0.0, "cutmix": 0.0, "drop_path": 0.0, "log_every": 1}
+    pre = Run("pre", "pretrain", {**data, "method": "mae", "method_args": {"decoder_dim": 32, "decoder_depth": 1,
+                                                                         "decoder_heads": 2},
+                                  "steps": 4, "batch_size": 16, "warmup_steps": 1, "drop_path": 0.0, "log_every": 1})
+    encoder = ref("pre", "encoder.safetensors")
+    return [
+        Run("floor", "pixels", {"data_root": str(fashion), "dataset": "fashion-mnist", "grid": [0.1, 1.0],
+                                "train_fraction": 0.5, "eval_split": "test"}),
+        pre,
+        Run("tune-pre", "finetune", {**tune, "checkpoint": encoder}),
+        Run("knn-pre", "probe", {**data, "checkpoint": encoder, "mode": "knn", "train_fraction": 0.5, "eval_split": "test",
+                                 "batch_size": 32}),
+        Run("tune-random", "finetune", dict(tune)),
+    ]
+
+
+def _results(runs_dir: Path) -> dict[str, dict]:
+    return {p.parent.name.rsplit("-", 1)[0]: json.loads(p.read_text())["metrics"] for p in runs_dir.rglob("result.json")}
+
+
+def test_two_jobs_give_the_results_of_the_runs_made_one_at_a_time(tmp_path, monkeypatch, capsys,
+                                                                   make_fashion_mnist) -> None:
+    fashion = make_fashion_mnist(tmp_path / "fm", train=240, test=60)
+    monkeypatch.setattr(driver, "plan_runs", lambda subset, scale: _plan(fashion))
+    monkeypatch.setattr("benchmark.driver.jobs.cpu_cores", lambda: 2)  # one thread each, as on the 2-core machine
+    common = ["--subset", "smoke", "--no-report", "--data-root", str(tmp_path)]
+
+    assert driver.main([*common, "--runs-dir", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert driver.main([*common, "--runs-dir", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    two, one = _results(tmp_path / "two"), _results(tmp_path / "one")
+    assert set(two) == {"floor", "tune-pre", "knn-pre", "tune-random"}
+    assert two == one
+    encoders = [next((tmp_path / d / "pretrain").glob("pre-*/encoder.safetensors")).read_bytes() for d in ("two", "one")]
+    assert encoders[0] == encoders[1]
+    # two runs at a time: the floor and the pre-training start before either ends; each run its own log
+    lines = [line for line in out.splitlines() if " start " in line or " end " in line]
+    assert [" start " in line for line in lines[:2]] == [True, True], lines
+    assert "slot 1/2, 1 threads" in out and "slot 2/2, 1 threads" in out
+    logs = list((tmp_path / "two").glob("*/*/launch.log"))
+    assert len(logs) == 5 and all("OMP_NUM_THREADS=1" in log.read_text().splitlines()[0] for log in logs)
+    # a run that needs another starts after it ended
+    assert out.index("end pretrain pre:") < out.index("start finetune tune-pre")
+
+
+def test_a_failed_run_blocks_what_needs_it_and_the_rest_goes_on(tmp_path, monkeypatch, capsys, make_fashion_mnist) -> None:
+    fashion = make_fashion_mnist(tmp_path / "fm", train=240, test=60)
+    plan = _plan(fashion)
+    plan[1].config["method_args"]["decoder_sise"] = 3  # the pre-training fails on its config
+    monkeypatch.setattr(driver, "plan_runs", lambda subset, scale: [plan[0], plan[1], plan[2]])
+    code = driver.main(["--subset", "smoke", "--no-report", "--runs-dir", str(tmp_path / "r"), "--jobs", "2",
+                        "--data-root", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "end pretrain pre: FAILED (exit code 2; see" in out.out
+    assert "end finetune tune-pre: skipped (blocked by pre)" in out.out
+    assert set(_results(tmp_path / "r")) == {"floor"}
+
+
+def test_each_job_gets_its_share_of_the_cores_or_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr("benchmark.driver.jobs.cpu_cores", lambda: 16)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert slot_environment(4, 2, gpus=0) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+    assert slot_environment(2, 1, gpus=8)["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert slot_environment(2, 1, gpus=2)["CUDA_VISIBLE_DEVICES"] == "5"
+    assert check_jobs(3, gpus=2) == "--jobs 3 gives each run a GPU of its own, but 2 GPUs are visible"
+    assert check_jobs(0, gpus=0) == "--jobs must be at least 1, got 0"
+    assert check_jobs(4, gpus=0) is None
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--jobs", "2", "--launcher", "torchrun"], "--jobs 2 needs --launcher inprocess"),
+    (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+])
+def test_jobs_with_other_options_is_one_line(options, message, capsys) -> None:
+    assert driver.main(["--subset", "smoke", "--dry-run", *options]) == 2
+    assert message in capsys.readouterr().err
