@@ -32,6 +32,7 @@ from typing import Any
 from benchmark import REPO
 from benchmark.driver.jobs import check_jobs, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
+from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
 from benchmark.experiments.model import Run, is_ref
@@ -169,10 +170,6 @@ def _wall_seconds(run_dir: Path) -> float | None:
         return None
 
 
-def _clock(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f}s"
-
-
 def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
     total, unknown = 0.0, 0
     for i, run in enumerate(runs, 1):
@@ -279,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = report_dir_for(runs_dir, args.report_dir)
     try:
         with exclusive(runs_dir, "runs directory", wait=args.wait):
+            to_run = [r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])]
+            plan_started = time.time()
             failed = (run_plan if args.jobs == 1 else run_plan_concurrently)(args, runs, keys, dirs, blocked)
+            if to_run:
+                timing = invocation_record(args, scale, to_run, dirs, plan_started)
+                record_invocation(runs_dir, timing)
+                print(summary_line(timing))
     except Preempted as err:
         return err.code
     except KeyboardInterrupt:
@@ -308,6 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in failed.items():
         print(f"  {name}: {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def invocation_record(args: argparse.Namespace, scale: str, ran: list[Run], dirs: dict[str, Path],
+                      plan_started: float) -> dict[str, Any]:
+    """What this invocation spent, by run kind, for ``RUNS_DIR/driver.jsonl`` (:mod:`benchmark.driver.timing`)."""
+    walls = [(r.kind, s) for r in ran if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None]
+    started = process_started()
+    return {"subset": args.subset, "scale": scale, "jobs": args.jobs, "machine": machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": len(walls), "planned": len(ran),
+            "startup_s": round(plan_started - started, 1), "wall_s": round(time.time() - started, 1),
+            "by_kind": by_kind(walls)}
 
 
 def report_dir_for(runs_dir: Path, asked: str | None) -> Path:
@@ -345,13 +359,13 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     for run in runs:
         if run.name in blocked or run.name in done:
             why = f"skipped, {blocked[run.name]}" if run.name in blocked else "done already"
-            print(f"[{_clock(0)}] {run.kind} {run.name}: {why}")
+            print(f"[{clock(0)}] {run.kind} {run.name}: {why}")
     records: dict[str, dict[str, Any]] = {}
     configs: dict[str, dict[str, Any]] = {}
 
     def head() -> str:
         remaining = left.seconds()
-        return f"[{_clock(time.time() - t0)}{f', about {_clock(remaining)} left' if remaining is not None else ''}]"
+        return f"[{clock(time.time() - t0)}{f', about {clock(remaining)} left' if remaining is not None else ''}]"
 
     def command(run: Run) -> tuple[str, list[str]] | None:
         configs[run.name], records[run.name] = start_record(run, keys, dirs, args.data_root)
@@ -370,7 +384,7 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
         left.finished(run, seconds)
         if error is None:
             write_json(dirs[run.name] / "run.json", {**records[run.name], "wall_s": round(seconds, 1)})
-            print(f"{head()} end {run.kind} {run.name}: finished in {_clock(seconds)}", flush=True)
+            print(f"{head()} end {run.kind} {run.name}: finished in {clock(seconds)}", flush=True)
         else:
             print(f"{head()} end {run.kind} {run.name}: {'FAILED' if 'blocked' not in error else 'skipped'} ({error})",
                   flush=True)
@@ -394,8 +408,8 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
         remaining = left.seconds()
-        eta = f", about {_clock(remaining)} left" if remaining is not None and not isinstance(launcher, Slurm) else ""
-        head = f"[{i}/{len(runs)} {_clock(time.time() - t0)}{eta}] {run.kind} {run.name}"
+        eta = f", about {clock(remaining)} left" if remaining is not None and not isinstance(launcher, Slurm) else ""
+        head = f"[{i}/{len(runs)} {clock(time.time() - t0)}{eta}] {run.kind} {run.name}"
         if run.name in blocked:
             print(f"{head}: skipped, {blocked[run.name]}", flush=True)
             continue
@@ -416,7 +430,7 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
             handles[run.name] = handle = launcher.submit(run.name, run.kind, target, run_dir, after=after)
         except Preempted as err:  # SIGTERM reached this process: the run wrote its checkpoint; stop here
             print(f"{head}: {err}", flush=True)
-            print(f"stopped by a signal after {_clock(time.time() - t0)}; run the same command again to resume",
+            print(f"stopped by a signal after {clock(time.time() - t0)}; run the same command again to resume",
                   file=sys.stderr)
             raise
         if handle.status == "failed":

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import REPO
+from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
@@ -346,6 +347,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
+    lines += timing_section(runs_dir)  # where the driver's time went
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
         for row in dropped_rows(tables_dir / f"{name}.csv", table):
@@ -361,6 +363,24 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
                   table.to_markdown(index=False, disable_numparse=True), ""]
     write_text(report_path, "\n".join(lines))
     return tables
+
+
+def timing_section(runs_dir: Path) -> list[str]:
+    """The latest driver invocation of each plan (subset, scale) that ran something: its wall time,
+    start-up and the wall time of its runs by kind (``RUNS_DIR/driver.jsonl``)."""
+    latest: dict[tuple[str, str], dict] = {}
+    for record in read_invocations(runs_dir):
+        latest[(record.get("subset", "?"), record.get("scale", "?"))] = record
+    if not latest:
+        return []
+    lines = ["## Where the time went", "",
+             "The latest driver invocation of each plan (`RUNS_DIR/driver.jsonl`); runs' wall times summed by kind "
+             "(with `--jobs N` they overlap, so they add up to more than the wall time).", ""]
+    for (subset, scale), record in sorted(latest.items()):
+        lines.append(f"- `--subset {subset} --scale {scale}`, finished {record.get('finished', '?')}: "
+                     + summary_line(record).removeprefix("time by run kind: ")
+                     + f"; {record.get('runs', '?')} of {record.get('planned', '?')} planned runs finished.")
+    return [*lines, ""]
 
 
 def report_paths(report_dir: Path) -> tuple[Path, Path, Path]:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import benchmark.driver.run as driver
 from benchmark.driver.jobs import check_jobs, slot_environment
+from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.experiments.model import Run, ref
 
 
@@ -56,8 +58,9 @@ def test_two_jobs_give_the_results_of_the_runs_made_one_at_a_time(tmp_path, monk
     two, one = _results(tmp_path / "two"), _results(tmp_path / "one")
     assert set(two) == {"floor", "tune-pre", "knn-pre", "tune-random"}
     assert two == one
-    encoders = [next((tmp_path / d / "pretrain").glob("pre-*/encoder.safetensors")).read_bytes() for d in ("two", "one")]
-    assert encoders[0] == encoders[1]
+    encoders = [load_file(next((tmp_path / d / "pretrain").glob("pre-*/encoder.safetensors"))) for d in ("two", "one")]
+    assert encoders[0].keys() == encoders[1].keys()
+    assert all(torch.equal(encoders[0][k], encoders[1][k]) for k in encoders[0])
     # two runs at a time: the floor and the pre-training start before either ends; each run its own log
     lines = [line for line in out.splitlines() if " start " in line or " end " in line]
     assert [" start " in line for line in lines[:2]] == [True, True], lines
@@ -66,6 +69,12 @@ def test_two_jobs_give_the_results_of_the_runs_made_one_at_a_time(tmp_path, monk
     assert len(logs) == 5 and all("OMP_NUM_THREADS=1" in log.read_text().splitlines()[0] for log in logs)
     # a run that needs another starts after it ended
     assert out.index("end pretrain pre:") < out.index("start finetune tune-pre")
+    # where the time went: printed at the end and kept for the report
+    (record,) = read_invocations(tmp_path / "two")
+    assert record["jobs"] == 2 and record["runs"] == record["planned"] == 5 and record["startup_s"] >= 0
+    assert {k: v["runs"] for k, v in record["by_kind"].items()} == {"pre-training": 1, "fine-tuning": 2, "probes": 1,
+                                                                     "floors": 1}
+    assert f"{summary_line(record)}\n" in out
 
 
 def test_a_failed_run_blocks_what_needs_it_and_the_rest_goes_on(tmp_path, monkeypatch, capsys, make_fashion_mnist) -> None:

@@ -229,3 +229,22 @@ def test_a_full_disk_while_reporting_is_one_line(tmp_path) -> None:
     err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("[report]")]
     assert len(err) == 1 and "no space left on device; not written" in err[0] and "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").rglob(".*.tmp"))
+
+
+def test_the_report_says_where_the_latest_invocation_of_each_plan_spent_its_time(tmp_path) -> None:
+    from benchmark.driver.timing import record_invocation
+    from benchmark.report.build import timing_section
+
+    base = {"jobs": 2, "machine": "2 CPU cores (x), no GPU", "finished": "2026-11-30 03:00 UTC", "runs": 4, "planned": 4,
+            "startup_s": 7.0, "wall_s": 1500.0}
+    record_invocation(tmp_path, {**base, "subset": "mini", "scale": "mini", "wall_s": 99.0, "by_kind": {}})
+    record_invocation(tmp_path, {**base, "subset": "mini", "scale": "mini",
+                                 "by_kind": {"fine-tuning": {"seconds": 900.0, "runs": 3},
+                                             "pre-training": {"seconds": 600.0, "runs": 1}}})
+    (tmp_path / "driver.jsonl").write_text((tmp_path / "driver.jsonl").read_text() + "not json\n")
+    lines = timing_section(tmp_path)
+    (line,) = [x for x in lines if x.startswith("- ")]
+    assert line == ("- `--subset mini --scale mini`, finished 2026-11-30 03:00 UTC: fine-tuning 15 min (3 runs), "
+                    "pre-training 10 min (1 runs); start-up 7s; wall 25 min with --jobs 2 on 2 CPU cores (x), no GPU; "
+                    "4 of 4 planned runs finished.")
+    assert timing_section(tmp_path / "none") == []
