@@ -70,6 +70,11 @@ _MINI_PROBE = {"dataset": "imagefolder", "arch": MINI_ARCH, "img_size": MINI_IMG
 # chance (15-19% val top-1). 10.0 was the best of (0.1, 10.0) in a val trial (52-66%; our choice).
 
 
+# scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale)
+SCALE_PRETRAININGS: dict[str, tuple[str, int, int, dict[str, dict[str, Any]]]] = {
+    scale: (MINI_ARCH, MINI_IMG, _MINI_PRETRAIN["batch_size"], _MINI_METHOD_ARGS) for scale in MINI_SPECS}
+
+
 def _mini_pretrain(scale: str, method: str, fraction: float = 1.0) -> Run:
     spec = MINI_SPECS[scale]
     data_tag = "digits-train-labelled" if method == "supervised" else f"digits-{fraction * 100:g}%"

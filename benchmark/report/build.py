@@ -31,7 +31,7 @@ from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
-from benchmark.report.perf_section import perf_section
+from benchmark.report.perf_section import perf_section, scale_speed_line
 from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.results import load_result
@@ -348,6 +348,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
     lines += timing_section(runs_dir)  # where the driver's time went
+    lines += scale_speed_line(tables_dir, "mini") if any(s.startswith("mini") for s in scales) else []
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
         for row in dropped_rows(tables_dir / f"{name}.csv", table):

@@ -28,9 +28,11 @@ BARE = "vit (bare)"  # the steps row of a plain timm ViT forward and backward
 PIL_IN_WORKERS = "PIL in workers"  # the pipeline rows of the training loader as it decodes by default
 
 
-def load_perf(tables_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """``tables/perf.csv`` and its ``perf.json``, or None where the benchmark has not run."""
-    table, meta = Path(tables_dir) / "perf.csv", Path(tables_dir) / "perf.json"
+def load_perf(tables_dir: Path, scale: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """``tables/perf.csv`` (``perf_<scale>.csv`` for ``--scale``) and its json, or None where the
+    benchmark has not run."""
+    stem = f"perf_{scale}" if scale else "perf"
+    table, meta = Path(tables_dir) / f"{stem}.csv", Path(tables_dir) / f"{stem}.json"
     if not table.is_file() or not meta.is_file():
         return None
     return pd.read_csv(table), json.loads(meta.read_text())
@@ -110,6 +112,20 @@ def repeatability(table: pd.DataFrame) -> list[str]:
             f"{worst.ms.max():.0f} ms ({100 * (worst.ms.max() / worst.ms.min() - 1):.0f}% apart). Step and floor "
             "are timed interleaved, so their ratio suffers less than that, yet a single run's overhead is only "
             "as exact as the ranges given with the goals.", ""]
+
+
+def scale_speed_line(tables_dir: Path, scale: str) -> list[str]:
+    """One line: each method's training step as ``scale`` configures it, in images per second
+    (``python -m benchmark.perf --scale SCALE``), where that has been measured."""
+    loaded = load_perf(tables_dir, scale)
+    if loaded is None:
+        return []
+    table, meta = loaded
+    steps = table[(table.part == "steps") & (table.variant == "eager")]
+    speeds = ", ".join(f"{row.method} {row.img_per_s:.0f}" for row in steps.itertuples())
+    return [f"Training steps as the `{scale}` scale configures them, images per second (`{meta.get('command', '?')}`, "
+            f"{meta.get('date', '?')}, {meta.get('device', '?')} with {meta.get('cpu_cores', '?')} cores, batch "
+            f"{meta.get('batch_size', '?')}; `tables/perf_{scale}.csv`): {speeds}.", ""]
 
 
 def perf_section(tables_dir: Path) -> list[str]:

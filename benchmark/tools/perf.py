@@ -1,6 +1,6 @@
 """Throughput benchmarks, measured side by side in one run on the machine it runs on.
 
-    python -m benchmark.perf [--parts steps pipeline scaling] [--methods ...] [--archs vit-s16 vit-b16]
+    python -m benchmark.perf [--parts steps pipeline scaling] [--methods ...] [--archs vit-s16 vit-b16] [--scale mini]
                              [--img-size 224] [--batch-size N] [--steps N] [--warmup N] [--compile [METHOD ...]]
                              [--workers N ...] [--peak-tflops X] [--out tables/perf.csv] [--plot plots/perf.png]
 
@@ -37,6 +37,10 @@ beside it (``perf.json``: the command, the machine, the library versions, the da
 Every time is a median over ``--steps`` timed repetitions after ``--warmup``, with the
 interquartile range as the spread; on a GPU each repetition runs 5 steps back to back, as a
 training loop does (see :func:`timed`). Timings are never asserted in tests; they are reported.
+
+By default the methods are measured as the paper configures them (8192-token heads, DINO's
+65,536-way head and 10 crops, MAE's 8-block decoder). ``--scale mini`` measures them as the main
+job runs them instead: its arch, image size, batch and method settings.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from PIL import Image
 
 from benchmark import REPO
 from benchmark.data.augment import Augmentation
+from benchmark.experiments.mini import SCALE_PRETRAININGS
 from benchmark.methods import METHODS, build_method, method_class
 from benchmark.methods.base import PretrainMethod, supports_device_decode, synthetic_batch
 from benchmark.models.flops import count_flops
@@ -194,10 +199,12 @@ def bare_blocks(calls: list[BlockCall], device: torch.device) -> Callable[[], No
     return run
 
 
-def method_as_configured(name: str, arch: str, img_size: int, batch_size: int, device: torch.device) -> PretrainMethod:
-    """The method at the paper's sizes, its data-dependent parts (a codebook) fitted on random
-    images: enough patches for the vocabulary."""
-    method = build_method(name, create_vit(arch, img_size), **METHOD_ARGS.get(name, {})).to(device)
+def method_as_configured(name: str, arch: str, img_size: int, batch_size: int, device: torch.device,
+                         method_args: dict[str, dict[str, Any]] | None = None) -> PretrainMethod:
+    """The method at the paper's sizes (or ``method_args``, a scale's), its data-dependent parts (a
+    codebook) fitted on random images: enough patches for the vocabulary."""
+    args = (METHOD_ARGS if method_args is None else method_args).get(name, {})
+    method = build_method(name, create_vit(arch, img_size), **args).to(device)
     count = max(batch_size, -(-getattr(method, "vocab_size", 0) // method.num_patches))
     method.prepare([torch.randn(count, 3, img_size, img_size, device=device)])
     return method
@@ -237,7 +244,8 @@ def bare_vit_step(arch: str, img_size: int, batch_size: int, device: torch.devic
 
 
 def measure(name: str, arch: str, img_size: int, batch_size: int, steps: int, warmup: int, device: torch.device,
-            compiled: bool = False, floor: bool = True, peak: float | None = None, profile: int = 0) -> dict[str, Any]:
+            compiled: bool = False, floor: bool = True, peak: float | None = None, profile: int = 0,
+            method_args: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One row: the step of method ``name`` (or of the bare ViT, ``BARE``) timed, with its floor,
     FLOPs and memory."""
     torch.manual_seed(0)
@@ -245,7 +253,7 @@ def measure(name: str, arch: str, img_size: int, batch_size: int, steps: int, wa
     if name == BARE:
         model, train_step = bare_vit_step(arch, img_size, batch_size, device)
     else:
-        model = method_as_configured(name, arch, img_size, batch_size, device)
+        model = method_as_configured(name, arch, img_size, batch_size, device, method_args)
         train_step = method_step(model, to_device(synthetic_batch(model, img_size, batch_size), device), device)
     calls = record_blocks(model, train_step)  # also the first warm-up step
     # FLOPs counted eager: compiled kernels are out of the counter's sight (the FLOPs are the same).
@@ -315,7 +323,7 @@ def _release(device: torch.device) -> None:
 
 def run_steps(methods: list[str], archs: list[str], img_size: int, batch_size: int, steps: int, warmup: int,
               device: torch.device, compiled_methods: Sequence[str] = (), peak: float | None = None,
-              profile: int = 0) -> list[dict[str, Any]]:
+              profile: int = 0, method_args: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The ``steps`` part: per arch, the bare ViT and every method eager, then the bare ViT and
     ``compiled_methods`` with their blocks compiled."""
     rows = []
@@ -324,7 +332,7 @@ def run_steps(methods: list[str], archs: list[str], img_size: int, batch_size: i
             for name in [BARE, *(compiled_methods if compiled else methods)]:
                 try:
                     row = measure(name, arch, img_size, batch_size, steps, warmup, device, compiled=compiled,
-                                  peak=peak, profile=profile)
+                                  peak=peak, profile=profile, method_args=method_args)
                 except (ImportError, ModuleNotFoundError) as err:
                     print(f"[perf] {name}: not available ({err})", file=sys.stderr)
                     continue
@@ -504,9 +512,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the ROWS operators that take the most time in each method's step")
-    parser.add_argument("--out", default=str(REPO / "tables" / "perf.csv"))
-    parser.add_argument("--plot", default=str(REPO / "plots" / "perf.png"))
+    parser.add_argument("--scale", choices=sorted(SCALE_PRETRAININGS),
+                        help="measure the methods as this scale configures them (its arch, image size, batch and "
+                             "method settings) instead of the paper's; default --out tables/perf_<scale>.csv")
+    parser.add_argument("--out", default=None, help="default: tables/perf.csv (tables/perf_<scale>.csv with --scale)")
+    parser.add_argument("--plot", default=None, help="default: plots/perf.png (plots/perf_<scale>.png with --scale)")
     args = parser.parse_args(argv)
+    method_args = None
+    if args.scale:
+        arch, img_size, scale_batch, method_args = SCALE_PRETRAININGS[args.scale]
+        args.archs, args.img_size = [arch], img_size
+        args.batch_size = args.batch_size or scale_batch
+    suffix = f"_{args.scale}" if args.scale else ""
+    args.out = args.out or str(REPO / "tables" / f"perf{suffix}.csv")
+    args.plot = args.plot or str(REPO / "plots" / f"perf{suffix}.png")
     unknown = sorted(set(args.methods + [args.scaling_method] + (args.compile or [])) - set(METHODS))
     if unknown:
         print(f"error: unknown methods {unknown}; expected some of {sorted(METHODS)}", file=sys.stderr)
@@ -522,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": "python -m benchmark.perf " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **machine(device),
             "peak_bf16_tflops": peak, "default_workers": default_workers(device=device), "batch_size": batch, "steps": steps,
-            "warmup": warmup}
+            "warmup": warmup, "scale": args.scale or "paper"}
     print(f"[perf] {meta['device']}, {meta['cpu_cores']} cores; batch {batch}, {steps} timed steps after {warmup}",
           file=sys.stderr, flush=True)
     out = Path(args.out)
@@ -530,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if "steps" in args.parts:
         compiled = [] if args.compile is None else (args.compile or args.methods)
         rows += run_steps(args.methods, args.archs, args.img_size, batch, steps, warmup, device, compiled, peak,
-                          args.profile)
+                          args.profile, method_args)
         write_table(rows, out)  # each part's rows are kept as soon as they exist
     if "pipeline" in args.parts:
         rows += run_pipeline(args.methods, args.img_size, batch, workers, args.rounds, device)

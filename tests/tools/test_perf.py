@@ -149,3 +149,25 @@ def test_perf_writes_its_table_json_plot_and_report_section(tmp_path) -> None:
     assert (tmp_path / "perf.png").stat().st_size > 10_000
     section = "\n".join(perf_section(out.parent))
     assert meta["command"] in section and "| mae " in section and "MFU" in section and "unknown" in section
+
+
+def test_a_scale_measures_its_own_settings_not_the_papers(tmp_path) -> None:
+    """``--scale mini``: the main job's arch, image size, batch and heads (DINO's 1,024-way head,
+    not 65,536), written beside the paper-scale table, and its line in the report."""
+    from benchmark.experiments.mini import SCALE_PRETRAININGS
+    from benchmark.report.perf_section import scale_speed_line
+    from benchmark.tools.perf import main
+
+    out = tmp_path / "tables" / "perf_mini.csv"
+    assert main(["--scale", "mini", "--parts", "steps", "--methods", "dino", "--batch-size", "4", "--steps", "1",
+                 "--warmup", "0", "--device", "cpu", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    mini = pd.read_csv(out).set_index("method")
+    arch, img_size, _, method_args = SCALE_PRETRAININGS["mini"]
+    assert (mini.arch == arch).all() and (mini.img_size == img_size).all() and (mini.batch_size == 4).all()
+    paper = pd.DataFrame(run_steps(["dino"], [arch], img_size=img_size, batch_size=4, steps=1, warmup=0,
+                                   device=torch.device("cpu"))).set_index("method")
+    # the same blocks and crops; the paper's 65,536-way head and 8 local crops cost far more FLOPs
+    assert method_args["dino"]["out_dim"] == 1024
+    assert mini.loc["dino", "gflop_per_img"] < 0.5 * paper.loc["dino", "gflop_per_img"]
+    line = scale_speed_line(out.parent, "mini")[0]
+    assert "as the `mini` scale configures them" in line and "dino " in line and "--scale mini" in line
