@@ -2,7 +2,7 @@
 # The main job: runs the experiments of the paper's artifacts and rebuilds tables/, plots/ and
 # REPORT.md. Sets up the project's .venv on first use.
 #
-#   ./run_all.sh                      the default subset (mini: the paper in miniature on real digits, ~25 min)
+#   ./run_all.sh                      the default subset (mini: the paper in miniature on Fashion-MNIST)
 #   ./run_all.sh --subset smoke       the whole chain on synthetic data in the real formats (~4 min)
 #   ./run_all.sh --dry-run            print the plan: every run, whether it is done, its GPU-hours
 #   ./run_all.sh --subset fig2 --scale paper --data-root /datasets [--launcher torchrun|slurm]

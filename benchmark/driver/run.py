@@ -35,6 +35,7 @@ from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
+from benchmark.experiments.mini import MINIATURE_OF
 from benchmark.experiments.model import Run, is_ref
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
 from benchmark.stages.kinds import RunKind, run_kind
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
     parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
     parser.add_argument("--scale", default=None, choices=SCALES,
-                        help="default: the subset's own name if it is a scale, mini for mini_*, else smoke")
+                        help="default: mini for mini and mini_* (and for fig2, table6, table8: their miniatures), "
+                             "else smoke")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS),
                         help="where the run directories go, runs/<kind>/<name>-<key>/ (default: %(default)s)")
     parser.add_argument("--report-dir", default=None,
@@ -239,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {conflict}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
+    if args.scale is None and args.subset in MINIATURE_OF:
+        print(f"--subset {args.subset} without --scale runs its miniature on Fashion-MNIST "
+              f"({MINIATURE_OF[args.subset]}); the paper's {args.subset} needs ImageNet under --data-root and "
+              "--scale small or paper (--scale smoke: the synthetic chain)")
+        args.subset = MINIATURE_OF[args.subset]
     scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
     try:
         runs = order_runs(plan_runs(args.subset, scale))

@@ -20,7 +20,9 @@ IMAGENET_TRAIN = 1_281_167
 TRAIN_IMAGES: dict[str, int] = {
     "imagenet": IMAGENET_TRAIN, "coco": 118_287, "ade20k": 20_210, "stanford-cars": 8_144,
     "domainnet-clipart": 33_525, "domainnet-sketch": 48_212, "domainnet-painting": 50_416,
+    "fashion-mnist": 50_000,  # the official 60,000 less the 10,000 carved out as val (benchmark.data.fashion_mnist)
 }
+FASHION_LABELS = 1_000  # labelled train images of the miniature's evaluations (100 per class; our choice)
 # downstream tag -> (run kind, data set, reader format / probe mode)
 DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
     "imagenet-finetune": ("finetune", "imagenet", "imagefolder"),
@@ -30,7 +32,19 @@ DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
     **{f"domainnet-{d}-finetune": ("finetune", "domainnet", f"domainnet-{d}") for d in DOMAINS},
     "coco-maskrcnn": ("detect", "coco", ""),
     "ade20k-upernet": ("segment", "ade20k", ""),
+    # The miniature (Fashion-MNIST): few labels for every evaluation, the floors on the same labels,
+    # and supervised training with all labels (the ceiling).
+    "fashion-mnist-1k-finetune": ("finetune", "fashion-mnist", "fashion-mnist"),
+    "fashion-mnist-1k-linear": ("probe", "fashion-mnist", "linear"),
+    "fashion-mnist-1k-knn": ("probe", "fashion-mnist", "knn"),
+    "fashion-mnist-1k-pixels-logistic": ("pixels", "fashion-mnist", "logistic"),
+    "fashion-mnist-1k-pixels-knn": ("pixels", "fashion-mnist", "knn"),
+    "fashion-mnist-all-finetune": ("finetune", "fashion-mnist", "fashion-mnist"),
 }
+# Downstreams that see a class-balanced fraction of the train labels: downstream -> labelled images.
+LABELLED: dict[str, int] = {d: FASHION_LABELS for d in DOWNSTREAMS if d.startswith("fashion-mnist-1k-")}
+# Data sets read through a format of their own by every kind of evaluation (probes too).
+FORMATS = {"fashion-mnist": "fashion-mnist"}
 
 
 def data(name: str, path: str = "") -> dict[str, str]:

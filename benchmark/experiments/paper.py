@@ -8,11 +8,12 @@ to concrete runs (:func:`pretrain_run`, :func:`eval_runs`). Where the paper
 from __future__ import annotations
 
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from itertools import product
 from typing import Any
 
-from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN, TRAIN_IMAGES, data
+from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, FORMATS, IMAGENET_TRAIN, LABELLED, TRAIN_IMAGES, data
 from benchmark.experiments.model import Run, ref
 from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
@@ -23,6 +24,7 @@ SMALL_SETS = frozenset({"stanford-cars", *(f"domainnet-{d}" for d in DOMAINS)})
 DEFAULT_TOKENIZER = "dall-e"        # BEiT's tokenizer; the paper follows BEiT (our choice for SplitMask too)
 BUDGET_EPOCHS = 300                 # ImageNet-100% pre-training: 300 epochs (known)
 SMALL_SET_EPOCHS = 5000             # Stanford Cars: 5,000 epochs (known); DomainNet: the same (our choice)
+FRACTION_SETS = ("imagenet", "fashion-mnist")  # pre-trained on subsets: the fraction is in their names and tags
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,13 @@ class Pre:
         """The length in full-ImageNet epochs (images seen / ImageNet's train size)."""
         return self.length() * self.images() / IMAGENET_TRAIN
 
-    def tok(self) -> str | None:
-        return (self.tokenizer or DEFAULT_TOKENIZER) if self.method in ("beit", "splitmask") else None
+    def tok(self, default: str = DEFAULT_TOKENIZER) -> str | None:
+        """The tokenizer of BEiT and SplitMask (``default`` where the comparison names none)."""
+        return (self.tokenizer or default) if self.method in ("beit", "splitmask") else None
 
     def data_tag(self) -> str:
         """pretrain_data as spelled in tables/paper/reference.csv."""
-        return f"imagenet-{self.fraction * 100:g}%" if self.data == "imagenet" else self.data
+        return f"{self.data}-{self.fraction * 100:g}%" if self.data in FRACTION_SETS else self.data
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,8 @@ _SMOKE_PRETRAIN_IMAGES = {"coco": "coco/train2017", "ade20k": "ade20k/images/tra
 
 
 def _pretrain_images(scale: Scale, pre: Pre) -> Any:
+    if pre.data in FORMATS:  # read through its own format (PretrainConfig.dataset): its train split
+        return data(pre.data)
     if scale.name == "smoke":
         return ref(SYNTHETIC, _SMOKE_PRETRAIN_IMAGES.get(pre.data, "classification/train"))
     if pre.data.startswith("domainnet-"):
@@ -168,7 +173,7 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
     concrete = scale.archs[arch]
     steps = max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
     method_args = deepcopy(scale.method_args[pre.method])
-    tok = pre.tok()
+    tok = pre.tok(scale.tokenizer)
     if tok is not None:
         method_args["tokenizer"] = tok
         method_args["vocab_size"] = 8192 if tok == "dall-e" else scale.vocab_size
@@ -185,21 +190,36 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
         "batch_size": scale.pretrain_batch, "warmup_steps": max(1, round(steps / 30)),  # BEiT: 10 of 300 epochs
         **deepcopy(scale.pretrain), "seed": 0,
     }
-    if pre.method in ("dino", "supervised"):
-        config["blr"] = 5e-4 if scale.name != "smoke" else config["blr"]  # DINO / DeiT base lr (our choice)
+    if pre.method in ("dino", "supervised") and scale.name in ("small", "paper"):
+        config["blr"] = 5e-4  # DINO / DeiT base lr (our choice)
     if pre.data.startswith("domainnet-") and scale.name != "smoke":
         config["dataset"] = pre.data
+    if pre.data in FORMATS:
+        config["dataset"] = FORMATS[pre.data]
     if pre.data == "stanford-cars":
         config["crop_scale_max"] = 0.25         # largest crop 25% on Stanford Cars (known)
         # a scale whose smallest crop is larger (smoke: 0.3) keeps the range non-empty
         config["crop_scale_min"] = min(config.get("crop_scale_min", 0.08), 0.25)
-    frac = f"-{pre.fraction * 100:g}pct" if pre.data == "imagenet" else ""
-    tok_part = f"-{tok}" if tok not in (None, DEFAULT_TOKENIZER) else ""
-    name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-ep{_fmt(pre.length())}{tok_part}"
+    frac = f"-{pre.fraction * 100:g}pct" if pre.data in FRACTION_SETS else ""
+    tok_part = f"-{tok}" if tok not in (None, scale.tokenizer) else ""
+    # The miniature names its lengths in steps: its "300 ImageNet epochs" are a budget of iterations.
+    length = f"s{steps}" if scale.name.startswith("mini") else f"ep{_fmt(pre.length())}"
+    name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-{length}{tok_part}"
     return Run(name, "pretrain", config, tags={"method": pre.method, "pretrain_data": pre.data_tag(), "arch": concrete})
 
 
+def epochs_at(scale: Scale, pre: Pre) -> float:
+    """The ``epochs`` tag: the paper's epochs over the subset, or, in the miniature, the passes its
+    steps make over its subset."""
+    if not scale.name.startswith("mini"):
+        return float(pre.length())
+    steps = max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
+    return round(steps * scale.pretrain_batch / float(pre.images()), 3)
+
+
 def _eval_data(scale: Scale, name: str) -> Any:
+    if name in FORMATS:
+        return data(name)
     if scale.name == "smoke":
         return ref(SYNTHETIC, {"coco": "coco", "ade20k": "ade20k"}.get(name, "classification"))
     return data(name)
@@ -214,19 +234,26 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
     tags: dict[str, Any] = {"method": ev.method, "pretrain_data": ev.pre.data_tag() if ev.pre else "none",
                             "arch": concrete, "downstream": ev.downstream}
     if ev.pre is not None:  # tags an artifact varies; always present so that shared runs agree
-        tags.update(fraction=float(ev.pre.fraction), epochs=float(ev.pre.length()))
-        if ev.pre.tok() is not None:
-            tags["tokenizer"] = ev.pre.tok()
-    stem = f"{ev.downstream}-{pre_run.name.removeprefix('pretrain-') if pre_run else f'random-init-{concrete}'}"
+        tags.update(fraction=float(ev.pre.fraction), epochs=epochs_at(scale, ev.pre))
+        if ev.pre.tok(scale.tokenizer) is not None:
+            tags["tokenizer"] = ev.pre.tok(scale.tokenizer)
+    stem = f"{ev.downstream}-{pre_run.name.removeprefix('pretrain-') if pre_run else f'{ev.method}-{concrete}'}"
     runs = [pre_run] if pre_run else []
+    sweep = sweep_runs(scale, scale.swept[ev.downstream]) if kind == "finetune" and ev.downstream in scale.swept else []
+    runs += [Run(r.name, r.kind, r.config, tags={**r.tags, "dependency": True}) for r in sweep]
     for seed in scale.seeds:
-        if kind in ("finetune", "probe"):
-            config: dict[str, Any] = {"data_root": _eval_data(scale, data_name),
-                                      "dataset": fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder",
-                                      "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
+        if kind == "pixels":
+            config = {"data_root": _eval_data(scale, data_name), "dataset": FORMATS.get(data_name, "imagefolder"),
+                      "classifier": fmt, **deepcopy(scale.pixels)}
+        elif kind in ("finetune", "probe"):
+            config = {"data_root": _eval_data(scale, data_name),
+                      "dataset": FORMATS.get(data_name, fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder"),
+                      "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
             if kind == "finetune":
                 epochs, batch = scale.finetune_len[ev.downstream]
                 config.update(deepcopy(scale.finetune), epochs=epochs, batch_size=batch)
+                if sweep:  # the swept settings, as chosen on val (the select run's choice.json)
+                    config["hparams_from"] = ref(sweep[-1].name, "choice.json")
             else:
                 config.update(deepcopy(scale.probe), mode=fmt)
         else:
@@ -234,15 +261,47 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
             mm_config, options = table[ev.arch if pre_run else f"random-init-{ev.arch}"]
             config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name),
                       "cfg_options": deepcopy(options)}
+        if ev.downstream in LABELLED:
+            config["train_fraction"] = LABELLED[ev.downstream] / TRAIN_IMAGES[data_name]
         config["seed"] = seed
         runs.append(Run(f"{stem}-s{seed}", kind, config, tags=dict(tags)))
     return runs
 
 
-def artifact_runs(name: str, scale_name: str) -> list[Run]:
+def sweep_runs(scale: Scale, downstream: str) -> list[Run]:
+    """The val sweep of a fine-tuning downstream at ``scale`` (every setting of ``scale.sweep`` for
+    every initialisation of ``scale.sweep_inits``, seed 0, on the val split) and, last, the select
+    run choosing the setting with the best mean over the initialisations."""
+    _, data_name, _ = DOWNSTREAMS[downstream]
+    at_val = replace(scale, seeds=(0,), swept={}, finetune={**scale.finetune, "eval_split": "val"})
+    grid = [dict(zip(scale.sweep, values)) for values in product(*scale.sweep.values())]
+    runs: list[Run] = []
+    for method in scale.sweep_inits:
+        pre = None if method == "random-init" else Pre(_pre_method(method), data_name)
+        for values in grid:
+            setting = ",".join(f"{k}={v:g}" for k, v in values.items())
+            at = replace(at_val, finetune={**at_val.finetune, **values})
+            for run in eval_runs(at, Eval(method, pre, "s", downstream)):
+                if run.kind == "pretrain":
+                    runs.append(Run(run.name, run.kind, run.config, tags=run.tags))
+                    continue
+                runs.append(Run(f"sweep-{run.name.removesuffix('-s0')}-{setting.replace('=', '')}", run.kind, run.config,
+                                tags={**run.tags, "downstream": f"{downstream}-val", "hparams": setting}))
+    candidates = [r for r in runs if r.kind == "finetune"]
+    select = Run(f"select-{downstream}-{scale.name}", "select", {
+        "metric": "top1",
+        "candidates": [{"result": ref(r.name, "result.json"), "values": {k: r.config[k] for k in scale.sweep}}
+                       for r in candidates],
+    }, tags={"method": "select", "pretrain_data": "none", "arch": scale.archs["s"], "downstream": f"{downstream}-val"})
+    return [*runs, select]
+
+
+def artifact_runs(name: str, scale_name: str, comparisons: dict[str, tuple[str, Any, tuple[str, ...]]] | None = None
+                  ) -> list[Run]:
+    """The runs of the artifact ``name`` (of ``comparisons``, the paper's by default) at ``scale_name``."""
     scale = SCALE_SPECS[scale_name]
-    _, comparisons, _varies = COMPARISONS[name]
+    _, evals, _varies = (comparisons or COMPARISONS)[name]
     runs = [synthetic_data_run()] if scale_name == "smoke" else []
-    for ev in comparisons():
+    for ev in evals():
         runs.extend(eval_runs(scale, ev))
     return runs

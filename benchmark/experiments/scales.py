@@ -7,11 +7,11 @@ does not give are marked "our choice".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN
+from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN, data
 from benchmark.experiments.smoke import SMOKE_ARCH, SMOKE_IMG
 
 
@@ -32,6 +32,14 @@ class Scale:
     detect: dict[str, tuple[str, dict[str, Any]]]   # "s"/"b"/"random-init-<arch>" -> (mm config, cfg_options)
     segment: dict[str, tuple[str, dict[str, Any]]]
     seeds: tuple[int, ...] = (0,)
+    pixels: dict[str, Any] = field(default_factory=dict)      # PixelsConfig fields (the floors)
+    # Settings of the fine-tunings chosen on the val split: each a grid, swept for every
+    # initialisation of sweep_inits (seed 0) on a downstream; the best mean wins
+    # (benchmark.stages.select). swept: downstream -> the downstream whose sweep chooses for it.
+    sweep: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    sweep_inits: tuple[str, ...] = ()
+    swept: dict[str, str] = field(default_factory=dict)
+    tokenizer: str = "dall-e"               # BEiT's and SplitMask's, where a comparison names none
 
 
 _PAPER_PRETRAIN = {"blr": 1.5e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_path": 0.1, "clip_grad": 3.0,
@@ -107,4 +115,49 @@ SMOKE = replace(
              for k in ("s", "b", "random-init-s", "random-init-b")},
 )
 
-SCALE_SPECS: dict[str, Scale] = {scale.name: scale for scale in (PAPER, SMALL, SMOKE)}
+# The paper in miniature: every data set is Fashion-MNIST (benchmark.data.fashion_mnist), a 6-block
+# ViT of width 128 on 32 px images (8x8 patches), 2 CPU cores. "300 ImageNet epochs" of iterations
+# become MINI_STEPS pre-training steps at batch 64 whatever the subset (the paper holds iterations
+# constant); the evaluations see 1,000 labels (100 per class) and report the official test split.
+# Lengths and learning rates: our choices (REPORT.md says how they were chosen on val).
+MINI_STEPS = 1200
+_MINI_METHOD_ARGS: dict[str, dict[str, Any]] = {
+    # k-means tokens (the paper's ablation finds them as good as the dVAE; no weights to download).
+    "splitmask": {"tokenizer": "kmeans", "vocab_size": 256, "keep_ratio": 0.5, "decoder_depth": 2},
+    "beit": {"tokenizer": "kmeans", "vocab_size": 256, "mask_ratio": 0.4, "min_mask_patches": 2},
+    "mae": {"mask_ratio": 0.75, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4},
+    "dino": {"out_dim": 1024, "head_hidden": 512, "head_bottleneck": 128, "local_crops": 2, "local_size": 16,
+             "momentum_teacher": 0.99},
+    "byol": {"proj_hidden": 512, "proj_dim": 128, "pred_hidden": 512},
+    # DeiT's heavy recipe (Mixup/CutMix, RandAugment, erasing) does not learn in this budget: the light one.
+    "supervised": {"mixup": 0.0, "cutmix": 0.0, "rand_augment": None, "random_erase": 0.0},
+}
+MINI = replace(
+    PAPER, name="mini", archs={"s": "vit-mini", "b": "vit-mini"}, img_size=32, pretrain_batch=64,
+    steps_per_budget_epoch=Fraction(MINI_STEPS, 300), min_steps=1, vocab_size=256,
+    pretrain={"blr": 4e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_path": 0.0, "clip_grad": 3.0, "crop_scale_min": 0.4,
+              "checkpoint_every": 200, "log_every": 50, "monitor_every": 100,
+              "monitor_root": data("fashion-mnist"), "monitor_dataset": "fashion-mnist"},
+    method_args=_MINI_METHOD_ARGS,
+    finetune={"warmup_epochs": 3.0, "weight_decay": 0.05, "layer_decay": 0.75, "drop_path": 0.0, "rand_augment": None,
+              "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.1, "crop_scale_min": 0.4, "eval_split": "test", "log_every": 50},
+    finetune_len={"fashion-mnist-1k-finetune": (20, 32), "fashion-mnist-all-finetune": (1, 64)},
+    # The probe's blr: MAE's 0.1 is for LARS at batch 16,384; at batch 100 it leaves a head near chance.
+    probe={"epochs": 100, "batch_size": 100, "blr": 10.0, "warmup_epochs": 5.0, "augment": False, "eval_split": "test"},
+    pixels={"eval_split": "test", "img_size": 28, "grey": True},
+    detect={}, segment={}, seeds=(0, 1, 2),
+    sweep={"blr": (3e-3, 1e-2, 3e-2)}, sweep_inits=("random-init", "supervised", "splitmask", "beit", "dino"),
+    # the ceiling takes the learning rate chosen for 1,000 labels (a sweep with all labels costs 15 trainings)
+    swept={"fashion-mnist-1k-finetune": "fashion-mnist-1k-finetune", "fashion-mnist-all-finetune": "fashion-mnist-1k-finetune"},
+    tokenizer="kmeans",
+)
+# The same plan with a few steps and one seed (CI runs it end to end).
+MINI_QUICK = replace(
+    MINI, name="mini-quick", steps_per_budget_epoch=Fraction(6, 300),
+    pretrain={**MINI.pretrain, "checkpoint_every": 3, "log_every": 3, "monitor_every": 3, "monitor_bank": 200,
+              "monitor_queries": 200},
+    finetune_len={"fashion-mnist-1k-finetune": (1, 32), "fashion-mnist-all-finetune": (1, 512)},
+    probe={**MINI.probe, "epochs": 2}, seeds=(0,), sweep={"blr": (1e-2, 3e-2)},
+)
+
+SCALE_SPECS: dict[str, Scale] = {scale.name: scale for scale in (PAPER, SMALL, SMOKE, MINI, MINI_QUICK)}

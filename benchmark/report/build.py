@@ -31,6 +31,7 @@ from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
+from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.perf_section import perf_section, scale_speed_line
 from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
@@ -191,7 +192,8 @@ CURVES = {
     "fig2": ("fraction", "pre-training subset of ImageNet (% of the images)"),
     "fig3": ("epochs", "pre-training epochs on ImageNet-10%"),
     "cars_overtraining": ("epochs", "pre-training epochs on Stanford Cars"),
-    "mini_fig2": ("fraction", "pre-training subset of the digits' train images (%)"),
+    "mini_fig2": ("fraction", "pre-training subset of Fashion-MNIST's train images (%)"),
+    "mini_more": ("fraction", "pre-training subset of Fashion-MNIST's train images (%)"),
 }
 
 
@@ -347,6 +349,9 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
+    curves = monitor_curves(runs_dir, {s for s in scales if s.startswith("mini")})
+    if curves:
+        plot_monitor_curves(curves, plots_dir / "mini_pretrain_curves.png")
     lines += timing_section(runs_dir)  # where the driver's time went
     lines += scale_speed_line(tables_dir, "mini") if any(s.startswith("mini") for s in scales) else []
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran

@@ -1,4 +1,5 @@
-"""The mini scale: the paper's questions on real digits, the val-split choice, the quick plan end to end."""
+"""The mini scale: the paper's questions on Fashion-MNIST as ordinary comparisons of the registry,
+the val-split choice, the floors and the ceiling, the quick plan end to end."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark import REPO
 from benchmark.driver.run import TimeLeft
 from benchmark.errors import ConfigError
-from benchmark.experiments.mini import MINI_BLR_GRID, MINI_FRACTIONS, MINI_INITS
+from benchmark.experiments.mini import FRACTIONS
 from benchmark.experiments.registry import plan_runs
+from benchmark.experiments.scales import MINI, MINI_QUICK, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
 from benchmark.stages.select import apply_choice, choose
+
+INITS = {"random-init", "supervised", "splitmask", "beit", "dino"}
 
 
 def _finetunes(scale: str, artifact: str) -> list:
@@ -29,31 +32,68 @@ def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale
     """Random init, supervised and every self-supervised method: the same data, labels fraction,
     test split and recipe (the learning rate from the same val choice); only the checkpoint and
     the seed differ."""
-    runs = _finetunes(scale, "mini_table6") + _finetunes(scale, "mini_fig2")
-    assert {r.tags["method"] for r in runs} == set(MINI_INITS)
+    runs = [r for r in _finetunes(scale, "mini_table6") + _finetunes(scale, "mini_fig2")
+            if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
+    assert {r.tags["method"] for r in runs} == INITS
     recipes = {json.dumps({k: v for k, v in r.config.items() if k not in ("checkpoint", "seed")}, sort_keys=True) for r in runs}
     assert len(recipes) == 1
     recipe = json.loads(recipes.pop())
     assert recipe["eval_split"] == "test" and recipe["hparams_from"]["ref"].startswith("select-") and "blr" not in recipe
+    assert recipe["dataset"] == "fashion-mnist" and recipe["data_root"] == {"data": "fashion-mnist", "path": ""}
+    assert recipe["train_fraction"] * 50_000 == 1_000  # 100 labels per class
     random_init = [r for r in runs if r.tags["method"] == "random-init"]
     assert random_init and all(r.config["checkpoint"] is None for r in random_init)
     seeds = {r.config["seed"] for r in runs}
     assert len(seeds) == (3 if scale == "mini" else 1)
 
 
-def test_the_learning_rate_is_swept_on_val_only_and_pretraining_never_sees_val_or_test() -> None:
+def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
+    """The miniature is the registry's comparisons at a scale: the paper's mini_* artifacts plan
+    through the same code as the paper's (one planner), and mini-quick differs from mini in
+    lengths, seeds and grid sizes only."""
+    quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
+    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "probe", "seeds", "sweep"}
+    assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
+    pretrain = {r.name: r for r in plan_runs("mini", "mini") if r.kind == "pretrain" and "fashion" in r.name}
+    steps = {r.config["steps"] for r in pretrain.values()}
+    fractions = {r.config["fraction"] for r in pretrain.values()}
+    assert len(steps) == 1 and fractions == set(FRACTIONS)  # constant iterations across subset sizes
+    for run in pretrain.values():  # pre-training reads the train split only (the format's), with its monitor
+        assert run.config["dataset"] == "fashion-mnist" and run.config["data_root"] == {"data": "fashion-mnist", "path": ""}
+        assert run.config["monitor_every"] > 0 and run.config["monitor_dataset"] == "fashion-mnist"
+        method_args = run.config["method_args"]
+        assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
+
+
+def test_every_table_has_its_floors_and_the_ceiling_is_in_table6() -> None:
+    for artifact in ("mini_table6", "mini_fig2", "mini_table8"):
+        runs = [r for r in plan_runs(artifact, "mini") if artifact in r.tags["artifacts"]]
+        floors = [r for r in runs if r.kind == "pixels"]
+        assert {r.config["classifier"] for r in floors} == {"logistic", "knn"}, artifact
+        assert all(r.config["train_fraction"] * 50_000 == 1_000 and r.config["eval_split"] == "test" for r in floors)
+        assert {r.config["seed"] for r in floors} == {0, 1, 2}  # the same label draws as the fine-tunings
+    ceiling = [r for r in plan_runs("mini_table6", "mini") if r.tags["method"] == "supervised-all-labels"]
+    assert ceiling and all(r.config.get("train_fraction", 1.0) == 1.0 and r.config["checkpoint"] is None for r in ceiling)
+
+
+def test_the_learning_rate_is_swept_on_val_only() -> None:
     runs = {r.name: r for r in plan_runs("mini", "mini")}
     sweep = [r for r in runs.values() if r.kind == "finetune" and "hparams" in r.tags]
-    assert len(sweep) == len(MINI_BLR_GRID) * len(MINI_INITS)
-    assert {r.config["eval_split"] for r in sweep} == {"val"} and {r.config["blr"] for r in sweep} == set(MINI_BLR_GRID)
+    assert len(sweep) == len(MINI.sweep["blr"]) * len(INITS)
+    assert {r.config["eval_split"] for r in sweep} == {"val"} and {r.config["blr"] for r in sweep} == set(MINI.sweep["blr"])
     select = next(r for r in runs.values() if r.kind == "select")
     assert {c["result"]["ref"] for c in select.config["candidates"]} == {r.name for r in sweep}
-    for run in runs.values():
-        if run.kind == "pretrain" and run.tags.get("pretrain_data", "").startswith("digits"):
-            assert run.config["data_root"] == {"ref": "digits", "file": "digits/train"}
-    fig2 = {r.config["fraction"] for r in runs.values() if r.kind == "pretrain" and r.name.endswith("-mini")}
-    pretrain_steps = {r.config["steps"] for r in runs.values() if r.kind == "pretrain" and r.name.endswith("-mini")}
-    assert fig2 == set(MINI_FRACTIONS) and len(fig2) >= 2 and len(pretrain_steps) == 1  # constant iterations across subset sizes
+    assert all(r.config.get("hparams_from", {}).get("ref") == select.name
+               for r in runs.values() if r.kind == "finetune" and "hparams" not in r.tags)
+
+
+def test_the_paper_artifacts_without_a_scale_run_their_miniature(capsys) -> None:
+    from benchmark.driver.run import main
+
+    assert main(["--subset", "fig2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "the paper's fig2 needs ImageNet under --data-root and --scale small or paper" in out
+    assert "--subset mini_fig2 --scale mini" in out
 
 
 def _result(path: Path, top1: float, split: str = "val") -> dict:
@@ -91,29 +131,6 @@ def test_a_fine_tuning_config_takes_the_chosen_values(tmp_path: Path) -> None:
         apply_choice(FinetuneConfig(data_root="."), choice)
 
 
-def test_digits_are_sklearn_s_images_in_stratified_disjoint_splits(tmp_path: Path) -> None:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    from benchmark.data.digits import write_digits
-
-    write_digits(tmp_path)
-    digits = load_digits()
-    seen: dict[str, set[int]] = {}
-    for split in ("train", "val", "test"):
-        files = sorted((tmp_path / "digits" / split).glob("*/*.png"))
-        seen[split] = {int(f.stem) for f in files}
-        counts = np.bincount([int(f.parent.name) for f in files], minlength=10)
-        expected = np.bincount(digits.target) / len(digits.target) * len(files)
-        assert np.abs(counts - expected).max() <= 1.5  # stratified: each class in its source proportion
-        for f in files[::97]:  # the pixels and the label are the source's
-            index = int(f.stem)
-            assert int(f.parent.name) == digits.target[index]
-            assert np.array_equal(np.asarray(Image.open(f)), np.rint(digits.images[index] * 255 / 16).astype(np.uint8))
-    assert [len(seen[s]) for s in ("train", "val", "test")] == [1000, 297, 500]
-    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
-
-
 def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
     from benchmark.experiments.model import Run
 
@@ -136,7 +153,7 @@ def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path
     from benchmark.report.findings import _pretraining
 
     def pretraining(name: str, method: str, last: dict) -> None:
-        run = tmp_path / "pretrain" / f"pretrain-{method}-digits-100pct-mini-{name}"
+        run = tmp_path / "pretrain" / f"pretrain-{method}-fashion-mnist-100pct-vit-mini-s150-{name}"
         run.mkdir(parents=True)
         record = {"tags": {"scale": "mini"}, "config": {"method": method, "method_args": {"out_dim": 64}}}
         (run / "run.json").write_text(json.dumps(record))
@@ -148,7 +165,7 @@ def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path
     dino, mae = (next(line for line in lines if f"- {m}:" in line) for m in ("dino", "mae"))
     assert "collapsed" in dino and "ln 64 = 4.159" in dino
     assert "loss 4.000 at step 25 -> 0.500 at step 150" in mae and "collapsed" not in mae
-    (tmp_path / "pretrain" / "pretrain-dino-digits-100pct-mini-a" / "log.jsonl").write_text(
+    (tmp_path / "pretrain" / "pretrain-dino-fashion-mnist-100pct-vit-mini-s150-a" / "log.jsonl").write_text(
         json.dumps({"step": 150, "loss": 3.0, "teacher_entropy": 2.0}) + "\n")
     assert not any("collapsed" in line for line in _pretraining(tmp_path, {"mini"}))
     assert _pretraining(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this section's
@@ -159,15 +176,19 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
     """The reduced mini plan (a few steps, one seed) end to end: every table row has a result."""
     runs_dir = tmp_path / "runs"
     cmd = [sys.executable, "-m", "benchmark.run", "--subset", "mini", "--scale", "mini-quick", "--runs-dir", str(runs_dir),
-           "--no-report"]
+           "--no-report", "--jobs", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "left]" in proc.stdout  # progress with an estimate of the time left
 
     choice = json.loads(next(runs_dir.glob("select/*/choice.json")).read_text())
-    assert choice["chosen"]["blr"] in MINI_BLR_GRID
-    config = json.loads(next(runs_dir.glob("finetune/finetune-digits-mae-100pct-*/config.json")).read_text())
+    assert choice["chosen"]["blr"] in MINI_QUICK.sweep["blr"]
+    config = json.loads(next(runs_dir.glob("finetune/fashion-mnist-1k-finetune-splitmask-fashion-mnist-100pct-*/"
+                                           "config.json")).read_text())
     assert config["blr"] == choice["chosen"]["blr"] and config["eval_split"] == "test"
+    monitored = [json.loads(line) for line in next(runs_dir.glob("pretrain/pretrain-dino-fashion-mnist-100pct-*/log.jsonl"))
+                 .read_text().splitlines()]
+    assert [r["step"] for r in monitored if "knn_top1" in r] == [0, 3, 6]
 
     tables, plots = tmp_path / "tables", tmp_path / "plots"
     build_report(runs_dir, tables, plots, tmp_path / "REPORT.md")
@@ -176,13 +197,15 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
         assert len(table) and (table.ours_mean != MISSING).all(), name
         assert (plots / f"{name}.png").stat().st_size > 0
     fig2 = pd.read_csv(tables / "mini_fig2.csv", dtype=str)
-    assert set(fig2.pretrain_data) == {f"digits-{f * 100:g}%" for f in MINI_FRACTIONS}
+    assert set(fig2.pretrain_data) == {f"fashion-mnist-{f * 100:g}%" for f in FRACTIONS} | {"none"}  # "none": the floors
     dense = pd.read_csv(tables / "mini_dense.csv", dtype=str)
     assert dense.downstream.str.startswith("synthetic-").all()
     report = (tmp_path / "REPORT.md").read_text()
     assert "## The paper in miniature: what the runs found" in report and "random init" in report
+    assert "floors on the same labels: pixels-logistic" in report and "ceiling, supervised training" in report
+    assert "## Where the time went" not in report  # --no-report: the driver's timing is in driver.jsonl all the same
 
 
 def test_a_row_of_the_mini_tables_stands_for_all_its_seeds() -> None:
     rows = expected_rows("mini_table6", ["mini"])
-    assert len(rows) == len(MINI_INITS) and not rows.duplicated().any()  # 3 seeds each, one row each
+    assert len(rows) == len(INITS) + 3 and not rows.duplicated().any()  # 3 seeds each, one row each; 2 floors, 1 ceiling

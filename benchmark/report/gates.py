@@ -1,0 +1,166 @@
+"""The miniature's gates and its pre-training curves: is every number in its tables a finding?
+
+A comparison means something only if its models learned. The gates, each pass or fail with its
+numbers, are computed from the runs and printed at the top of the miniature's section of
+REPORT.md (a finding that rests on a failed gate says so beside it):
+
+- **learned**: every pre-training's online k-NN (``knn_top1`` in its ``log.jsonl``,
+  :mod:`benchmark.stages.monitor`) ended above its value at step 0, the random-init features;
+- **no collapse**: DINO's teacher entropy ended clearly below ln K (a uniform head), and the
+  features of DINO and BYOL are not constant (their final k-NN well above chance);
+- **floor**: the best fine-tuned model beats the best pixel floor on the same labels;
+- **grids**: every chosen setting (the fine-tuning sweep's, each pixel floor's) lies inside the grid
+  it was chosen from, not at an edge.
+
+The curves (``plots/mini_pretrain_curves.png``): the monitor's k-NN against the step for each
+method, one panel per pre-training subset, the random-init features as the flat reference line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.utils.io import atomic_path, read_log
+
+COLLAPSE_SHARE = 0.9     # a teacher entropy above this share of ln K counts as collapsed
+CHANCE_FACTOR = 2.0      # constant features score about chance (10%): a k-NN below twice chance fails
+
+
+@dataclass
+class Curve:
+    method: str
+    pretrain_data: str
+    scale: str
+    steps: list[int]
+    knn: list[float]
+    teacher_entropy: float | None = None
+    out_dim: int | None = None
+
+
+def monitor_curves(runs_dir: Path, scales: set[str]) -> list[Curve]:
+    """The online k-NN of every pre-training at ``scales`` that logged one."""
+    curves = []
+    for run_json in sorted(Path(runs_dir).glob("pretrain/*/run.json")):
+        try:
+            run = json.loads(run_json.read_text())
+            records = read_log(run_json.parent)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if run.get("tags", {}).get("scale") not in scales:
+            continue
+        points = [(r["step"], r["knn_top1"]) for r in records if "knn_top1" in r]
+        if not points:
+            continue
+        entropy = [r["teacher_entropy"] for r in records if "teacher_entropy" in r]
+        curves.append(Curve(run["tags"].get("method", "?"), run["tags"].get("pretrain_data", "?"), run["tags"]["scale"],
+                            [p[0] for p in points], [p[1] for p in points], entropy[-1] if entropy else None,
+                            run["config"].get("method_args", {}).get("out_dim")))
+    return curves
+
+
+def plot_monitor_curves(curves: list[Curve], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({c.pretrain_data for c in curves}, key=lambda d: -_percent(d))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, data in zip(axes[0], panels):
+        shown = [c for c in curves if c.pretrain_data == data]
+        for curve in shown:
+            ax.plot(curve.steps, curve.knn, marker="o", markersize=3, label=f"{curve.method} ({curve.scale})")
+        start = [c.knn[0] for c in shown if c.steps[0] == 0]
+        if start:
+            ax.axhline(sum(start) / len(start), color="grey", linestyle="--", label="random-init features")
+        ax.set_title(f"pre-trained on {data}", fontsize=9)
+        ax.set_xlabel("pre-training step")
+        ax.set_ylabel("online k-NN top-1 on val (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _percent(pretrain_data: str) -> float:
+    """The subset share of a tag such as "fashion-mnist-10%" (0 when it has none)."""
+    match = re.search(r"-([\d.]+)%$", pretrain_data)
+    return float(match.group(1)) if match else 0.0
+
+
+def _mark(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def _edge(value: float, grid: list[float]) -> bool:
+    return len(grid) > 1 and value in (min(grid), max(grid))
+
+
+def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tuple[list[str], dict[str, bool]]:
+    """The gates as REPORT.md lines, and each gate's outcome (name -> passed) for the findings."""
+    lines, passed = [], {}
+    if curves:
+        rose = [(c, c.knn[-1] - c.knn[0]) for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
+        ok = bool(rose) and all(gain > 0 for _, gain in rose)
+        passed["learned"] = ok
+        lines.append(f"- {_mark(ok)} learned: online k-NN at the end vs at step 0 (random-init features): "
+                     + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c, _ in rose) + ".")
+        joint = [c for c in curves if c.method in ("dino", "byol")]
+        if joint:
+            problems = []
+            for c in joint:
+                if c.knn[-1] < CHANCE_FACTOR * 10:
+                    problems.append(f"{c.method} on {c.pretrain_data}: k-NN {c.knn[-1]:.1f}, near chance (constant features)")
+                if c.teacher_entropy is not None and c.out_dim:
+                    if c.teacher_entropy > COLLAPSE_SHARE * math.log(c.out_dim):
+                        problems.append(f"{c.method} on {c.pretrain_data}: teacher entropy {c.teacher_entropy:.2f} of "
+                                        f"ln {c.out_dim} = {math.log(c.out_dim):.2f}")
+            entropies = [f"{c.method} on {c.pretrain_data} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
+                         f"{math.log(c.out_dim):.2f}" for c in joint if c.teacher_entropy is not None and c.out_dim]
+            passed["no collapse"] = not problems
+            lines.append(f"- {_mark(not problems)} no collapse: "
+                         + ("; ".join(problems) if problems else
+                            "teacher entropies " + (", ".join(entropies) or "not logged") + "; final k-NN above twice chance")
+                         + ".")
+    finetune = results[(results.downstream == "fashion-mnist-1k-finetune") & (results.metric == "top1")]
+    floors = results[results.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels") & (results.metric == "top1")]
+    if not finetune.empty and not floors.empty:
+        best = finetune.groupby(["method", "pretrain_data"]).value.mean().sort_values().index[-1]
+        best_value = finetune.groupby(["method", "pretrain_data"]).value.mean().max()
+        floor = floors.groupby("method").value.mean()
+        ok = bool(best_value > floor.max())
+        passed["floor"] = ok
+        lines.append(f"- {_mark(ok)} floor: the best fine-tuned model, {best[0]} ({best[1]}), {best_value:.1f} vs the pixel "
+                     "floors " + ", ".join(f"{m} {v:.1f}" for m, v in floor.items()) + " (test top-1, means over seeds).")
+    edges = []
+    for path in sorted(Path(runs_dir).glob("select/*/choice.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for key, value in record.get("chosen", {}).items():
+            grid = sorted({row["values"][key] for row in record.get("scores", [])})
+            edges.append((f"{key} = {value:g} of {grid}", _edge(value, grid)))
+    for path in sorted(Path(runs_dir).glob("pixels/*/result.json")):
+        try:
+            choice = json.loads(path.read_text())["config"]["choice"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        edges.append((f"pixels {choice['setting']} = {choice['chosen']:g} of {choice['grid']}", bool(choice["at_edge"])))
+    if edges:
+        ok = not any(edge for _, edge in edges)
+        passed["grids"] = ok
+        at_edge = [text for text, edge in edges if edge]
+        lines.append(f"- {_mark(ok)} grids: {len(edges)} chosen settings"
+                     + (f"; at an edge: {', '.join(dict.fromkeys(at_edge))}" if at_edge else ", each inside its grid")
+                     + ".")
+    if lines:
+        lines = ["**Gates** (is a number a finding? computed from the runs):", *lines, ""]
+    return lines, passed

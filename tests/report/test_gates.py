@@ -1,0 +1,76 @@
+"""The miniature's gates on fixture results: each passes and fails on the numbers it names."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.report.gates import gate_lines, monitor_curves, plot_monitor_curves
+
+
+def _pretraining(runs: Path, name: str, method: str, knn: list[float], entropy: float | None = None,
+                 data: str = "fashion-mnist-100%", scale: str = "mini") -> None:
+    run = runs / "pretrain" / name
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"tags": {"scale": scale, "method": method, "pretrain_data": data},
+                                              "config": {"method_args": {"out_dim": 1024}}}))
+    records = [{"step": 100 * i, "knn_top1": v} for i, v in enumerate(knn)]
+    records.insert(1, {"step": 50, "loss": 3.0, **({"teacher_entropy": entropy} if entropy is not None else {})})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _results(finetuned: float, floor: float) -> pd.DataFrame:
+    rows = [("splitmask", "fashion-mnist-100%", "fashion-mnist-1k-finetune", finetuned + d) for d in (-0.5, 0.5)]
+    rows += [("random-init", "none", "fashion-mnist-1k-finetune", finetuned - 10)]
+    rows += [("pixels-logistic", "none", "fashion-mnist-1k-pixels-logistic", floor)]
+    rows += [("pixels-knn", "none", "fashion-mnist-1k-pixels-knn", floor - 5)]
+    return pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": s, "metric": "top1", "value": v, "scale": "mini"}
+                         for m, d, s, v in rows])
+
+
+def _choice(runs: Path, chosen: float, grid: list[float]) -> None:
+    path = runs / "select" / "select-x" / "choice.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"chosen": {"blr": chosen}, "scores": [{"values": {"blr": g}} for g in grid]}))
+
+
+def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
+    _pretraining(tmp_path, "a", "splitmask", [50.0, 60.0, 66.0])
+    _pretraining(tmp_path, "b", "dino", [50.0, 55.0, 58.0], entropy=2.0)
+    _choice(tmp_path, 1e-2, [3e-3, 1e-2, 3e-2])
+    curves = monitor_curves(tmp_path, {"mini"})
+    assert [(c.method, c.steps, c.knn) for c in curves] == [("splitmask", [0, 100, 200], [50.0, 60.0, 66.0]),
+                                                           ("dino", [0, 100, 200], [50.0, 55.0, 58.0])]
+    lines, passed = gate_lines(_results(82.0, 79.0), curves, tmp_path)
+    assert passed == {"learned": True, "no collapse": True, "floor": True, "grids": True}
+    text = "\n".join(lines)
+    assert "splitmask on fashion-mnist-100% 50.0 -> 66.0" in text
+    assert "the best fine-tuned model, splitmask (fashion-mnist-100%), 82.0 vs the pixel floors" in text
+    assert "pixels-logistic 79.0" in text and "each inside its grid" in text
+    plot_monitor_curves(curves, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
+    assert monitor_curves(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this report's
+
+
+def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:
+    _pretraining(tmp_path, "a", "splitmask", [50.0, 49.0])             # did not rise
+    _pretraining(tmp_path, "b", "dino", [50.0, 12.0], entropy=math.log(1024) - 0.01)  # collapsed
+    _choice(tmp_path, 3e-2, [3e-3, 1e-2, 3e-2])                          # at the top edge
+    lines, passed = gate_lines(_results(75.0, 79.0), monitor_curves(tmp_path, {"mini"}), tmp_path)
+    assert passed == {"learned": False, "no collapse": False, "floor": False, "grids": False}
+    text = "\n".join(lines)
+    assert "**FAIL** learned" in text and "dino on fashion-mnist-100%: k-NN 12.0, near chance" in text
+    assert "teacher entropy 6.92 of ln 1024 = 6.93" in text and "at an edge: blr = 0.03 of [0.003, 0.01, 0.03]" in text
+
+
+def test_a_finding_on_a_failed_gate_says_so(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    _pretraining(tmp_path, "a", "splitmask", [50.0, 49.0])
+    results = _results(75.0, 79.0).assign(artifact="mini_table6", arch="vit-mini")
+    text = "\n".join(mini_findings(results, tmp_path))
+    assert "**Gates**" in text and "Rests on failed gates: learned, floor" in text
+    assert "floors on the same labels: pixels-logistic 79.0" in text
