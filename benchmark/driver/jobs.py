@@ -169,8 +169,10 @@ def run_concurrently(
                     on_end(job.run, None, failed[name])
     except KeyboardInterrupt:  # the terminal sent SIGINT to the runs too: let them write their checkpoints
         for job in running.values():
-            job.process.wait()
-        raise
+            job.process.wait()  # a second Ctrl-C here stops the driver at once
+        message = "interrupted by Ctrl-C: every running run wrote its checkpoint; run the same command again to resume"
+        print(message, file=sys.stderr)
+        raise Preempted(message, EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stop["signal"] is not None:

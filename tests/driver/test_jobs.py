@@ -110,3 +110,40 @@ def test_each_job_gets_its_share_of_the_cores_or_a_gpu(monkeypatch) -> None:
 def test_jobs_with_other_options_is_one_line(options, message, capsys) -> None:
     assert driver.main(["--subset", "smoke", "--dry-run", *options]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sigterm_to_the_driver_checkpoints_every_running_run_and_a_rerun_resumes(tmp_path, make_fashion_mnist) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmark import REPO
+
+    fashion = make_fashion_mnist(tmp_path / "fm", train=240, test=60)
+    plan = _plan(fashion)[1:3]  # the pre-training and the fine-tuning that needs it
+    plan[0].config.update(steps=400, checkpoint_every=1000)
+    (tmp_path / "plan.json").write_text(json.dumps([[r.name, r.kind, r.config, r.tags] for r in plan]))
+    script = ("import json, sys; import benchmark.driver.run as d; from benchmark.experiments.model import Run; "
+              f"plan = [Run(*x) for x in json.load(open({str(tmp_path / 'plan.json')!r}))]; "
+              "d.plan_runs = lambda subset, scale: plan; "
+              f"sys.exit(d.main(['--subset', 'smoke', '--no-report', '--jobs', '2', '--runs-dir', {str(tmp_path / 'r')!r}, "
+              f"'--data-root', {str(tmp_path)!r}]))")
+    driver_proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "r").glob("pretrain/*/log.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    driver_proc.send_signal(signal.SIGTERM)
+    out, err = driver_proc.communicate(timeout=300)
+    assert driver_proc.returncode == 75, out[-2000:] + err[-2000:]
+    assert "stopped by SIGTERM: every running run wrote its checkpoint" in err
+    (pre_dir,) = (tmp_path / "r" / "pretrain").iterdir()
+    assert (pre_dir / "checkpoint.pth").is_file() and not (pre_dir / "encoder.safetensors").exists()
+    assert "stopped by SIGTERM" in (pre_dir / "launch.log").read_text()
+    assert not list((tmp_path / "r").glob("finetune/*/result.json"))  # nothing started after the signal
+    again = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resuming" in (pre_dir / "launch.log").read_text()
+    assert list((tmp_path / "r").glob("finetune/*/result.json"))
