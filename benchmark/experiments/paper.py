@@ -171,7 +171,7 @@ def _fmt(x: Fraction | float) -> str:
 def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
     """The concrete pre-training of ``pre`` with abstract arch ``arch`` at ``scale``."""
     concrete = scale.archs[arch]
-    steps = max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
+    steps = pretrain_steps(scale, pre)
     method_args = deepcopy(scale.method_args[pre.method])
     tok = pre.tok(scale.tokenizer)
     if tok is not None:
@@ -208,13 +208,17 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
     return Run(name, "pretrain", config, tags={"method": pre.method, "pretrain_data": pre.data_tag(), "arch": concrete})
 
 
+def pretrain_steps(scale: Scale, pre: Pre) -> int:
+    """The optimiser steps of ``pre`` at ``scale``: its budget in ImageNet epochs, scaled."""
+    return max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
+
+
 def epochs_at(scale: Scale, pre: Pre) -> float:
     """The ``epochs`` tag: the paper's epochs over the subset, or, in the miniature, the passes its
     steps make over its subset."""
     if not scale.name.startswith("mini"):
         return float(pre.length())
-    steps = max(scale.min_steps, round(pre.budget() * scale.steps_per_budget_epoch))
-    return round(steps * scale.pretrain_batch / float(pre.images()), 3)
+    return round(pretrain_steps(scale, pre) * scale.pretrain_batch / float(pre.images()), 3)
 
 
 def _eval_data(scale: Scale, name: str) -> Any:

@@ -17,8 +17,8 @@ import torch.nn as nn
 # "vit-smoke" is a 4-block ViT-Ti for CPU smoke runs; it keeps ViT-Ti's width and heads.
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-smoke": ("vit_tiny_patch16_224", {"depth": 4}),
-    # The mini scale's ViT (real 8x8 digits upsampled to 32 px): 6 blocks of width 128 (4 heads),
-    # 8x8 patches: 16 tokens, each 2x2 pixels of the original digit. Sized for a 2-core CPU.
+    # The mini scale's ViT (Fashion-MNIST's 28x28 images resized to 32 px): 6 blocks of width 128
+    # (4 heads), 8x8 patches: 16 tokens, each about 7x7 pixels of the original. Sized for a 2-core CPU.
     "vit-mini": ("vit_tiny_patch16_224", {"embed_dim": 128, "num_heads": 4, "depth": 6, "patch_size": 8}),
     "vit-ti16": ("vit_tiny_patch16_224", {}),
     "vit-s16": ("vit_small_patch16_224", {}),
