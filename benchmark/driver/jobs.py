@@ -86,14 +86,14 @@ def start_command(module: str, args: list[str], run_dir: Path, env: dict[str, st
 
 def run_concurrently(
     todo: list[Run], ready_done: set[str], jobs: int, gpus: int, *,
-    command: Callable[[Run], tuple[str, list[str]] | None],
+    command: Callable[[Run], tuple[str, list[str], Path] | None],
     call: Callable[[Run], None],
     on_start: Callable[[Run, str], None],
     on_end: Callable[[Run, float | None, str | None], None],
 ) -> dict[str, str]:
     """Runs ``todo`` (in dependency order) ``jobs`` at a time; returns the failed or blocked runs
     with why. ``ready_done`` holds the names of the runs finished before. ``command(run)`` gives
-    its module and arguments (None: ``call(run)`` runs it in this process); ``on_start(run,
+    its module, arguments and run directory (None: ``call(run)`` runs it in this process); ``on_start(run,
     where)`` and ``on_end(run, seconds or None, error or None)`` report."""
     pending = list(todo)
     finished = set(ready_done)
@@ -136,9 +136,8 @@ def run_concurrently(
                         on_end(run, time.time() - started, None)
                     continue
                 slot = free.pop(0)
-                module, args = target
+                module, args, run_dir = target
                 env = slot_environment(jobs, slot, gpus)
-                run_dir = Path(args[args.index("--out") + 1]) if "--out" in args else Path(args[-1])
                 process = start_command(module, args, run_dir, env)
                 running[run.name] = Running(run, slot, process, started, run_dir / LOG_FILE)
                 on_start(run, f"slot {slot + 1}/{jobs}, {env['OMP_NUM_THREADS']} threads"

@@ -374,12 +374,13 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
         remaining = left.seconds()
         return f"[{clock(time.time() - t0)}{f', about {clock(remaining)} left' if remaining is not None else ''}]"
 
-    def command(run: Run) -> tuple[str, list[str]] | None:
+    def command(run: Run) -> tuple[str, list[str], Path] | None:
         configs[run.name], records[run.name] = start_record(run, keys, dirs, args.data_root)
         kind = run_kind(run.kind)
         if kind.command is None:
             return None
-        return kind.command, kind.command_args(configs[run.name], dirs[run.name])  # the corrupt-image policy: by the environment
+        # the corrupt-image policy reaches the command through the environment (SSLBENCH_CORRUPT_IMAGES)
+        return kind.command, kind.command_args(configs[run.name], dirs[run.name]), dirs[run.name]
 
     def call(run: Run) -> None:
         _run_locked(run_kind(run.kind), configs[run.name], dirs[run.name])

@@ -241,7 +241,8 @@ def test_domainnet_reads_both_splits(tmp_path: Path, domain: str) -> None:
 
 def test_every_domainnet_domain_is_registered() -> None:
     assert set(DOMAINNET_DOMAINS) == {"clipart", "infograph", "painting", "quickdraw", "real", "sketch"}
-    assert {f"domainnet-{d}" for d in DOMAINNET_DOMAINS} | {"imagefolder", "inat2019", "stanford-cars"} == set(READERS)
+    assert {f"domainnet-{d}" for d in DOMAINNET_DOMAINS} | {"imagefolder", "inat2019", "stanford-cars", "fashion-mnist"} \
+        == set(READERS)
 
 
 def test_domainnet_errors(tmp_path: Path) -> None:
