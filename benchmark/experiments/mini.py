@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmark.experiments.model import Run, ref
 from benchmark.experiments.paper import Eval, Pre, _grid, sweep_runs
-from benchmark.experiments.scales import MINI, SCALE_SPECS
+from benchmark.experiments.scales import SCALE_SPECS
 from benchmark.experiments.smoke import smoke_runs, smoke_tags
 
 MINI_SCALES = ("mini", "mini-quick")
@@ -99,4 +99,3 @@ def dense_runs(scale: str) -> list[Run]:
 SCALE_PRETRAININGS: dict[str, tuple[str, int, int, dict[str, dict[str, Any]]]] = {
     name: (SCALE_SPECS[name].archs["s"], SCALE_SPECS[name].img_size, SCALE_SPECS[name].pretrain_batch,
            SCALE_SPECS[name].method_args) for name in MINI_SCALES}
-assert MINI.name in SCALE_PRETRAININGS
