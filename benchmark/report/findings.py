@@ -217,9 +217,10 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
              "(100 per class, a draw per seed), test top-1 on the official 10,000 test images. Means ± standard "
              "deviations over seeds; a difference counts when it exceeds twice its standard error. Small models on a "
              "small task: they test the direction of the paper's claims, not its numbers.", ""]
-    gates, passed = gate_lines(mini, monitor_curves(runs_dir, set(mini.scale)), runs_dir)
+    curves = monitor_curves(runs_dir, set(mini.scale))  # each pre-training's log read once
+    gates, passed = gate_lines(mini, curves, runs_dir)
     lines += gates
-    if any(c.steps for c in monitor_curves(runs_dir, set(mini.scale))):
+    if curves:
         lines += ["Pre-training curves, the online k-NN per method and subset: `plots/mini_pretrain_curves.png`.", ""]
     chosen = _chosen(runs_dir)
     if chosen:
