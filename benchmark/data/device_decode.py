@@ -137,7 +137,7 @@ class DeviceAugment:
         j = self.aug.color_jitter
         strength = [max(0.0, 1 - j), 1 + j]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.random.default_generator.manual_seed(int(seed))  # the CPU's alone (see SeededTransform)
             shape_only = torch.empty(1, height, width, device="meta")  # get_params reads the size alone
             crop = T.RandomResizedCrop.get_params(shape_only, list(self.aug.crop_scale), list(RATIO))
             flip = bool(torch.rand(1) < self.aug.hflip)

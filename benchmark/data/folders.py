@@ -218,7 +218,8 @@ class SeededTransform(Dataset):
         seed = mix_seed(self.seed, epoch, index)
         state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.random.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed
+            # also seeds (and lazily records a traceback for) every GPU, which fork_rng(devices=[]) does not restore
             random.seed(seed)
             np.random.seed(seed % 2**32)  # timm's RandAugment picks its operations with numpy
             try:

@@ -147,3 +147,14 @@ def test_sigterm_to_the_driver_checkpoints_every_running_run_and_a_rerun_resumes
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "resuming" in (pre_dir / "launch.log").read_text()
     assert list((tmp_path / "r").glob("finetune/*/result.json"))
+
+
+def test_the_miniature_runs_two_jobs_by_default_on_a_multicore_cpu_only() -> None:
+    from benchmark.driver.run import default_jobs
+
+    assert default_jobs("mini", "inprocess", gpus=0, cores=2) == 2
+    assert default_jobs("mini-quick", "inprocess", gpus=0, cores=16) == 2
+    assert default_jobs("mini", "inprocess", gpus=0, cores=1) == 1      # one core: nothing to share
+    assert default_jobs("mini", "inprocess", gpus=1, cores=16) == 1     # a GPU: one run at a time on it
+    assert default_jobs("smoke", "inprocess", gpus=0, cores=2) == 1     # other scales: as before
+    assert default_jobs("mini", "torchrun", gpus=0, cores=2) == 1
