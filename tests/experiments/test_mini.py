@@ -205,4 +205,5 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
 
 def test_a_row_of_the_mini_tables_stands_for_all_its_seeds() -> None:
     rows = expected_rows("mini_table6", ["mini"])
-    assert len(rows) == len(INITS) + 3 and not rows.duplicated().any()  # one row per initialisation (its seeds' mean); 2 floors, 1 ceiling
+    # one row per initialisation (its seeds' mean), 2 floors, 1 ceiling
+    assert len(rows) == len(INITS) + 3 and not rows.duplicated().any()
