@@ -9,7 +9,9 @@ slot's GPU. A run's result therefore does not depend on what runs beside it: it 
 run made alone with the same thread count. The kinds without a command line (``data``) run in
 the driver's process when they are ready (they take seconds).
 
-A run that fails blocks the runs that need it; the others go on. SIGTERM to the driver is passed
+Among the runs ready to start, the one heading the costliest chain of runs still to go starts
+first (:func:`longest_chain_first`): a long pre-training is not left until the quick runs beside
+it are done. A run that fails blocks the runs that need it; the others go on. SIGTERM to the driver is passed
 to every running run (each writes its checkpoint and exits), then the driver stops with code 75;
 Ctrl-C reaches the runs from the terminal, the driver waits for them and stops with code 130.
 """
@@ -61,6 +63,26 @@ def check_jobs(jobs: int, gpus: int) -> str | None:
     if jobs > 1 and 0 < gpus < jobs:
         return f"--jobs {jobs} gives each run a GPU of its own, but {gpus} GPUs are visible"
     return None
+
+
+def longest_chain_first(runs: list[Run], cost: Callable[[Run], float]) -> list[Run]:
+    """``runs`` ordered by the cost of the costliest chain each heads (its own cost plus that of
+    the costliest chain among the runs of ``runs`` that need it), costliest first; ties keep the
+    given order. Any order is safe: a run starts only once the runs it needs have finished."""
+    needed_by: dict[str, list[Run]] = {r.name: [] for r in runs}
+    for run in runs:
+        for dep in run.refs():
+            if dep in needed_by:
+                needed_by[dep].append(run)
+    chain: dict[str, float] = {}
+
+    def chain_cost(run: Run) -> float:
+        if run.name not in chain:
+            chain[run.name] = cost(run) + max((chain_cost(r) for r in needed_by[run.name]), default=0.0)
+        return chain[run.name]
+
+    order = {r.name: i for i, r in enumerate(runs)}
+    return sorted(runs, key=lambda r: (-chain_cost(r), order[r.name]))
 
 
 @dataclass

@@ -25,12 +25,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
-from benchmark.driver.jobs import check_jobs, run_concurrently
+from benchmark.driver.jobs import check_jobs, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
@@ -125,17 +125,24 @@ def estimate_run(run: Run) -> Any:
 
 
 class TimeLeft:
-    """An estimate of the time the runs still to go will take: each is assumed to last as long as
-    the finished runs of its kind and method did on average (its kind alone, or all training
-    runs, while none of those has finished). The quick in-process kinds (data, select) do not
-    price the others: a plan of minutes is not estimated from a data set written in seconds.
+    """An estimate of the time the runs still to go will take. Given ``flops`` (the dry run's
+    estimate of a run, None when unknown), a run is priced at the seconds per FLOP its kind's
+    finished runs took (all training runs', while none of its kind has finished): a fine-tuning is
+    not priced as a pre-training. Otherwise, and for a run of unknown FLOPs, each is assumed to last
+    as long as the finished runs of its kind and method did on average (its kind alone, or all
+    training runs, while none of those has finished). The quick in-process kinds (data, select) do
+    not price the others: a plan of minutes is not estimated from a data set written in seconds.
     None until a training run has finished. ``done`` seeds the averages with the runs an earlier
     invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
-    from the start."""
+    from the start. With ``jobs`` runs side by side the sum is shared among them."""
 
-    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = ()) -> None:
+    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = (), jobs: int = 1,
+                 flops: Callable[[Run], float | None] | None = None) -> None:
         self.pending = {r.name: r for r in runs}
+        self.jobs = jobs
+        self.flops = {r.name: flops(r) for r in [*runs, *(run for run, _ in done)]} if flops else {}
         self.durations: dict[tuple[str, ...], list[float]] = {}
+        self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
         for run, seconds in done:
             self.finished(run, seconds)
 
@@ -145,8 +152,18 @@ class TimeLeft:
             keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if _trains(run) else [])
             for key in keys:
                 self.durations.setdefault(key, []).append(seconds)
+            if self.flops.get(run.name):
+                for key in [(run.kind,)] + ([()] if _trains(run) else []):
+                    total = self.rates.setdefault(key, [0.0, 0.0])
+                    total[0] += seconds
+                    total[1] += self.flops[run.name]
 
     def _guess(self, run: Run) -> float:
+        flops = self.flops.get(run.name)
+        if flops:
+            for key in ((run.kind,), ()):
+                if key in self.rates:
+                    return flops * self.rates[key][0] / self.rates[key][1]
         for key in ((run.kind, str(run.tags.get("method"))), (run.kind,)) + (((),) if _trains(run) else ()):
             if key in self.durations:
                 return sum(self.durations[key]) / len(self.durations[key])
@@ -155,7 +172,7 @@ class TimeLeft:
     def seconds(self) -> float | None:
         if () not in self.durations:
             return None
-        return sum(self._guess(r) for r in self.pending.values())
+        return sum(self._guess(r) for r in self.pending.values()) / self.jobs
 
 
 def _trains(run: Run) -> bool:
@@ -370,8 +387,12 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     and end with the time left. Returns the failed or blocked runs with why."""
     t0 = time.time()
     done = {r.name for r in runs if is_done(r, dirs[r.name])}
-    todo = [r for r in runs if r.name not in blocked and r.name not in done]
-    left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := _wall_seconds(dirs[r.name])) is not None])
+    flops = {r.name: estimate_run(r).flops for r in runs}  # as the dry run estimates them; None: unknown
+    # the costliest chains first
+    todo = longest_chain_first([r for r in runs if r.name not in blocked and r.name not in done],
+                               lambda run: flops[run.name] or 0.0)
+    left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := _wall_seconds(dirs[r.name])) is not None],
+                    jobs=args.jobs, flops=lambda run: flops[run.name])
     for run in runs:
         if run.name in blocked or run.name in done:
             why = f"skipped, {blocked[run.name]}" if run.name in blocked else "done already"
@@ -421,7 +442,8 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
     handles: dict[str, Handle] = {}
     t0 = time.time()
     left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
-                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None])
+                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None],
+                    flops=lambda run: estimate_run(run).flops)
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
         remaining = left.seconds()

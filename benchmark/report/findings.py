@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report.gates import gate_lines, monitor_curves
+from benchmark.report.gates import COLLAPSE_SHARE, gate_lines, monitor_curves
 from benchmark.utils.io import read_log
 
 DENOISING = ("splitmask", "beit", "mae")
@@ -195,7 +195,7 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
         if "teacher_entropy" in last:
             out_dim = run["config"]["method_args"].get("out_dim", 65536)
             uniform = math.log(out_dim)
-            collapsed = last["teacher_entropy"] > 0.98 * uniform
+            collapsed = last["teacher_entropy"] > COLLAPSE_SHARE * uniform  # the gate's threshold
             line += (f", teacher entropy {last['teacher_entropy']:.3f} of at most ln {out_dim} = {uniform:.3f}"
                      + (": its head's output **collapsed** to uniform, so its loss had stopped teaching the encoder; "
                         "the rows below measure what the encoder learned before" if collapsed else ""))

@@ -64,7 +64,9 @@ DETECT_ASPECT = 4 / 3           # assumed width / height of a detection or segme
 # - Stanford Cars: 8,144 train / 8,041 test (Krause et al. 2013).
 # - DomainNet (Peng et al. 2019), per domain, from the official *_train.txt / *_test.txt splits
 #   (409,832 train / 176,743 test in all).
+# - Fashion-MNIST: the official 60,000 train less the 10,000 val carved from them; test 10,000.
 DATASET_SIZES: dict[str, dict[str, int]] = {
+    "fashion-mnist": {"train": 50_000, "val": 10_000},
     "imagenet": {"train": 1_281_167, "val": 50_000},
     "inat2019": {"train": 265_213, "val": 3_030},
     "coco": {"train": 118_287, "val": 5_000},

@@ -150,11 +150,22 @@ def test_sigterm_to_the_driver_checkpoints_every_running_run_and_a_rerun_resumes
 
 
 def test_the_miniature_runs_two_jobs_by_default_on_a_multicore_cpu_only() -> None:
-    from benchmark.driver.run import default_jobs
+    assert driver.default_jobs("mini", "inprocess", gpus=0, cores=2) == 2
+    assert driver.default_jobs("mini-quick", "inprocess", gpus=0, cores=16) == 2
+    assert driver.default_jobs("mini", "inprocess", gpus=0, cores=1) == 1      # one core: nothing to share
+    assert driver.default_jobs("mini", "inprocess", gpus=1, cores=16) == 1     # a GPU: one run at a time on it
+    assert driver.default_jobs("smoke", "inprocess", gpus=0, cores=2) == 1     # other scales: as before
+    assert driver.default_jobs("mini", "torchrun", gpus=0, cores=2) == 1
 
-    assert default_jobs("mini", "inprocess", gpus=0, cores=2) == 2
-    assert default_jobs("mini-quick", "inprocess", gpus=0, cores=16) == 2
-    assert default_jobs("mini", "inprocess", gpus=0, cores=1) == 1      # one core: nothing to share
-    assert default_jobs("mini", "inprocess", gpus=1, cores=16) == 1     # a GPU: one run at a time on it
-    assert default_jobs("smoke", "inprocess", gpus=0, cores=2) == 1     # other scales: as before
-    assert default_jobs("mini", "torchrun", gpus=0, cores=2) == 1
+
+def test_the_run_heading_the_costliest_chain_starts_first() -> None:
+    """A long pre-training (and what needs it) goes before quick independent runs; ties keep the
+    plan's order; a run never precedes one it needs."""
+    from benchmark.driver.jobs import longest_chain_first
+
+    quick = [Run(f"quick{i}", "finetune", {}) for i in range(3)]
+    short_pre, long_pre = Run("pre-short", "pretrain", {}), Run("pre-long", "pretrain", {})
+    after = [Run(f"ft-{p.name}", "finetune", {"checkpoint": ref(p.name, "encoder.safetensors")}) for p in (short_pre, long_pre)]
+    cost = {"pre-short": 5.0, "pre-long": 20.0, "quick0": 3.0, "quick1": 3.0, "quick2": 3.0}
+    order = [r.name for r in longest_chain_first([*quick, short_pre, long_pre, *after], lambda r: cost.get(r.name, 2.0))]
+    assert order == ["pre-long", "pre-short", "quick0", "quick1", "quick2", "ft-pre-short", "ft-pre-long"]

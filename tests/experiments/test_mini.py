@@ -65,6 +65,24 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
         assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
 
 
+@pytest.mark.parametrize("scale", ["smoke", "mini", "mini-quick", "small", "paper"])
+def test_every_planned_training_warms_up_for_less_than_its_length(scale: str) -> None:
+    """A warm-up as long as the run never lets the learning rate reach its peak (the all-labels
+    ceiling once warmed up for 3 epochs of its 1)."""
+    from dataclasses import fields
+
+    from benchmark.stages.finetune import FinetuneConfig
+    from benchmark.stages.probe import ProbeConfig
+
+    defaults = {kind: {f.name: f.default for f in fields(cls)} for kind, cls in (("finetune", FinetuneConfig),
+                                                                              ("probe", ProbeConfig))}
+    subset = "mini-all" if scale.startswith("mini") else "smoke" if scale == "smoke" else "all"
+    for run in plan_runs(subset, scale):
+        if run.kind in defaults:
+            config = {**defaults[run.kind], **run.config}
+            assert config["warmup_epochs"] < config["epochs"], (run.name, config["warmup_epochs"], config["epochs"])
+
+
 def test_every_table_has_its_floors_and_the_ceiling_is_in_table6() -> None:
     for artifact in ("mini_table6", "mini_fig2", "mini_table8"):
         runs = [r for r in plan_runs(artifact, "mini") if artifact in r.tags["artifacts"]]
@@ -145,6 +163,24 @@ def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
     # A resumed plan: the runs an earlier invocation finished price the rest from the start.
     resumed = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)])
     assert resumed.seconds() == pytest.approx(30.0 + 20.0)
+    side_by_side = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)], jobs=2)
+    assert side_by_side.seconds() == pytest.approx((30.0 + 20.0) / 2)  # --jobs 2: two at a time
+
+
+def test_time_left_prices_a_run_by_its_flops_at_the_rate_runs_were_seen_to_go() -> None:
+    """With the dry run's FLOPs, a fine-tuning is priced at its kind's seconds per FLOP (all training
+    runs' before one of its kind finished), not as long as a pre-training; unknown FLOPs: by kind."""
+    from benchmark.experiments.model import Run
+
+    pre, long_pre, tune, short_tune = (Run("p", "pretrain", {}), Run("q", "pretrain", {}), Run("f", "finetune", {}),
+                                       Run("g", "finetune", {}))
+    unknown = Run("u", "finetune", {})
+    flops = {"p": 4e12, "q": 8e12, "f": 1e12, "g": 5e11, "u": None}
+    left = TimeLeft([pre, long_pre, tune, short_tune, unknown], flops=lambda run: flops[run.name])
+    left.finished(pre, 400.0)  # 1e-10 s per FLOP
+    assert left.seconds() == pytest.approx(800.0 + 100.0 + 50.0 + 400.0)  # "u": the training runs' mean duration
+    left.finished(tune, 50.0)  # fine-tunings go at 5e-11 s per FLOP
+    assert left.seconds() == pytest.approx(800.0 + 25.0 + 50.0)
 
 
 def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path) -> None:
