@@ -95,7 +95,9 @@ def dense_runs(scale: str) -> list[Run]:
     return runs
 
 
-# scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale)
+# scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale);
+# supervised pre-training's head has Fashion-MNIST's 10 classes (the stage reads them from the data)
 SCALE_PRETRAININGS: dict[str, tuple[str, int, int, dict[str, dict[str, Any]]]] = {
     name: (SCALE_SPECS[name].archs["s"], SCALE_SPECS[name].img_size, SCALE_SPECS[name].pretrain_batch,
-           SCALE_SPECS[name].method_args) for name in MINI_SCALES}
+           {**SCALE_SPECS[name].method_args, "supervised": {**SCALE_SPECS[name].method_args["supervised"], "num_classes": 10}})
+    for name in MINI_SCALES}

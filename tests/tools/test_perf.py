@@ -159,7 +159,7 @@ def test_a_scale_measures_its_own_settings_not_the_papers(tmp_path) -> None:
     from benchmark.tools.perf import main
 
     out = tmp_path / "tables" / "perf_mini.csv"
-    assert main(["--scale", "mini", "--parts", "steps", "--methods", "dino", "--batch-size", "4", "--steps", "1",
+    assert main(["--scale", "mini", "--parts", "steps", "--methods", "dino", "supervised", "--batch-size", "4", "--steps", "1",
                  "--warmup", "0", "--device", "cpu", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
     mini = pd.read_csv(out).set_index("method")
     arch, img_size, _, method_args = SCALE_PRETRAININGS["mini"]
@@ -168,6 +168,7 @@ def test_a_scale_measures_its_own_settings_not_the_papers(tmp_path) -> None:
                                    device=torch.device("cpu"))).set_index("method")
     # the same blocks and crops; the paper's 65,536-way head and 8 local crops cost far more FLOPs
     assert method_args["dino"]["out_dim"] == 1024
+    assert method_args["supervised"]["num_classes"] == 10 and mini.loc["supervised", "gflop_per_img"] > 0  # its 10 classes
     assert mini.loc["dino", "gflop_per_img"] < 0.5 * paper.loc["dino", "gflop_per_img"]
     line = scale_speed_line(out.parent, "mini")[0]
     assert "as the `mini` scale configures them" in line and "dino " in line and "--scale mini" in line
