@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.experiments.scales import SCALE_SPECS
 from benchmark.report.gates import COLLAPSE_SHARE, gate_lines, monitor_curves
 from benchmark.utils.io import read_log
 
@@ -64,7 +65,9 @@ def _chosen(runs_dir: Path) -> str | None:
             continue
         scale = path.parent.name.removeprefix(f"select-{FINETUNE}-").rsplit("-", 1)[0]
         chosen = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["chosen"].items())
-        return f"{chosen} (scale {scale}; best mean val top-1 over every initialisation, seed 0: `tables/mini_hparams.csv`)"
+        spec = SCALE_SPECS.get(scale)
+        inits = ", ".join(spec.sweep_inits) if spec and spec.sweep_inits else "the swept initialisations"
+        return f"{chosen} (scale {scale}; best mean val top-1 of {inits}, seed 0: `tables/mini_hparams.csv`)"
     return None
 
 
@@ -197,8 +200,9 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
             uniform = math.log(out_dim)
             collapsed = last["teacher_entropy"] > COLLAPSE_SHARE * uniform  # the gate's threshold
             line += (f", teacher entropy {last['teacher_entropy']:.3f} of at most ln {out_dim} = {uniform:.3f}"
-                     + (": its head's output **collapsed** to uniform, so its loss had stopped teaching the encoder; "
-                        "the rows below measure what the encoder learned before" if collapsed else ""))
+                     + (f": above {COLLAPSE_SHARE:g} ln {out_dim}, its head's output has **collapsed** towards uniform, so "
+                        "its loss taught the encoder little; the rows below measure what the encoder learned"
+                        if collapsed else ""))
         lines.append(line + ".")
     if not lines:
         return []
