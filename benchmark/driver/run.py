@@ -124,6 +124,16 @@ def estimate_run(run: Run) -> Any:
                     config.get("dataset", "imagefolder") != "imagefolder" else sizes)
 
 
+def flops_or_none(run: Run) -> float | None:
+    """The dry run's FLOPs estimate of ``run`` for scheduling and the time left, None when unknown.
+    Advice only: a config the estimate cannot build is priced unknown here, and the run itself
+    reports what is wrong with it when it starts."""
+    try:
+        return estimate_run(run).flops
+    except Exception:  # noqa: BLE001 - any error of a bad config belongs to the run, not the driver
+        return None
+
+
 class TimeLeft:
     """An estimate of the time the runs still to go will take. Given ``flops`` (the dry run's
     estimate of a run, None when unknown), a run is priced at the seconds per FLOP its kind's
@@ -387,7 +397,7 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     and end with the time left. Returns the failed or blocked runs with why."""
     t0 = time.time()
     done = {r.name for r in runs if is_done(r, dirs[r.name])}
-    flops = {r.name: estimate_run(r).flops for r in runs}  # as the dry run estimates them; None: unknown
+    flops = {r.name: flops_or_none(r) for r in runs}
     # the costliest chains first
     todo = longest_chain_first([r for r in runs if r.name not in blocked and r.name not in done],
                                lambda run: flops[run.name] or 0.0)
@@ -443,7 +453,7 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
     t0 = time.time()
     left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
                     done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None],
-                    flops=lambda run: estimate_run(run).flops)
+                    flops=flops_or_none)
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
         remaining = left.seconds()

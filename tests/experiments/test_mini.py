@@ -52,7 +52,7 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     through the same code as the paper's (one planner), and mini-quick differs from mini in
     lengths, seeds and grid sizes only."""
     quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
-    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "probe", "seeds", "sweep"}
+    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep"}
     assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
