@@ -11,9 +11,10 @@ the driver's process when they are ready (they take seconds).
 
 Among the runs ready to start, the one heading the costliest chain of runs still to go starts
 first (:func:`longest_chain_first`): a long pre-training is not left until the quick runs beside
-it are done. A run that fails blocks the runs that need it; the others go on. SIGTERM to the driver is passed
-to every running run (each writes its checkpoint and exits), then the driver stops with code 75;
-Ctrl-C reaches the runs from the terminal, the driver waits for them and stops with code 130.
+it are done. A run that fails blocks the runs that need it; the others go on. SIGTERM to the
+driver is passed to every running run (each writes its checkpoint and exits), then the driver
+stops with code 75; Ctrl-C reaches the runs from the terminal, the driver waits for them and
+stops with code 130.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
-from benchmark.driver.jobs import check_jobs, longest_chain_first, run_concurrently
+from benchmark.driver.jobs import check_jobs, cpu_cores, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
@@ -150,7 +150,8 @@ class TimeLeft:
                  flops: Callable[[Run], float | None] | None = None) -> None:
         self.pending = {r.name: r for r in runs}
         self.jobs = jobs
-        self.flops = {r.name: flops(r) for r in [*runs, *(run for run, _ in done)]} if flops else {}
+        self.estimate = flops
+        self.flops: dict[str, float | None] = {}  # each run's, asked of ``flops`` once, when first needed
         self.durations: dict[tuple[str, ...], list[float]] = {}
         self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
         for run, seconds in done:
@@ -162,14 +163,22 @@ class TimeLeft:
             keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if _trains(run) else [])
             for key in keys:
                 self.durations.setdefault(key, []).append(seconds)
-            if self.flops.get(run.name):
+            flops = self._flops(run)
+            if flops:
                 for key in [(run.kind,)] + ([()] if _trains(run) else []):
                     total = self.rates.setdefault(key, [0.0, 0.0])
                     total[0] += seconds
-                    total[1] += self.flops[run.name]
+                    total[1] += flops
+
+    def _flops(self, run: Run) -> float | None:
+        if self.estimate is None:
+            return None
+        if run.name not in self.flops:
+            self.flops[run.name] = self.estimate(run)
+        return self.flops[run.name]
 
     def _guess(self, run: Run) -> float:
-        flops = self.flops.get(run.name)
+        flops = self._flops(run)
         if flops:
             for key in ((run.kind,), ()):
                 if key in self.rates:
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         args.subset = MINIATURE_OF[args.subset]
     scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
     if args.jobs is None:
-        args.jobs = default_jobs(scale, args.launcher, visible_gpus(), os.cpu_count() or 1)
+        args.jobs = default_jobs(scale, args.launcher, visible_gpus(), cpu_cores())
     try:
         runs = order_runs(plan_runs(args.subset, scale))
     except (KeyError, ValueError) as err:
@@ -402,7 +411,7 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     todo = longest_chain_first([r for r in runs if r.name not in blocked and r.name not in done],
                                lambda run: flops[run.name] or 0.0)
     left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := _wall_seconds(dirs[r.name])) is not None],
-                    jobs=args.jobs, flops=lambda run: flops[run.name])
+                    jobs=args.jobs, flops=lambda run: flops.get(run.name))
     for run in runs:
         if run.name in blocked or run.name in done:
             why = f"skipped, {blocked[run.name]}" if run.name in blocked else "done already"

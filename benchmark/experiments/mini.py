@@ -17,6 +17,7 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any
 
+from benchmark.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from benchmark.experiments.model import Run, ref
 from benchmark.experiments.paper import Eval, Pre, _grid, sweep_runs
 from benchmark.experiments.scales import SCALE_SPECS
@@ -96,8 +97,9 @@ def dense_runs(scale: str) -> list[Run]:
 
 
 # scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale);
-# supervised pre-training's head has Fashion-MNIST's 10 classes (the stage reads them from the data)
+# supervised pre-training's head has Fashion-MNIST's classes (the stage reads them from the data)
 SCALE_PRETRAININGS: dict[str, tuple[str, int, int, dict[str, dict[str, Any]]]] = {
     name: (SCALE_SPECS[name].archs["s"], SCALE_SPECS[name].img_size, SCALE_SPECS[name].pretrain_batch,
-           {**SCALE_SPECS[name].method_args, "supervised": {**SCALE_SPECS[name].method_args["supervised"], "num_classes": 10}})
+           {**SCALE_SPECS[name].method_args,
+            "supervised": {**SCALE_SPECS[name].method_args["supervised"], "num_classes": len(FASHION_CLASSES)}})
     for name in MINI_SCALES}
