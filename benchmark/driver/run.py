@@ -465,8 +465,8 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
                     flops=flops_or_none)
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
-        remaining = left.seconds()
-        eta = f", about {clock(remaining)} left" if remaining is not None and not isinstance(launcher, Slurm) else ""
+        remaining = None if isinstance(launcher, Slurm) else left.seconds()  # SLURM's queue decides when runs go
+        eta = f", about {clock(remaining)} left" if remaining is not None else ""
         head = f"[{i}/{len(runs)} {clock(time.time() - t0)}{eta}] {run.kind} {run.name}"
         if run.name in blocked:
             print(f"{head}: skipped, {blocked[run.name]}", flush=True)
