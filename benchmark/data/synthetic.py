@@ -38,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -322,7 +322,7 @@ def _umask() -> int:
 
 
 @contextmanager
-def _staged_dir(target: Path) -> Iterator[Path]:
+def staged_dir(target: Path) -> Iterator[Path]:
     """A fresh temporary directory beside ``target``, renamed onto it only if the block succeeds.
 
     An existing ``target`` is replaced; a failure leaves ``target`` as it was.
@@ -344,11 +344,11 @@ def _staged_dir(target: Path) -> Iterator[Path]:
         os.replace(stage, target)
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
+def save_png(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG", optimize=False, compress_level=6)
 
 
-def _save_jpeg(image: Image.Image, path: Path) -> None:
+def save_jpeg(image: Image.Image, path: Path) -> None:
     image.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
 
 
@@ -369,23 +369,25 @@ def make_classification(out: Path, seed: int, train_per_class: int, val_per_clas
     _check_counts(train_per_class=train_per_class, val_per_class=val_per_class)
     _check_size(size, 16)
     target = Path(out) / "classification"
-    with _staged_dir(target) as stage:
+    with staged_dir(target) as stage:
         for split, per_class in (("train", train_per_class), ("val", val_per_class)):
             for cls, shape in enumerate(SHAPES):
                 folder = stage / split / shape
                 folder.mkdir(parents=True)
                 for j in range(per_class):
-                    _save_png(_classification_image(seed, split, cls, j, size), folder / f"{j:05d}.png")
+                    save_png(_classification_image(seed, split, cls, j, size), folder / f"{j:05d}.png")
     return target
 
 
-def _coco_json(images: list[dict], annotations: list[dict]) -> dict[str, Any]:
+def coco_json(images: list[dict], annotations: list[dict], *, classes: Sequence[str], supercategory: str,
+              description: str, version: int) -> dict[str, Any]:
+    """A COCO instances file's contents; ``classes`` become categories 1..K in order."""
     return {
-        "info": {"description": "sslbench synthetic shapes", "version": str(VERSION)},
+        "info": {"description": description, "version": str(version)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)],
+        "categories": [{"id": i + 1, "name": c, "supercategory": supercategory} for i, c in enumerate(classes)],
     }
 
 
@@ -397,7 +399,7 @@ def _coco_split(stage: Path, seed: int, split: str, count: int, size: int) -> No
         image_id = index + 1 + (COCO_VAL_ID_OFFSET if split == "val" else 0)
         file_name = f"{image_id:012d}.jpg"
         image, objects = _coco_image(seed, split, index, size)
-        _save_jpeg(image, folder / file_name)
+        save_jpeg(image, folder / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         for k, (cls, contours) in enumerate(objects):
             xy = np.concatenate(contours)
@@ -415,7 +417,9 @@ def _coco_split(stage: Path, seed: int, split: str, count: int, size: int) -> No
                     "segmentation": [_coco_polygon(contours)],
                 }
             )
-    text = json.dumps(_coco_json(images, annotations), separators=(",", ":"))
+    data = coco_json(images, annotations, classes=SHAPES, supercategory="shape",
+                     description="sslbench synthetic shapes", version=VERSION)
+    text = json.dumps(data, separators=(",", ":"))
     (stage / "annotations" / f"instances_{split}2017.json").write_text(text + "\n")
 
 
@@ -425,7 +429,7 @@ def make_coco(out: Path, seed: int, num_train: int, num_val: int, size: int) -> 
     _check_counts(num_train=num_train, num_val=num_val)
     _check_size(size, 48)
     target = Path(out) / "coco"
-    with _staged_dir(target) as stage:
+    with staged_dir(target) as stage:
         (stage / "annotations").mkdir()
         _coco_split(stage, seed, "train", num_train, size)
         _coco_split(stage, seed, "val", num_val, size)
@@ -438,7 +442,7 @@ def make_ade20k(out: Path, seed: int, num_train: int, num_val: int, size: int) -
     _check_counts(num_train=num_train, num_val=num_val)
     _check_size(size, 32)
     target = Path(out) / "ade20k"
-    with _staged_dir(target) as stage:
+    with staged_dir(target) as stage:
         for split, folder, count in (("train", "training", num_train), ("val", "validation", num_val)):
             images, labels = stage / "images" / folder, stage / "annotations" / folder
             images.mkdir(parents=True)
@@ -446,8 +450,8 @@ def make_ade20k(out: Path, seed: int, num_train: int, num_val: int, size: int) -
             for index in range(count):
                 stem = f"ADE_{split}_{index + 1:08d}"
                 image, label = _ade_image(seed, split, index, size)
-                _save_jpeg(image, images / f"{stem}.jpg")
-                _save_png(label, labels / f"{stem}.png")
+                save_jpeg(image, images / f"{stem}.jpg")
+                save_png(label, labels / f"{stem}.png")
     return target
 
 
@@ -506,25 +510,25 @@ def make_all(out: Path, seed: int, scale: str = "smoke") -> dict[str, Path]:
     return paths
 
 
-def read_manifest(out: Path) -> dict[str, Any] | None:
-    """``out/synthetic.json`` if it is one this module wrote, else ``None``."""
+def read_manifest(out: Path, name: str = MANIFEST, generator: str = GENERATOR) -> dict[str, Any] | None:
+    """``out/<name>`` (``synthetic.json``) if ``generator`` (this module) wrote it, else ``None``."""
     try:
-        data = json.loads((Path(out) / MANIFEST).read_text())
+        data = json.loads((Path(out) / name).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("generator") == GENERATOR else None
+    return data if isinstance(data, dict) and data.get("generator") == generator else None
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + error
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmark.data.synthetic", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m benchmark.data.synthetic", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path, help="directory to write into")
     p.add_argument("--seed", type=int, default=0, help="non-negative integer (default 0)")
     p.add_argument("--scale", default="smoke", help=f"one of {', '.join(SCALES)} (default smoke)")

@@ -225,7 +225,7 @@ def test_failed_write_leaves_previous_set_whole(tmp_path: Path, monkeypatch: pyt
     coco = make_coco(tmp_path, 0, 2, 1, 64)
     before = tree_digest(coco)
     calls = {"n": 0}
-    real_save = synthetic._save_jpeg
+    real_save = synthetic.save_jpeg
 
     def failing_save(image: Image.Image, path: Path) -> None:
         calls["n"] += 1
@@ -233,7 +233,7 @@ def test_failed_write_leaves_previous_set_whole(tmp_path: Path, monkeypatch: pyt
             raise OSError("disk full")
         real_save(image, path)
 
-    monkeypatch.setattr(synthetic, "_save_jpeg", failing_save)
+    monkeypatch.setattr(synthetic, "save_jpeg", failing_save)
     with pytest.raises(OSError, match="disk full"):
         make_coco(tmp_path, 1, 2, 1, 64)
     assert tree_digest(coco) == before
