@@ -70,6 +70,7 @@ class Eval:
     pre: Pre | None
     arch: str                       # abstract: "s" (ViT-S/16) | "b" (ViT-B/16)
     downstream: str                 # a key of DOWNSTREAMS
+    seeds: tuple[int, ...] | None = None  # the evaluation's seeds; None: the scale's
 
 
 def _grid(methods: list[str], pres: list[Pre | None], archs: list[str], downstreams: list[str]) -> list[Eval]:
@@ -245,7 +246,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
     runs = [pre_run] if pre_run else []
     sweep = sweep_runs(scale, scale.swept[ev.downstream]) if kind == "finetune" and ev.downstream in scale.swept else []
     runs += [Run(r.name, r.kind, r.config, tags={**r.tags, "dependency": True}) for r in sweep]
-    for seed in scale.seeds:
+    for seed in ev.seeds if ev.seeds is not None else scale.seeds:
         if kind == "pixels":
             config = {"data_root": _eval_data(scale, data_name), "dataset": FORMATS.get(data_name, "imagefolder"),
                       "classifier": fmt, **deepcopy(scale.pixels)}

@@ -129,8 +129,10 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
                          + ("; ".join(problems) if problems else
                             "teacher entropies " + (", ".join(entropies) or "not logged") + "; final k-NN above twice chance")
                          + ".")
-    finetune = results[(results.downstream == "fashion-mnist-1k-finetune") & (results.metric == "top1")]
-    floors = results[results.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels") & (results.metric == "top1")]
+    # each run once (a run in several artifacts has a row in each), so that every seed weighs the same
+    runs = results[results.metric == "top1"].drop_duplicates("run_key")
+    finetune = runs[runs.downstream == "fashion-mnist-1k-finetune"]
+    floors = runs[runs.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels")]
     if not finetune.empty and not floors.empty:
         best = finetune.groupby(["method", "pretrain_data"]).value.mean().sort_values().index[-1]
         best_value = finetune.groupby(["method", "pretrain_data"]).value.mean().max()

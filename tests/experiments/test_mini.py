@@ -14,7 +14,7 @@ import pytest
 from benchmark import REPO
 from benchmark.driver.run import TimeLeft
 from benchmark.errors import ConfigError
-from benchmark.experiments.mini import FRACTIONS
+from benchmark.experiments.mini import FRACTIONS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
 from benchmark.experiments.scales import MINI, MINI_QUICK, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
@@ -92,6 +92,21 @@ def test_every_table_has_its_floors_and_the_ceiling_is_in_table6() -> None:
         assert {r.config["seed"] for r in floors} == set(MINI.seeds)  # the same label draws as the fine-tunings
     ceiling = [r for r in plan_runs("mini_table6", "mini") if r.tags["method"] == "supervised-all-labels"]
     assert ceiling and all(r.config.get("train_fraction", 1.0) == 1.0 and r.config["checkpoint"] is None for r in ceiling)
+
+
+def test_mini_seeds_is_table6_at_three_seeds_sharing_seed_0_and_the_pre_trainings() -> None:
+    """The three-seed Table 6 adds seeds 1 and 2 of every fine-tuning, floor and the ceiling; its
+    seed-0 runs and its pre-trainings are the default plan's very runs (same names, same configs)."""
+    default = {r.name: r for r in plan_runs("mini", "mini")}
+    seeds = [r for r in plan_runs("mini_seeds", "mini") if "mini_seeds" in r.tags["artifacts"] and r.kind != "pretrain"]
+    table6 = [r for r in plan_runs("mini_table6", "mini") if "mini_table6" in r.tags["artifacts"] and r.kind != "pretrain"]
+    assert sorted(r.name for r in seeds) == sorted(f"{r.name[:-1]}{s}" for r in table6 for s in SEEDS)
+    for run in seeds:
+        twin = default[f"{run.name[:-1]}0"]
+        assert {**run.config, "seed": 0} == twin.config and run.config["seed"] == int(run.name[-1])
+    new = [r for r in plan_runs("mini_seeds", "mini") if r.name not in default]
+    assert new and {r.kind for r in new} == {"finetune", "pixels"}  # no pre-training of its own
+    assert "mini_seeds" in SUBSETS["mini-all"] and "mini_seeds" not in SUBSETS["mini"]
 
 
 def test_the_learning_rate_is_swept_on_val_only() -> None:

@@ -27,8 +27,8 @@ def _results(finetuned: float, floor: float) -> pd.DataFrame:
     rows += [("random-init", "none", "fashion-mnist-1k-finetune", finetuned - 10)]
     rows += [("pixels-logistic", "none", "fashion-mnist-1k-pixels-logistic", floor)]
     rows += [("pixels-knn", "none", "fashion-mnist-1k-pixels-knn", floor - 5)]
-    return pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": s, "metric": "top1", "value": v, "scale": "mini"}
-                         for m, d, s, v in rows])
+    return pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": s, "metric": "top1", "value": v, "scale": "mini",
+                          "run_key": f"key{i}"} for i, (m, d, s, v) in enumerate(rows)])
 
 
 def _choice(runs: Path, chosen: float, grid: list[float]) -> None:
@@ -74,3 +74,27 @@ def test_a_finding_on_a_failed_gate_says_so(tmp_path) -> None:
     text = "\n".join(mini_findings(results, tmp_path))
     assert "**Gates**" in text and "Rests on failed gates: learned, floor" in text
     assert "floors on the same labels: pixels-logistic 79.0" in text
+
+
+def test_the_floor_gate_weighs_each_run_once(tmp_path) -> None:
+    # splitmask's two seeds, 78.5 and 79.5 (mean 79.0); the 79.5 run belongs to three artifacts (a
+    # row in each): counted per row the mean would be 79.25
+    rows = _results(79.0, 80.0).assign(artifact="mini_table6")
+    shared = rows[rows.run_key == "key1"]
+    rows = pd.concat([rows, shared.assign(artifact="mini_fig2"), shared.assign(artifact="mini_seeds")])
+    lines, passed = gate_lines(rows, [], tmp_path)
+    assert passed["floor"] is False
+    assert "splitmask (fashion-mnist-100%), 79.0 vs the pixel floors" in "\n".join(lines)
+
+
+def test_table6_findings_rest_on_the_three_seeds_where_they_ran(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    one = _results(82.0, 79.0).assign(artifact="mini_table6", arch="vit-mini")
+    text = "\n".join(mini_findings(one, tmp_path))
+    assert "random init 72.0 ± 0.0 (n=1)" in text and "three seeds" not in text
+    three = pd.concat([one, one.assign(artifact="mini_seeds"),
+                       one.assign(artifact="mini_seeds", value=one.value + 1.0, run_key=one.run_key + "-s1"),
+                       one.assign(artifact="mini_seeds", value=one.value + 2.0, run_key=one.run_key + "-s2")])
+    text = "\n".join(mini_findings(three, tmp_path))
+    assert "Table 6 in miniature, three seeds" in text and "random init 73.0 ± 1.0 (n=3)" in text
