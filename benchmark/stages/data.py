@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmark.data import digits, synthetic
+from benchmark.data import digits, scenes, synthetic
 from benchmark.stages.cost import Estimate
 from benchmark.stages.kinds import RunKind, register_kind
 
@@ -16,6 +16,11 @@ GENERATORS: dict[str, tuple[Callable[[Path, dict[str, Any]], Any], str]] = {
     "synthetic": (lambda out, config: synthetic.make_all(out, seed=config["seed"], scale=config["scale"]),
                   synthetic.MANIFEST),
     "digits": (lambda out, config: digits.write_digits(out, seed=config["seed"]), digits.MANIFEST),
+    # Fashion-MNIST scenes; config: seed, data_root (Fashion-MNIST's), train_scenes, val_scenes, size
+    "scenes": (lambda out, config: scenes.make_scenes(
+        out, seed=config["seed"], data_root=config["data_root"], train_scenes=config["train_scenes"],
+        val_scenes=config["val_scenes"], options=scenes.Options(size=config.get("size", scenes.Options.size))),
+        scenes.MANIFEST),
 }
 
 

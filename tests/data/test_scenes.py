@@ -203,6 +203,21 @@ def test_the_suites_readers_load_the_scenes(scenes_root: Path) -> None:
     assert image.mode == "RGB" and image.size == (64, 64) and target == 0
 
 
+def test_segmentation_takes_the_scenes_classes_and_the_driver_writes_them_as_a_data_run(
+        scenes_root: Path, fake_root: Path, tmp_path: Path) -> None:
+    from benchmark.downstream.mm.runner import ade_classes
+    from benchmark.stages.kinds import run_kind
+
+    assert ade_classes(scenes_root / "ade20k") == CLASSES  # not real ADE20k's 150
+    kind = run_kind("data")
+    config = {"generator": "scenes", "seed": 0, "data_root": str(fake_root), "train_scenes": COUNTS["train"],
+              "val_scenes": COUNTS["val"]}
+    kind.run(config, tmp_path)
+    assert (tmp_path / kind.done_file(config)).is_file()
+    made = make_scenes(tmp_path / "direct", 0, fake_root, COUNTS["train"], COUNTS["val"])
+    assert json.loads((tmp_path / "scenes.json").read_text())["items"] == made["items"]
+
+
 @pytest.mark.skipif(not fm.holds_files(fm.DEBIAN_DIR), reason="Debian's dataset-fashion-mnist is not installed")
 def test_scenes_of_the_real_fashion_mnist(tmp_path: Path) -> None:
     from pycocotools.coco import COCO

@@ -144,19 +144,24 @@ def coco_classes(root: Path) -> tuple[str, ...]:
 def ade_classes(root: Path) -> tuple[str, ...]:
     """Checks an ADE20k directory and returns its class names (label values 1.. in order).
 
-    Synthetic data names its classes in ``synthetic.json`` beside the data set; anything else
-    is taken to be the real ADE20k with its 150 classes.
+    The suite's own data sets name their classes in their manifest beside the data set
+    (``synthetic.json``, or ``scenes.json`` of :mod:`benchmark.data.scenes`); anything else is taken
+    to be the real ADE20k with its 150 classes.
     """
     _require(
         [root / "images" / "training", root / "images" / "validation",
          root / "annotations" / "training", root / "annotations" / "validation"],
         "an ADE20k", root, ADE_DIRS,
     )
+    from benchmark.data import scenes
     from benchmark.data.synthetic import read_manifest
 
     manifest = read_manifest(root.parent)
+    made_scenes = read_manifest(root.parent, scenes.MANIFEST, scenes.GENERATOR) if root.name == "ade20k" else None
     if manifest and manifest.get("ade20k", {}).get("path") == root.name and manifest["ade20k"].get("classes"):
         classes = tuple(str(c) for c in manifest["ade20k"]["classes"])
+    elif made_scenes and made_scenes.get("classes"):
+        classes = tuple(str(c) for c in made_scenes["classes"])
     else:
         from mmseg.datasets import ADE20KDataset
 
