@@ -13,7 +13,7 @@ from fractions import Fraction
 from itertools import product
 from typing import Any
 
-from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, FORMATS, IMAGENET_TRAIN, LABELLED, TRAIN_IMAGES, data
+from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, FORMATS, IMAGENET_TRAIN, LABELLED, TRAIN_IMAGES, WRITTEN, data
 from benchmark.experiments.model import Run, ref
 from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
@@ -154,6 +154,8 @@ _SMOKE_PRETRAIN_IMAGES = {"coco": "coco/train2017", "ade20k": "ade20k/images/tra
 
 
 def _pretrain_images(scale: Scale, pre: Pre) -> Any:
+    if pre.data in WRITTEN:  # a folder that a data run of the plan writes
+        return ref(*WRITTEN[pre.data])
     if pre.data in FORMATS:  # read through its own format (PretrainConfig.dataset): its train split
         return data(pre.data)
     if scale.name == "smoke":

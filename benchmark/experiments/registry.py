@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, dense_runs, hparams_runs
+from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, dense_runs, hparams_runs, mini_artifact_runs
 from benchmark.experiments.model import Artifact, Run
 from benchmark.experiments.paper import COMPARISONS, artifact_runs
 from benchmark.experiments.smoke import smoke_runs
@@ -18,7 +18,7 @@ ARTIFACTS: dict[str, Artifact] = {
        for name, (title, _, _) in COMPARISONS.items()},
     "mini_hparams": Artifact("mini_hparams", "Fashion-MNIST: the fine-tuning learning rate, chosen on the val split "
                              "(seed 0), shared by every initialisation", {s: partial(hparams_runs, s) for s in MINI_SCALES}),
-    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s, MINI_COMPARISONS) for s in MINI_SCALES})
+    **{name: Artifact(name, title, {s: partial(mini_artifact_runs, name, s) for s in MINI_SCALES})
        for name, (title, _, _) in MINI_COMPARISONS.items()},
     "mini_dense": Artifact("mini_dense", "Synthetic COCO / ADE20k: Mask R-CNN and UperNet after SplitMask pre-training "
                            "vs random init", {s: partial(dense_runs, s) for s in MINI_SCALES}),
@@ -28,10 +28,11 @@ VARIES: dict[str, tuple[str, ...]] = {name: varies for name, (_, _, varies) in (
 
 # Named groups of artifacts for --subset: each artifact alone, "all" (every paper artifact), "smoke",
 # "mini" (the default: the miniature's core question, half an hour on 2 cores) and "mini-all" (every
-# miniature artifact: Table 6 at three seeds, Fig. 2's fractions, MAE and BYOL, the dense legs; an evening).
+# miniature artifact: Table 1's scenes, Table 6 at three seeds, Fig. 2's fractions, MAE and BYOL, the
+# dense legs; an evening).
 MINI_DEFAULT = ["mini_hparams", "mini_table6", "mini_table8"]
 SUBSETS: dict[str, list[str]] = {"smoke": ["smoke"], "mini": MINI_DEFAULT,
-                                 "mini-all": [*MINI_DEFAULT, "mini_seeds", "mini_fig2", "mini_more", "mini_dense"],
+                                 "mini-all": [*MINI_DEFAULT, "mini_table1", "mini_seeds", "mini_fig2", "mini_more", "mini_dense"],
                                  "all": list(COMPARISONS), **{n: [n] for n in ARTIFACTS if n != "smoke"}}
 SCALES = ("smoke", "mini", "mini-quick", "small", "paper")
 

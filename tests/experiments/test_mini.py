@@ -14,7 +14,8 @@ import pytest
 from benchmark import REPO
 from benchmark.driver.run import TimeLeft
 from benchmark.errors import ConfigError
-from benchmark.experiments.mini import FRACTIONS, SEEDS
+from benchmark.experiments.datasets import TRAIN_IMAGES, data
+from benchmark.experiments.mini import CORE, FRACTIONS, SCENE_COUNTS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
 from benchmark.experiments.scales import MINI, MINI_QUICK, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
@@ -57,9 +58,15 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
     fractions = {r.config["fraction"] for r in pretrain.values()}
-    assert len(steps) == 1 and fractions == set(FRACTIONS)  # constant iterations across subset sizes
+    assert len(steps) == 1 and fractions == set(FRACTIONS)  # constant iterations across subset sizes (and image types)
+    scenes = {n for n, r in pretrain.items() if r.tags["pretrain_data"] == "fashion-mnist-scenes"}
+    assert scenes and len(scenes) < len(pretrain)
     for run in pretrain.values():  # pre-training reads the train split only (the format's), with its monitor
-        assert run.config["dataset"] == "fashion-mnist" and run.config["data_root"] == {"data": "fashion-mnist", "path": ""}
+        if run.name in scenes:  # the train scenes, whose items come from the train split only (test_scenes.py)
+            assert "dataset" not in run.config and run.config["data_root"] == {"ref": "scenes-fashion-mnist",
+                                                                                "file": "unlabelled/train"}
+        else:
+            assert run.config["dataset"] == "fashion-mnist" and run.config["data_root"] == {"data": "fashion-mnist", "path": ""}
         assert run.config["monitor_every"] > 0 and run.config["monitor_dataset"] == "fashion-mnist"
         method_args = run.config["method_args"]
         assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
@@ -84,7 +91,7 @@ def test_every_planned_training_warms_up_for_less_than_its_length(scale: str) ->
 
 
 def test_every_table_has_its_floors_and_the_ceiling_is_in_table6() -> None:
-    for artifact in ("mini_table6", "mini_fig2", "mini_table8"):
+    for artifact in ("mini_table1", "mini_table6", "mini_fig2", "mini_table8"):
         runs = [r for r in plan_runs(artifact, "mini") if artifact in r.tags["artifacts"]]
         floors = [r for r in runs if r.kind == "pixels"]
         assert {r.config["classifier"] for r in floors} == {"logistic", "knn"}, artifact
@@ -258,3 +265,105 @@ def test_a_row_of_the_mini_tables_stands_for_all_its_seeds() -> None:
     rows = expected_rows("mini_table6", ["mini"])
     # one row per initialisation (its seeds' mean), 2 floors, 1 ceiling
     assert len(rows) == len(INITS) + 3 and not rows.duplicated().any()
+
+
+# --------------------------------------------------------------------------- Table 1 in miniature: items vs scenes
+
+
+def _pretrainings(scale: str, data: str) -> dict[str, object]:
+    """The pre-trainings of mini_table1 on ``data`` (a pretrain_data tag) by method."""
+    return {r.tags["method"]: r for r in plan_runs("mini_table1", scale)
+            if r.kind == "pretrain" and r.tags["pretrain_data"] == data}
+
+
+@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+def test_table1_pre_trains_on_the_scenes_exactly_as_on_the_items(scale: str) -> None:
+    """The scenes pre-trainings read the scenes data run's train folder (a plain folder, after the
+    data run in the plan's order) and are the items' pre-trainings, those of the default plan,
+    in every other setting: steps, batch, method_args, lr, crops, monitor."""
+    from benchmark.driver.run import order_runs
+
+    items, scenes = _pretrainings(scale, "fashion-mnist-100%"), _pretrainings(scale, "fashion-mnist-scenes")
+    assert set(items) == set(scenes) == set(CORE)
+    default = {r.name: r for r in plan_runs("mini", scale)}
+    order = [r.name for r in order_runs(plan_runs("mini_table1", scale))]
+    for method in CORE:
+        item, scene = items[method].config, scenes[method].config
+        assert default[items[method].name].config == item  # the items' runs are the default plan's very runs
+        assert scene["data_root"] == {"ref": "scenes-fashion-mnist", "file": "unlabelled/train"}
+        assert scene.get("dataset", "folder") == "folder" and item["dataset"] == "fashion-mnist"
+        differ = {k for k in item.keys() | scene.keys() if item.get(k) != scene.get(k)}
+        assert differ == {"data_root", "dataset"}, differ
+        assert scenes[method].refs() == ["scenes-fashion-mnist"]
+        assert order.index("scenes-fashion-mnist") < order.index(scenes[method].name)
+        assert scenes[method].name == items[method].name.replace("fashion-mnist-100pct", "fashion-mnist-scenes")
+
+
+@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+def test_the_scenes_data_run_draws_its_items_from_fashion_mnist(scale: str) -> None:
+    runs = [r for r in plan_runs("mini_table1", scale) if r.kind == "data"]
+    assert len(runs) == 1 and runs[0].name == "scenes-fashion-mnist"
+    config = runs[0].config
+    assert config["generator"] == "scenes" and config["data_root"] == data("fashion-mnist")
+    assert (config["train_scenes"], config["val_scenes"]) == SCENE_COUNTS[scale] and config["size"] == 64
+    assert config["train_scenes"] >= SCALE_SPECS[scale].pretrain_batch  # a pre-training refuses less than one batch
+    assert TRAIN_IMAGES["fashion-mnist-scenes"] == SCENE_COUNTS["mini"][0]  # the epochs tag counts the mini scale's
+
+
+@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+def test_table1_fine_tunes_every_initialisation_with_table6s_recipe(scale: str) -> None:
+    """Items, scenes and random init: the Table 6 fine-tuning (same data, labels, split, val-chosen
+    lr, seeds); only the checkpoint differs, and each checkpoint is a pre-training of the plan."""
+    def recipe(run: object) -> str:
+        return json.dumps({k: v for k, v in run.config.items() if k != "checkpoint"}, sort_keys=True)
+
+    table1 = [r for r in _finetunes(scale, "mini_table1") if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
+    table6 = [r for r in _finetunes(scale, "mini_table6") if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
+    assert {(r.tags["method"], r.tags["pretrain_data"]) for r in table1} == {
+        *((m, d) for m in CORE for d in ("fashion-mnist-100%", "fashion-mnist-scenes")), ("random-init", "none")}
+    assert len({recipe(r) for r in table1 + table6}) == len(SCALE_SPECS[scale].seeds)
+    pretrain = {r.name for r in plan_runs("mini_table1", scale) if r.kind == "pretrain"}
+    assert {r.config["checkpoint"]["ref"] for r in table1 if r.config["checkpoint"]} == pretrain
+
+
+def test_the_default_plan_has_no_scenes_and_mini_all_plans_table1_once() -> None:
+    for scale in ("mini", "mini-quick"):
+        default = plan_runs("mini", scale)
+        assert not any("scenes" in r.name or "scenes" in json.dumps(r.config) for r in default)
+        assert "data" not in {r.kind for r in default}
+    everything = plan_runs("mini-all", "mini")  # raises on a name planned twice with different configs
+    assert [r.name for r in everything if "scenes" in r.name and r.kind == "data"] == ["scenes-fashion-mnist"]
+    assert "mini_table1" in SUBSETS["mini-all"] and "mini_table1" not in SUBSETS["mini"]
+    assert SUBSETS["mini_table1"] == ["mini_table1"]
+    shared = {r.name: r for r in everything}["fashion-mnist-1k-finetune-random-init-vit-mini-s0"]
+    assert shared.tags["artifact"] == "mini_table6" and "mini_table1" in shared.tags["artifacts"]
+
+
+def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(tmp_path: Path) -> None:
+    """The data run's Fashion-MNIST marker resolves to --data-root (as every kind's does), and the
+    resolved scenes pre-training reads exactly the train scenes it wrote, as a plain folder."""
+    import numpy as np
+
+    from benchmark.data.fashion_mnist import write_idx
+    from benchmark.driver.run import locate, order_runs, start_record
+    from benchmark.stages.kinds import run_kind
+    from benchmark.stages.pretrain import PretrainConfig, _images
+    from benchmark.training.config import config_from_dict
+
+    fashion = tmp_path / "data" / "fashion-mnist"  # a tiny Fashion-MNIST, not the system copy
+    fashion.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 60), ("t10k", 20)):
+        write_idx(fashion / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(count, 28, 28)).astype(np.uint8))
+        write_idx(fashion / f"{part}-labels-idx1-ubyte.gz", (np.arange(count) % 10).astype(np.uint8))
+    runs = order_runs(plan_runs("mini_table1", "mini-quick"))
+    keys, dirs = locate(runs, tmp_path / "runs")
+    by_name = {r.name: r for r in runs}
+    config, _ = start_record(by_name["scenes-fashion-mnist"], keys, dirs, str(tmp_path / "data"))
+    assert config["data_root"] == str(fashion)
+    run_kind("data").run(config, dirs["scenes-fashion-mnist"])
+    pre = _pretrainings("mini-quick", "fashion-mnist-scenes")["splitmask"]
+    resolved, _ = start_record(by_name[pre.name], keys, dirs, str(tmp_path / "data"))
+    assert resolved["data_root"] == str(dirs["scenes-fashion-mnist"] / "unlabelled" / "train")
+    images, _labels = _images(config_from_dict(PretrainConfig, resolved), needs_labels=False)
+    assert len(images) == SCENE_COUNTS["mini-quick"][0]
