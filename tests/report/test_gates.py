@@ -98,3 +98,18 @@ def test_table6_findings_rest_on_the_three_seeds_where_they_ran(tmp_path) -> Non
                        one.assign(artifact="mini_seeds", value=one.value + 2.0, run_key=one.run_key + "-s2")])
     text = "\n".join(mini_findings(three, tmp_path))
     assert "Table 6 in miniature, three seeds" in text and "random init 73.0 ± 1.0 (n=3)" in text
+
+
+def test_table1_findings_compare_each_methods_change_from_items_to_scenes(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    rows = [(m, d, v) for m, items, scenes in (("splitmask", 74.0, 73.5), ("beit", 72.0, 72.5), ("dino", 70.0, 66.0))
+            for d, v in (("fashion-mnist-100%", items), ("fashion-mnist-scenes", scenes))]
+    results = pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": "fashion-mnist-1k-finetune", "metric": "top1",
+                             "value": v, "scale": "mini", "run_key": f"k{i}", "artifact": "mini_table1", "arch": "vit-mini"}
+                            for i, (m, d, v) in enumerate(rows)])
+    text = "\n".join(mini_findings(results, tmp_path))
+    assert "Table 1 in miniature" in text and "dino: items 70.0 ± 0.0 (n=1) -> scenes 66.0 ± 0.0 (n=1), -4.0 points" in text
+    assert "mean change +0.0 points for splitmask, beit vs -4.0 for dino: agrees in direction" in text
+    flipped = results.assign(value=results.value.where(results.method != "dino", 100 - results.value))
+    assert "disagrees" in "\n".join(mini_findings(flipped, tmp_path))
