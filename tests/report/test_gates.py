@@ -91,13 +91,15 @@ def test_table6_findings_rest_on_the_three_seeds_where_they_ran(tmp_path) -> Non
     from benchmark.report.findings import mini_findings
 
     one = _results(82.0, 79.0).assign(artifact="mini_table6", arch="vit-mini")
-    text = "\n".join(mini_findings(one, tmp_path))
-    assert "random init 72.0 ± 0.0 (n=1)" in text and "three seeds" not in text
+    one = one[one.run_key != "key1"]  # one run (seed) per row
+    # the default plan's runs are mini_seeds' seed 0 too: with no other seed the finding says one seed
+    text = "\n".join(mini_findings(pd.concat([one, one.assign(artifact="mini_seeds")]), tmp_path))
+    assert "random init 72.0 ± 0.0 (n=1)" in text and "(Table 6 in miniature).**" in text
     three = pd.concat([one, one.assign(artifact="mini_seeds"),
                        one.assign(artifact="mini_seeds", value=one.value + 1.0, run_key=one.run_key + "-s1"),
                        one.assign(artifact="mini_seeds", value=one.value + 2.0, run_key=one.run_key + "-s2")])
     text = "\n".join(mini_findings(three, tmp_path))
-    assert "Table 6 in miniature, three seeds" in text and "random init 73.0 ± 1.0 (n=3)" in text
+    assert "Table 6 in miniature, 3 seeds" in text and "random init 73.0 ± 1.0 (n=3)" in text
 
 
 def test_table1_findings_compare_each_methods_change_from_items_to_scenes(tmp_path) -> None:
@@ -113,3 +115,23 @@ def test_table1_findings_compare_each_methods_change_from_items_to_scenes(tmp_pa
     assert "mean change +0.0 points for splitmask, beit vs -4.0 for dino: agrees in direction" in text
     flipped = results.assign(value=results.value.where(results.method != "dino", 100 - results.value))
     assert "disagrees" in "\n".join(mini_findings(flipped, tmp_path))
+
+
+def test_fig2_and_table8_findings_include_mae_and_byol_from_mini_more(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    rows = [("mini_fig2", "splitmask", "fashion-mnist-100%", "fashion-mnist-1k-finetune", 71.0),
+            ("mini_fig2", "splitmask", "fashion-mnist-1%", "fashion-mnist-1k-finetune", 70.0),
+            ("mini_fig2", "dino", "fashion-mnist-100%", "fashion-mnist-1k-finetune", 69.0),
+            ("mini_fig2", "dino", "fashion-mnist-1%", "fashion-mnist-1k-finetune", 66.0),
+            ("mini_more", "mae", "fashion-mnist-100%", "fashion-mnist-1k-finetune", 72.0),
+            ("mini_more", "mae", "fashion-mnist-1%", "fashion-mnist-1k-finetune", 72.5),
+            ("mini_more", "mae", "fashion-mnist-100%", "fashion-mnist-1k-linear", 60.0),
+            ("mini_table8", "dino", "fashion-mnist-100%", "fashion-mnist-1k-linear", 58.0),
+            ("mini_table8", "dino", "fashion-mnist-100%", "fashion-mnist-1k-finetune", 69.0)]
+    results = pd.DataFrame([{"artifact": a, "method": m, "pretrain_data": d, "downstream": s, "metric": "top1", "value": v,
+                             "scale": "mini", "arch": "vit-mini", "run_key": f"{m}{d}{s}"} for a, m, d, s, v in rows])
+    text = "\n".join(mini_findings(results, tmp_path))
+    assert "mae: 72.0 ± 0.0 (n=1) -> 72.5 ± 0.0 (n=1), +0.5 points" in text
+    assert "mean change -0.2 points for splitmask, mae vs -3.0 for dino" in text
+    assert "mae: linear 60.0 ± 0.0 (n=1), fine-tuned 72.0 ± 0.0 (n=1)" in text
