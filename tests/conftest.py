@@ -1,5 +1,6 @@
 """Shared fixtures: one synthetic data root per test session, in the real on-disk formats, a tiny
-Fashion-MNIST in the official idx format, and a pre-training stopped after its first checkpoint."""
+Fashion-MNIST in the official idx format, a pre-training stopped after its first checkpoint, and
+a function whose n-th call fails (a full disk mid-write)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,23 @@ def pretrain_to_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
             monkeypatch.setattr(TrainingCheckpoint, "save", real_save)
 
     return run
+
+
+@pytest.fixture
+def fail_on_call(monkeypatch: pytest.MonkeyPatch):
+    """``fail(owner, name, n)``: from now on the ``n``-th call of ``owner.name`` raises
+    OSError("disk full") and the others run; returns the call counter (``{"n": calls}``), which a
+    test may reset."""
+    def fail(owner: object, name: str, n: int) -> dict[str, int]:
+        real, calls = getattr(owner, name), {"n": 0}
+
+        def failing(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise OSError("disk full")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, failing)
+        return calls
+
+    return fail

@@ -308,21 +308,12 @@ def test_cli_refuses_foreign_or_differently_made_directories(tmp_path: Path, fak
     assert json.loads((out / "scenes.json").read_text())["seed"] == 1 and (out / "notes.txt").read_text() == "mine"
 
 
-def test_a_failed_write_leaves_the_previous_set_whole(tmp_path: Path, fake_root: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_failed_write_leaves_the_previous_set_whole(tmp_path: Path, fake_root: Path, fail_on_call,
                                                       capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     make_scenes(out, 0, fake_root, 2, 1)
     before = snapshot(out)
-    calls = {"n": 0}
-    real_save = scenes.save_png
-
-    def failing_save(image: Image.Image, path: Path) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("disk full")
-        real_save(image, path)
-
-    monkeypatch.setattr(scenes, "save_png", failing_save)
+    calls = fail_on_call(scenes, "save_png", 3)
     assert main(["--out", str(out), "--seed", "1", "--data-root", str(fake_root), "--train-scenes", "2",
                  "--val-scenes", "1", "--overwrite"]) == 2
     assert "could not write" in capsys.readouterr().err

@@ -221,19 +221,10 @@ def test_classes_are_learnable(tmp_path: Path, seed: int) -> None:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def test_failed_write_leaves_previous_set_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_previous_set_whole(tmp_path: Path, fail_on_call) -> None:
     coco = make_coco(tmp_path, 0, 2, 1, 64)
     before = tree_digest(coco)
-    calls = {"n": 0}
-    real_save = synthetic.save_jpeg
-
-    def failing_save(image: Image.Image, path: Path) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        real_save(image, path)
-
-    monkeypatch.setattr(synthetic, "save_jpeg", failing_save)
+    fail_on_call(synthetic, "save_jpeg", 2)
     with pytest.raises(OSError, match="disk full"):
         make_coco(tmp_path, 1, 2, 1, 64)
     assert tree_digest(coco) == before

@@ -339,23 +339,15 @@ def test_the_default_plan_has_no_scenes_and_mini_all_plans_table1_once() -> None
     assert shared.tags["artifact"] == "mini_table6" and "mini_table1" in shared.tags["artifacts"]
 
 
-def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(tmp_path: Path) -> None:
+def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(tmp_path: Path, make_fashion_mnist) -> None:
     """The data run's Fashion-MNIST marker resolves to --data-root (as every kind's does), and the
     resolved scenes pre-training reads exactly the train scenes it wrote, as a plain folder."""
-    import numpy as np
-
-    from benchmark.data.fashion_mnist import write_idx
     from benchmark.driver.run import locate, order_runs, start_record
     from benchmark.stages.kinds import run_kind
     from benchmark.stages.pretrain import PretrainConfig, _images
     from benchmark.training.config import config_from_dict
 
-    fashion = tmp_path / "data" / "fashion-mnist"  # a tiny Fashion-MNIST, not the system copy
-    fashion.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for part, count in (("train", 60), ("t10k", 20)):
-        write_idx(fashion / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(count, 28, 28)).astype(np.uint8))
-        write_idx(fashion / f"{part}-labels-idx1-ubyte.gz", (np.arange(count) % 10).astype(np.uint8))
+    fashion = make_fashion_mnist(tmp_path / "data" / "fashion-mnist", train=60, test=20)  # not the system copy
     runs = order_runs(plan_runs("mini_table1", "mini-quick"))
     keys, dirs = locate(runs, tmp_path / "runs")
     by_name = {r.name: r for r in runs}
