@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.stages.pixels import at_edge as pixel_choice_at_edge
 from benchmark.utils.io import atomic_path, read_log
 
 COLLAPSE_SHARE = 0.9     # a teacher entropy above this share of ln K counts as collapsed
@@ -155,7 +156,9 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
             choice = json.loads(path.read_text())["config"]["choice"]
         except (OSError, json.JSONDecodeError, KeyError):
             continue
-        edges.append((f"pixels {choice['setting']} = {choice['chosen']:g} of {choice['grid']}", bool(choice["at_edge"])))
+        # judged again here, not read from the record: runs made before the rule knew k's floor of 1
+        edges.append((f"pixels {choice['setting']} = {choice['chosen']:g} of {choice['grid']}",
+                      pixel_choice_at_edge(choice["setting"], choice["chosen"], choice["grid"])))
     if edges:
         ok = not any(edge for _, edge in edges)
         passed["grids"] = ok

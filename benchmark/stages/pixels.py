@@ -15,8 +15,8 @@ Both see the class-balanced ``train_fraction`` of the train split that fine-tuni
 setting (the inverse regularisation ``C``, or ``k``) is chosen on the ``val`` split from a grid,
 and the classifier with that setting is scored on ``eval_split``; ``result.json`` (kind
 ``pixels``) records the grid, every val score and the choice, and says when the choice lies at
-an edge of the grid. Images are read at ``img_size`` (resized where they are another size),
-greyscale with ``grey``.
+an edge of the grid that a wider grid could move (:func:`at_edge`). Images are read at
+``img_size`` (resized where they are another size), greyscale with ``grey``.
 """
 
 from __future__ import annotations
@@ -128,11 +128,20 @@ def pixel_floor(cfg: PixelsConfig, out_dir: str | Path, resume: bool = True) -> 
     else:
         x_eval, y_eval = pixels_of(held_out, None, cfg.img_size, cfg.grey)
         metrics = {"top1": top1(chosen, x_eval, y_eval)}
-    record = {**asdict(cfg), "choice": {"setting": "C" if cfg.classifier == "logistic" else "k", "grid": settings,
-                                        "val_top1": val_scores, "chosen": settings[best],
-                                        "at_edge": best in (0, len(settings) - 1), "labelled_images": len(subset)}}
+    setting = "C" if cfg.classifier == "logistic" else "k"
+    record = {**asdict(cfg), "choice": {"setting": setting, "grid": settings, "val_top1": val_scores,
+                                        "chosen": settings[best], "at_edge": at_edge(setting, settings[best], settings),
+                                        "labelled_images": len(subset)}}
     write_result(out, "pixels", metrics, record, seed=cfg.seed, started=started)
     return metrics
+
+
+def at_edge(setting: str, chosen: float, grid: list[float]) -> bool:
+    """Whether ``chosen`` lies at an edge of ``grid`` that a wider grid could move: k = 1 is the
+    smallest k there is, so a k-NN choice of 1 at the grid's bottom is not at an open edge."""
+    if len(grid) < 2 or chosen not in (min(grid), max(grid)):
+        return False
+    return not (setting == "k" and chosen == min(grid) == 1)
 
 
 def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None, world_size: int | None = None

@@ -135,3 +135,14 @@ def test_fig2_and_table8_findings_include_mae_and_byol_from_mini_more(tmp_path) 
     assert "mae: 72.0 ± 0.0 (n=1) -> 72.5 ± 0.0 (n=1), +0.5 points" in text
     assert "mean change -0.2 points for splitmask, mae vs -3.0 for dino" in text
     assert "mae: linear 60.0 ± 0.0 (n=1), fine-tuned 72.0 ± 0.0 (n=1)" in text
+
+
+def test_a_pixel_k_of_1_is_inside_its_grid_whatever_its_record_says(tmp_path) -> None:
+    for name, chosen, flagged in (("a", 1.0, True), ("b", 20.0, True)):  # the records of runs made before the rule
+        path = tmp_path / "pixels" / name / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"config": {"choice": {"setting": "k", "chosen": chosen, "grid": [1.0, 3.0, 20.0],
+                                                          "at_edge": flagged}}}))
+    lines, passed = gate_lines(_results(82.0, 79.0), [], tmp_path)
+    assert passed["grids"] is False and "at an edge: pixels k = 20 of [1.0, 3.0, 20.0]" in "\n".join(lines)
+    assert "pixels k = 1 " not in "\n".join(lines)

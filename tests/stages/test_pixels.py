@@ -11,7 +11,7 @@ import pytest
 import benchmark.data.fashion_mnist as fm
 from benchmark.data.folders import fraction_subset
 from benchmark.errors import EXIT_BAD_INPUT
-from benchmark.stages.pixels import PixelsConfig, main, pixel_floor, pixels_of
+from benchmark.stages.pixels import PixelsConfig, at_edge, main, pixel_floor, pixels_of
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_a_floor_learns_the_pixels_and_records_its_choice(fashion, tmp_path, cla
     choice = result["config"]["choice"]
     assert choice["grid"] == list(map(float, cfg.settings())) and len(choice["val_top1"]) == len(choice["grid"])
     assert choice["chosen"] == choice["grid"][int(np.argmax(choice["val_top1"]))]
-    assert choice["at_edge"] == (choice["chosen"] in (choice["grid"][0], choice["grid"][-1]))
+    assert choice["at_edge"] == at_edge(choice["setting"], choice["chosen"], choice["grid"])
     # the labelled images are fine-tuning's: the class-balanced fraction of train for the same seed
     train = fm.FashionMNIST(fashion, "train")
     assert choice["labelled_images"] == len(fraction_subset(len(train), 0.2, 3, labels=train.targets)) == 100
@@ -66,3 +66,11 @@ def test_a_grid_larger_than_the_labelled_set_is_one_line(fashion, tmp_path, caps
     err = capsys.readouterr().err
     assert err.strip() == "error: PixelsConfig.grid: k = 500 is more than the 50 labelled images"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_choice_at_a_grid_edge_is_flagged_unless_nothing_lies_beyond_it() -> None:
+    grid = [1.0, 3.0, 5.0, 10.0, 20.0]
+    assert at_edge("k", 20.0, grid) and not at_edge("k", 5.0, grid)
+    assert not at_edge("k", 1.0, grid)  # there is no k below 1
+    assert at_edge("k", 3.0, [3.0, 5.0]) and at_edge("C", 0.001, [0.001, 0.01, 0.1]) and at_edge("C", 0.1, [0.001, 0.1])
+    assert not at_edge("C", 0.01, [0.001, 0.01, 0.1]) and not at_edge("C", 0.01, [0.01])
