@@ -3,6 +3,7 @@ its manifest last, so a finished run is one whose manifest exists."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ GENERATORS: dict[str, tuple[Callable[[Path, dict[str, Any]], Any], str]] = {
     # Fashion-MNIST scenes; config: seed, data_root (Fashion-MNIST's), train_scenes, val_scenes, size
     "scenes": (lambda out, config: scenes.make_scenes(
         out, seed=config["seed"], data_root=config["data_root"], train_scenes=config["train_scenes"],
-        val_scenes=config["val_scenes"], options=scenes.Options(size=config.get("size", scenes.Options.size))),
+        val_scenes=config["val_scenes"], options=scenes.Options(size=config.get("size", scenes.Options.size)),
+        progress=lambda line: print(line, file=sys.stderr, flush=True)),  # minutes at the mini scale
         scenes.MANIFEST),
 }
 
