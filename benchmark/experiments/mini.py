@@ -87,8 +87,8 @@ MINIATURE_OF = {"table6": "mini_table6", "fig2": "mini_fig2", "table8": "mini_ta
 
 # The scenes' data run: scale -> (train scenes, val scenes). As many train scenes as train items
 # (Table 1 compares image types, not set sizes); pre-training holds iterations constant
-# (pretrain_steps) either way. Writing 50,000 scenes takes about five minutes on one core and
-# about 800 MB. The val scenes (from the test split) are for the dense legs. mini-quick: two
+# (pretrain_steps) either way. Writing 50,000 scenes took two minutes on one core here, and
+# 870 MB. The val scenes (from the test split) are for the dense legs. mini-quick: two
 # batches of 64 (a pre-training refuses fewer images than one batch).
 SCENE_COUNTS = {"mini": (TRAIN_IMAGES["fashion-mnist-scenes"], 2_000), "mini-quick": (128, 16)}
 
