@@ -72,11 +72,13 @@ def plot_monitor_curves(curves: list[Curve], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({c.pretrain_data for c in curves}, key=lambda d: -_percent(d))
+    methods = sorted({c.method for c in curves})  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, data in zip(axes[0], panels):
         shown = [c for c in curves if c.pretrain_data == data]
         for curve in shown:
-            ax.plot(curve.steps, curve.knn, marker="o", markersize=3, label=f"{curve.method} ({curve.scale})")
+            ax.plot(curve.steps, curve.knn, marker="o", markersize=3, label=f"{curve.method} ({curve.scale})",
+                    color=f"C{methods.index(curve.method) % 10}")
         start = [c.knn[0] for c in shown if c.steps[0] == 0]
         if start:
             ax.axhline(sum(start) / len(start), color="grey", linestyle="--", label="random-init features")
@@ -111,8 +113,10 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
         rose = [(c, c.knn[-1] - c.knn[0]) for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
         ok = bool(rose) and all(gain > 0 for _, gain in rose)
         passed["learned"] = ok
+        fell = [f"{c.method} on {c.pretrain_data}" for c, gain in rose if gain <= 0]
         lines.append(f"- {_mark(ok)} learned: online k-NN at the end vs at step 0 (random-init features): "
-                     + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c, _ in rose) + ".")
+                     + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c, _ in rose)
+                     + (f"; did not rise: {', '.join(fell)}" if fell else "") + ".")
         joint = [c for c in curves if c.method in ("dino", "byol")]
         if joint:
             problems = []

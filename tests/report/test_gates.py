@@ -63,6 +63,7 @@ def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:
     assert passed == {"learned": False, "no collapse": False, "floor": False, "grids": False}
     text = "\n".join(lines)
     assert "**FAIL** learned" in text and "dino on fashion-mnist-100%: k-NN 12.0, near chance" in text
+    assert "did not rise: splitmask on fashion-mnist-100%, dino on fashion-mnist-100%." in text
     assert "teacher entropy 6.92 of ln 1024 = 6.93" in text and "at an edge: blr = 0.03 of [0.003, 0.01, 0.03]" in text
 
 
