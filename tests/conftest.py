@@ -4,6 +4,7 @@ a function whose n-th call fails (a full disk mid-write)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,27 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch):
         return calls
 
     return fail
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tree_digest():
+    """``digest(root)``: one hash over every file's relative path and bytes below ``root``."""
+    return _tree_digest
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """``snapshot(root)``: the bytes and modification time of every file below ``root`` (equal
+    snapshots: nothing was written, not even the same bytes again)."""
+    return _snapshot

@@ -7,7 +7,6 @@ a scene's pixels show which split its items came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -43,18 +42,6 @@ def write_fake_fashion(folder: Path, train: int = 60, test: int = 20) -> Path:
         write_idx(folder / f"{part}-images-idx3-ubyte.gz", images.astype(np.uint8))
         write_idx(folder / f"{part}-labels-idx1-ubyte.gz", labels[part].astype(np.uint8))
     return folder
-
-
-def tree_digest(root: Path) -> str:
-    """One hash over every file's relative path and bytes below ``root``."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -236,7 +223,7 @@ def test_scenes_of_the_real_fashion_mnist(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_bytes_and_counts_leave_other_scenes_alone(scenes_root: Path, fake_root: Path,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, tree_digest) -> None:
     make_scenes(tmp_path / "again", 0, fake_root, COUNTS["train"], COUNTS["val"], EXACT)
     assert tree_digest(tmp_path / "again") == tree_digest(scenes_root)
     make_scenes(tmp_path / "other", 1, fake_root, COUNTS["train"], COUNTS["val"], EXACT)
@@ -288,7 +275,7 @@ def test_cli_missing_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_cli_refuses_foreign_or_differently_made_directories(tmp_path: Path, fake_root: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+                                                             capsys: pytest.CaptureFixture, snapshot) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -309,7 +296,7 @@ def test_cli_refuses_foreign_or_differently_made_directories(tmp_path: Path, fak
 
 
 def test_a_failed_write_leaves_the_previous_set_whole(tmp_path: Path, fake_root: Path, fail_on_call,
-                                                      capsys: pytest.CaptureFixture) -> None:
+                                                      capsys: pytest.CaptureFixture, snapshot) -> None:
     out = tmp_path / "out"
     make_scenes(out, 0, fake_root, 2, 1)
     before = snapshot(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -30,19 +29,6 @@ TINY = {
 }
 
 
-def tree_digest(root: Path) -> str:
-    """One hash over every file's relative path and bytes below ``root``."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Bytes and modification time of every file below ``root``."""
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
-
-
 @pytest.fixture
 def tiny_scale(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(SCALES, "tiny", TINY)
@@ -52,14 +38,14 @@ def tiny_scale(monkeypatch: pytest.MonkeyPatch) -> str:
 # --------------------------------------------------------------------------- determinism
 
 
-def test_same_seed_gives_identical_bytes(synthetic_root: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_bytes(synthetic_root: Path, tmp_path: Path, tree_digest) -> None:
     make_all(tmp_path, seed=0, scale="smoke")
     for name in ("classification", "coco", "ade20k"):
         assert tree_digest(tmp_path / name) == tree_digest(synthetic_root / name), name
     assert (tmp_path / "synthetic.json").read_bytes() == (synthetic_root / "synthetic.json").read_bytes()
 
 
-def test_different_seed_gives_different_data(synthetic_root: Path, tmp_path: Path) -> None:
+def test_different_seed_gives_different_data(synthetic_root: Path, tmp_path: Path, tree_digest) -> None:
     make_all(tmp_path, seed=1, scale="smoke")
     for name in ("classification", "coco", "ade20k"):
         assert tree_digest(tmp_path / name) != tree_digest(synthetic_root / name), name
@@ -68,7 +54,7 @@ def test_different_seed_gives_different_data(synthetic_root: Path, tmp_path: Pat
     assert json.loads((tmp_path / "synthetic.json").read_text())["seed"] == 1
 
 
-def test_splits_differ_and_counts_do_not_move_other_images(tmp_path: Path) -> None:
+def test_splits_differ_and_counts_do_not_move_other_images(tmp_path: Path, tree_digest) -> None:
     a, b = make_coco(tmp_path / "a", 0, 3, 2, 64), make_coco(tmp_path / "b", 0, 5, 2, 64)
     for rel in ("train2017/000000000001.jpg", "train2017/000000000003.jpg", "val2017/000001000001.jpg"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
@@ -221,7 +207,7 @@ def test_classes_are_learnable(tmp_path: Path, seed: int) -> None:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def test_failed_write_leaves_previous_set_whole(tmp_path: Path, fail_on_call) -> None:
+def test_failed_write_leaves_previous_set_whole(tmp_path: Path, fail_on_call, tree_digest) -> None:
     coco = make_coco(tmp_path, 0, 2, 1, 64)
     before = tree_digest(coco)
     fail_on_call(synthetic, "save_jpeg", 2)
@@ -246,7 +232,7 @@ def test_failed_make_all_leaves_no_manifest(tmp_path: Path, tiny_scale: str, mon
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_refuses_foreign_directory(tmp_path: Path, tiny_scale: str, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_foreign_directory(tmp_path: Path, tiny_scale: str, capsys: pytest.CaptureFixture, snapshot) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "coco").mkdir()
     (tmp_path / "coco" / "keep.json").write_text("{}")
@@ -273,7 +259,7 @@ def test_cli_overwrite_keeps_other_files(tmp_path: Path, tiny_scale: str, capsys
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_cli_same_seed_and_scale_is_a_no_op(synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_same_seed_and_scale_is_a_no_op(synthetic_root: Path, capsys: pytest.CaptureFixture, snapshot) -> None:
     before = snapshot(synthetic_root)
     assert main(["--out", str(synthetic_root), "--seed", "0", "--scale", "smoke"]) == 0
     assert "already" in capsys.readouterr().out
