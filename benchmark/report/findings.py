@@ -51,8 +51,7 @@ def _stats(results: pd.DataFrame, artifacts: str | tuple[str, ...], downstream: 
     """(method, pretrain_data) -> the stats of its runs in ``artifacts`` (each run once)."""
     names = (artifacts,) if isinstance(artifacts, str) else artifacts
     rows = results[results.artifact.isin(names) & (results.downstream == downstream) & (results.metric == metric)]
-    if "run_key" in rows:  # a run in several of the artifacts has a row in each
-        rows = rows.drop_duplicates("run_key")
+    rows = rows.drop_duplicates("run_key")  # a run in several of the artifacts has a row in each
     return {(m, d): Stat(group.value) for (m, d), group in rows.groupby(["method", "pretrain_data"])}
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.stages.pixels import at_edge as pixel_choice_at_edge
+from benchmark.stages.pixels import at_edge
 from benchmark.utils.io import atomic_path, read_log
 
 COLLAPSE_SHARE = 0.9     # a teacher entropy above this share of ln K counts as collapsed
@@ -102,10 +102,6 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-def _edge(value: float, grid: list[float]) -> bool:
-    return len(grid) > 1 and value in (min(grid), max(grid))
-
-
 def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tuple[list[str], dict[str, bool]]:
     """The gates as REPORT.md lines, and each gate's outcome (name -> passed) for the findings."""
     lines, passed = [], {}
@@ -154,7 +150,7 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
             continue
         for key, value in record.get("chosen", {}).items():
             grid = sorted({row["values"][key] for row in record.get("scores", [])})
-            edges.append((f"{key} = {value:g} of {grid}", _edge(value, grid)))
+            edges.append((f"{key} = {value:g} of {grid}", at_edge(key, value, grid)))
     for path in sorted(Path(runs_dir).glob("pixels/*/result.json")):
         try:
             choice = json.loads(path.read_text())["config"]["choice"]
@@ -162,13 +158,13 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
             continue
         # judged again here, not read from the record: runs made before the rule knew k's floor of 1
         edges.append((f"pixels {choice['setting']} = {choice['chosen']:g} of {choice['grid']}",
-                      pixel_choice_at_edge(choice["setting"], choice["chosen"], choice["grid"])))
+                      at_edge(choice["setting"], choice["chosen"], choice["grid"])))
     if edges:
         ok = not any(edge for _, edge in edges)
         passed["grids"] = ok
-        at_edge = [text for text, edge in edges if edge]
+        outside = [text for text, edge in edges if edge]
         lines.append(f"- {_mark(ok)} grids: {len(edges)} chosen settings"
-                     + (f"; at an edge: {', '.join(dict.fromkeys(at_edge))}" if at_edge else ", each inside its grid")
+                     + (f"; at an edge: {', '.join(dict.fromkeys(outside))}" if outside else ", each inside its grid")
                      + ".")
     if lines:
         lines = ["**Gates** (is a number a finding? computed from the runs):", *lines, ""]

@@ -137,8 +137,9 @@ def pixel_floor(cfg: PixelsConfig, out_dir: str | Path, resume: bool = True) -> 
 
 
 def at_edge(setting: str, chosen: float, grid: list[float]) -> bool:
-    """Whether ``chosen`` lies at an edge of ``grid`` that a wider grid could move: k = 1 is the
-    smallest k there is, so a k-NN choice of 1 at the grid's bottom is not at an open edge."""
+    """Whether ``chosen``, the value of ``setting`` chosen from ``grid``, lies at an edge of the grid
+    that a wider grid could move (any swept setting: the report's grids gate asks it of each): k = 1
+    is the smallest k there is, so a k-NN choice of 1 at the grid's bottom is not at an open edge."""
     if len(grid) < 2 or chosen not in (min(grid), max(grid)):
         return False
     return not (setting == "k" and chosen == min(grid) == 1)
