@@ -1,6 +1,7 @@
 """The augmentation settings every pre-training method may read (:class:`Augmentation`, from the
 pre-training config) and the default single-crop augmentation (BEiT's), which SplitMask, BEiT and
-MAE train on and :mod:`benchmark.data.device_decode` reproduces on the GPU."""
+MAE train on and :mod:`benchmark.data.device_decode` reproduces on the GPU; and the evaluation
+transform every stage shares (:func:`eval_transform`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from timm.data import create_transform
+
+EVAL_CROP = 0.875  # timm's, MAE's and BEiT's ImageNet evaluation: resize to 256, centre crop 224
+
+
+def eval_transform(img_size: int, crop: float = EVAL_CROP) -> Callable[[Any], Any]:
+    """Resize, centre crop, ImageNet normalisation (timm's evaluation transform); the crop keeps
+    ``crop`` of the resized image's side (1.0: the whole image, for items that fill their frame)."""
+    return create_transform(input_size=img_size, is_training=False, crop_pct=crop)
 
 
 @dataclass

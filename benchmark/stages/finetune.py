@@ -30,6 +30,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from benchmark.data.augment import EVAL_CROP, eval_transform
 from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
@@ -91,6 +92,7 @@ class FinetuneConfig:
     clip_grad: float = 0.0
     hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
     crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1), timm's default
+    eval_crop: float = EVAL_CROP         # evaluation: the centre crop's share of the image side (1.0: whole)
     seed: int = 0
     num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     log_every: int = 10
@@ -104,7 +106,8 @@ class FinetuneConfig:
         "min_lr": at_least(0), "warmup_epochs": at_least(0), "weight_decay": at_least(0),
         "layer_decay": optional(in_unit()), "drop_path": in_unit(zero=True, one=False),
         "smoothing": in_unit(zero=True, one=False), "mixup": at_least(0), "cutmix": at_least(0), "clip_grad": at_least(0),
-        "hflip": in_unit(zero=True), "crop_scale_min": in_unit(), "seed": at_least(0), "num_workers": workers(),
+        "hflip": in_unit(zero=True), "crop_scale_min": in_unit(), "eval_crop": in_unit(),
+        "seed": at_least(0), "num_workers": workers(),
         "log_every": at_least(1), "checkpoint_every": at_least(1), "device": device_name(),
     }
 
@@ -228,7 +231,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
           before_update=clip)
     metrics: dict[str, float] = {}
     if ctx.is_main:
-        val_set = Transformed(val_set, create_transform(input_size=cfg.img_size, is_training=False), skip_log=out / SKIPPED)
+        val_set = Transformed(val_set, eval_transform(cfg.img_size, cfg.eval_crop), skip_log=out / SKIPPED)
         val_loader = make_loader(val_set, micro, device=device, num_workers=workers)
         metrics = evaluate(model, val_loader, device, num_classes)
         skipped = skipped_images(out / SKIPPED)

@@ -15,9 +15,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from benchmark.data.augment import EVAL_CROP, eval_transform
 from benchmark.data.classification import load_classification
 from benchmark.data.folders import fraction_subset
-from benchmark.stages.probe import encode, eval_transform, knn_classify, topk_metrics
+from benchmark.stages.probe import encode, knn_classify, topk_metrics
 
 MONITOR_BATCH = 256
 
@@ -31,11 +32,11 @@ class KnnMonitor:
     """The k-NN top-1 of an encoder on fixed labelled images (module docstring)."""
 
     def __init__(self, root: str, dataset: str, img_size: int, bank: int, queries: int, k: int = 20,
-                 temperature: float = 0.07, seed: int = 0) -> None:
+                 temperature: float = 0.07, crop: float = EVAL_CROP, seed: int = 0) -> None:
         train, val = load_classification(dataset, root, "train"), load_classification(dataset, root, "val")
         self.num_classes = len(train.classes)
         self.k, self.temperature = k, temperature
-        transform = eval_transform(img_size)
+        transform = eval_transform(img_size, crop)
 
         def tensors(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             items = [data[i] for i in indices]

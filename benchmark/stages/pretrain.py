@@ -29,7 +29,7 @@ from timm.data import create_transform
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from benchmark.data.augment import Augmentation
+from benchmark.data.augment import EVAL_CROP, Augmentation
 from benchmark.data.classification import READERS, load_classification
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
@@ -121,6 +121,7 @@ class PretrainConfig:
     monitor_dataset: str = "imagefolder"
     monitor_bank: int = 1000
     monitor_queries: int = 1000
+    monitor_crop: float = EVAL_CROP      # the centre crop's share of the image side (1.0: the whole image)
 
     EXCLUSIVE: ClassVar = (("steps", "epochs"), ("warmup_steps", "warmup_epochs"))
     RULES: ClassVar = {
@@ -133,7 +134,7 @@ class PretrainConfig:
         "hflip": in_unit(zero=True), "seed": at_least(0), "num_workers": workers(),
         "checkpoint_every": at_least(1), "log_every": at_least(1), "device": device_name(),
         "monitor_every": at_least(0), "monitor_dataset": one_of(READERS), "monitor_bank": at_least(1),
-        "monitor_queries": at_least(1),
+        "monitor_queries": at_least(1), "monitor_crop": in_unit(),
     }
 
     def relations(self) -> list[str]:
@@ -254,7 +255,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     monitor = None
     if cfg.monitor_every and main_process():
         monitor = KnnMonitor(cfg.monitor_root, cfg.monitor_dataset, cfg.img_size, cfg.monitor_bank, cfg.monitor_queries,
-                             seed=cfg.seed)
+                             crop=cfg.monitor_crop, seed=cfg.seed)
     device, ctx = start_run(cfg, out, save_config=False)
     workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):

@@ -55,13 +55,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.optim import create_optimizer_v2, list_optimizers
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
+from benchmark.data.augment import EVAL_CROP, eval_transform
 from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset
 from benchmark.data.loader import make_loader, resolve_workers
@@ -122,6 +122,7 @@ class ProbeConfig:
     weight_decay: float = 0.0
     augment: bool = True                 # False: train the head on cached features of un-augmented images
     crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1)
+    eval_crop: float = EVAL_CROP         # un-augmented images: the centre crop's share of the side (1.0: whole)
     # k-NN
     k: int = 20
     temperature: float = 0.07
@@ -139,7 +140,8 @@ class ProbeConfig:
         "batch_size": at_least(1), "optimizer": Rule(lambda v: v in list_optimizers(), "a timm optimiser "
                                                      "(timm.optim.list_optimizers())"),
         "blr": positive(), "min_lr": at_least(0), "warmup_epochs": at_least(0), "weight_decay": at_least(0),
-        "crop_scale_min": in_unit(), "k": at_least(1), "temperature": positive(), "knn_chunk": at_least(1),
+        "crop_scale_min": in_unit(), "eval_crop": in_unit(), "k": at_least(1), "temperature": positive(),
+        "knn_chunk": at_least(1),
         "seed": at_least(0), "num_workers": workers(), "log_every": at_least(1), "checkpoint_every": at_least(1),
         "device": device_name(),
     }
@@ -225,11 +227,6 @@ def gather_in_order(part: torch.Tensor, num_items: int, ctx: Context) -> torch.T
     dist.all_gather(pieces, padded.contiguous())
     # Item j * world_size + r is row j of rank r; the padding falls past num_items.
     return torch.stack(pieces, 1).flatten(0, 1)[:num_items]
-
-
-def eval_transform(img_size: int):
-    """Resize + centre crop + normalise (timm's evaluation transform)."""
-    return create_transform(input_size=img_size, is_training=False)
 
 
 def probe_train_transform(img_size: int, crop_scale_min: float = 0.08):
@@ -338,7 +335,7 @@ def linear_probe(
     micro = batch // ctx.world_size
     steps_per_epoch = max(1, len(subset) // batch)
     total = cfg.epochs * steps_per_epoch
-    val_data = Transformed(val_set, eval_transform(cfg.img_size))
+    val_data = Transformed(val_set, eval_transform(cfg.img_size, cfg.eval_crop))
     train_steps = 0 if cfg.augment else extraction_steps(len(subset), batch, ctx)
     flog = None
     if ctx.is_main:
@@ -347,7 +344,7 @@ def linear_probe(
     try:
         cached = None
         if not cfg.augment:
-            plain = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size))
+            plain = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size, cfg.eval_crop))
             cached = extract_features(encoder, plain, batch, device, workers, flog, ctx=ctx)
         # Each process keeps its share of the validation features: evaluation is sharded.
         val_feats, val_labels = extract_features(encoder, val_data, batch, device, workers, flog, train_steps,
@@ -460,7 +457,7 @@ def knn_probe(
     workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     num_classes = len(train_set.classes)
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
-    tf = eval_transform(cfg.img_size)
+    tf = eval_transform(cfg.img_size, cfg.eval_crop)
     train_data, val_data = Transformed(Subset(train_set, subset), tf), Transformed(val_set, tf)
     batch = cfg.batch_size
     train_steps = extraction_steps(len(train_data), batch, ctx)

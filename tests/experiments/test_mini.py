@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,6 +71,26 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
         assert run.config["monitor_every"] > 0 and run.config["monitor_dataset"] == "fashion-mnist"
         method_args = run.config["method_args"]
         assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
+
+
+def test_every_evaluation_of_the_miniature_sees_the_whole_item_as_the_floors_do() -> None:
+    """Fashion-MNIST's items fill their 28x28 frame and the pixel floors see every pixel; timm's
+    ImageNet centre crop (0.875 of the side) cut their edges off and cost the fine-tunings 2-16
+    points on val (docs/mini.md). Every fine-tuning, probe and monitor of the mini keeps the
+    whole image."""
+    from PIL import Image
+
+    from benchmark.data.augment import EVAL_CROP, eval_transform
+
+    framed = np.zeros((28, 28), np.uint8)
+    framed[:, 0] = 255  # a bright left edge, as a trouser leg at the frame's border
+    for crop, edge_kept in ((1.0, True), (EVAL_CROP, False)):
+        image = eval_transform(32, crop)(Image.fromarray(framed).convert("RGB"))[0]
+        assert bool(image[:, 0].mean() > image.min() + 1) == edge_kept, crop
+    crops = {(run.kind, run.config.get("eval_crop", run.config.get("monitor_crop")))
+             for run in plan_runs("mini-all", "mini") if run.kind in ("finetune", "probe")
+             or run.config.get("monitor_every")}
+    assert crops == {("finetune", 1.0), ("probe", 1.0), ("pretrain", 1.0)}
 
 
 @pytest.mark.parametrize("scale", ["smoke", "mini", "mini-quick", "small", "paper"])
