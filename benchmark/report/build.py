@@ -8,7 +8,8 @@ writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, ar
 task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
 paper's value from ``tables/paper/reference.csv`` (beside each of our archs where the paper does not
 state its arch: ``paper_arch`` "unknown") and the difference (at the paper's scale only), and the
-seeds and run keys (config hashes) behind ours. A run shared by several artifacts counts in each
+seeds and run keys (config hashes) behind ours; in a table that holds pixel floors, whether each
+row clears the best of them (``vs_floor``). A run shared by several artifacts counts in each
 that the registry plans it for. A planned run without a result shows "—"; a paper value that is
 not known shows "unknown". Nothing is filled in.
 """
@@ -46,6 +47,7 @@ METRIC_ALIASES = {"bbox_ap": "bbox_mAP", "segm_ap": "segm_mAP", "miou": "mIoU"}
 MISSING, UNKNOWN = "—", "unknown"
 EARLIER_SCHEDULE = "timm-cosine/0"  # a result.json without lr_schedule: made before SCHEDULE_ID
 NOT_COMPARABLE = "n/a (scale)"  # ours at a smaller scale than the paper's: no difference is computed
+FLOOR_PREFIX = "pixels-"  # the trivial floors' methods (raw pixels), in the tables that hold them
 PAPER_REFERENCE = REPO / "tables" / "paper" / "reference.csv"  # the paper's values, wherever a report is written
 
 
@@ -184,7 +186,30 @@ def artifact_table(artifact: str, results: pd.DataFrame, paper: pd.DataFrame, sc
     # A difference is only meaningful at the paper's own scale; at smaller ones it says so.
     out["diff"] = [MISSING if not (h and pd.notna(p)) else f"{m - p:+.2f}" if sc == "paper" else NOT_COMPARABLE
                    for m, p, h, sc in zip(table["mean"], paper_value, have, out["scale"])]
-    return out.sort_values(KEYS).reset_index(drop=True)
+    out = out.sort_values(KEYS).reset_index(drop=True)
+    if out.method.str.startswith(FLOOR_PREFIX).any():
+        out["vs_floor"] = floor_marks(out)
+    return out
+
+
+def floor_marks(table: pd.DataFrame) -> list[str]:
+    """Beside each row of a table that holds pixel floors: whether its mean clears the best floor
+    of its scale and metric ("above pixels-logistic 79.42", "BELOW ..."); "floor" on the floors'
+    own rows, "—" where either side has no result. A number below its floor is not a finding."""
+    means = pd.to_numeric(table.ours_mean, errors="coerce")
+    floors = table.method.str.startswith(FLOOR_PREFIX)
+    marks = []
+    for index, row in table.iterrows():
+        same = floors & (table.scale == row.scale) & (table.metric == row.metric) & means.notna()
+        if floors[index]:
+            marks.append("floor")
+        elif pd.isna(means[index]) or not same.any():
+            marks.append(MISSING)
+        else:
+            best = means[same].idxmax()
+            side = "above" if means[index] > means[best] else "BELOW"
+            marks.append(f"{side} {table.method[best]} {means[best]:.2f}")
+    return marks
 
 
 # Artifacts the paper draws as curves: the x-axis and its label.

@@ -31,6 +31,7 @@ from benchmark.utils.io import atomic_path, read_log
 
 COLLAPSE_SHARE = 0.9     # a teacher entropy above this share of ln K counts as collapsed
 CHANCE_FACTOR = 2.0      # constant features score about chance (10%): a k-NN below twice chance fails
+EVERY = frozenset({"*"})  # a gate failed by the whole section (the floor, a grid), not by some pre-trainings
 
 
 @dataclass
@@ -102,30 +103,35 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tuple[list[str], dict[str, bool]]:
-    """The gates as REPORT.md lines, and each gate's outcome (name -> passed) for the findings."""
-    lines, passed = [], {}
+def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
+               ) -> tuple[list[str], dict[str, frozenset[str]]]:
+    """The gates as REPORT.md lines, and what each gate failed on (name -> the pre-training data
+    sets of the runs that failed it, :data:`EVERY` for a gate of the whole section, empty where it
+    passed), so that a finding is marked by the gates its own runs failed."""
+    lines, failures = [], {}
     if curves:
         rose = [(c, c.knn[-1] - c.knn[0]) for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
         ok = bool(rose) and all(gain > 0 for _, gain in rose)
-        passed["learned"] = ok
+        failures["learned"] = frozenset(c.pretrain_data for c, gain in rose if gain <= 0) if rose else EVERY
         fell = [f"{c.method} on {c.pretrain_data}" for c, gain in rose if gain <= 0]
         lines.append(f"- {_mark(ok)} learned: online k-NN at the end vs at step 0 (random-init features): "
                      + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c, _ in rose)
                      + (f"; did not rise: {', '.join(fell)}" if fell else "") + ".")
         joint = [c for c in curves if c.method in ("dino", "byol")]
         if joint:
-            problems = []
+            problems, collapsed = [], set()
             for c in joint:
                 if c.knn[-1] < CHANCE_FACTOR * 10:
                     problems.append(f"{c.method} on {c.pretrain_data}: k-NN {c.knn[-1]:.1f}, near chance (constant features)")
+                    collapsed.add(c.pretrain_data)
                 if c.teacher_entropy is not None and c.out_dim:
                     if c.teacher_entropy > COLLAPSE_SHARE * math.log(c.out_dim):
                         problems.append(f"{c.method} on {c.pretrain_data}: teacher entropy {c.teacher_entropy:.2f} of "
                                         f"ln {c.out_dim} = {math.log(c.out_dim):.2f}")
+                        collapsed.add(c.pretrain_data)
             entropies = [f"{c.method} on {c.pretrain_data} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
                          f"{math.log(c.out_dim):.2f}" for c in joint if c.teacher_entropy is not None and c.out_dim]
-            passed["no collapse"] = not problems
+            failures["no collapse"] = frozenset(collapsed)
             lines.append(f"- {_mark(not problems)} no collapse: "
                          + ("; ".join(problems) if problems else
                             "teacher entropies " + (", ".join(entropies) or "not logged") + "; final k-NN above twice chance")
@@ -139,7 +145,7 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
         best_value = finetune.groupby(["method", "pretrain_data"]).value.mean().max()
         floor = floors.groupby("method").value.mean()
         ok = bool(best_value > floor.max())
-        passed["floor"] = ok
+        failures["floor"] = frozenset() if ok else EVERY
         lines.append(f"- {_mark(ok)} floor: the best fine-tuned model, {best[0]} ({best[1]}), {best_value:.1f} vs the pixel "
                      "floors " + ", ".join(f"{m} {v:.1f}" for m, v in floor.items()) + " (test top-1, means over seeds).")
     edges = []
@@ -161,11 +167,11 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path) -> tu
                       at_edge(choice["setting"], choice["chosen"], choice["grid"])))
     if edges:
         ok = not any(edge for _, edge in edges)
-        passed["grids"] = ok
+        failures["grids"] = frozenset() if ok else EVERY  # the chosen lr serves every fine-tuning
         outside = [text for text, edge in edges if edge]
         lines.append(f"- {_mark(ok)} grids: {len(edges)} chosen settings"
                      + (f"; at an edge: {', '.join(dict.fromkeys(outside))}" if outside else ", each inside its grid")
                      + ".")
     if lines:
         lines = ["**Gates** (is a number a finding? computed from the runs):", *lines, ""]
-    return lines, passed
+    return lines, failures

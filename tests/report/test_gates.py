@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report.gates import gate_lines, monitor_curves, plot_monitor_curves
+from benchmark.report.gates import EVERY, gate_lines, monitor_curves, plot_monitor_curves
 
 
 def _pretraining(runs: Path, name: str, method: str, knn: list[float], entropy: float | None = None,
@@ -44,8 +44,8 @@ def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
     curves = monitor_curves(tmp_path, {"mini"})
     assert [(c.method, c.steps, c.knn) for c in curves] == [("splitmask", [0, 100, 200], [50.0, 60.0, 66.0]),
                                                            ("dino", [0, 100, 200], [50.0, 55.0, 58.0])]
-    lines, passed = gate_lines(_results(82.0, 79.0), curves, tmp_path)
-    assert passed == {"learned": True, "no collapse": True, "floor": True, "grids": True}
+    lines, failures = gate_lines(_results(82.0, 79.0), curves, tmp_path)
+    assert failures == {"learned": frozenset(), "no collapse": frozenset(), "floor": frozenset(), "grids": frozenset()}
     text = "\n".join(lines)
     assert "splitmask on fashion-mnist-100% 50.0 -> 66.0" in text
     assert "the best fine-tuned model, splitmask (fashion-mnist-100%), 82.0 vs the pixel floors" in text
@@ -59,8 +59,9 @@ def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:
     _pretraining(tmp_path, "a", "splitmask", [50.0, 49.0])             # did not rise
     _pretraining(tmp_path, "b", "dino", [50.0, 12.0], entropy=math.log(1024) - 0.01)  # collapsed
     _choice(tmp_path, 3e-2, [3e-3, 1e-2, 3e-2])                          # at the top edge
-    lines, passed = gate_lines(_results(75.0, 79.0), monitor_curves(tmp_path, {"mini"}), tmp_path)
-    assert passed == {"learned": False, "no collapse": False, "floor": False, "grids": False}
+    lines, failures = gate_lines(_results(75.0, 79.0), monitor_curves(tmp_path, {"mini"}), tmp_path)
+    on_full = frozenset({"fashion-mnist-100%"})  # the pre-trainings that failed, by their data; the rest: the whole section
+    assert failures == {"learned": on_full, "no collapse": on_full, "floor": EVERY, "grids": EVERY}
     text = "\n".join(lines)
     assert "**FAIL** learned" in text and "dino on fashion-mnist-100%: k-NN 12.0, near chance" in text
     assert "did not rise: splitmask on fashion-mnist-100%, dino on fashion-mnist-100%." in text
@@ -75,6 +76,12 @@ def test_a_finding_on_a_failed_gate_says_so(tmp_path) -> None:
     text = "\n".join(mini_findings(results, tmp_path))
     assert "**Gates**" in text and "Rests on failed gates: learned, floor" in text
     assert "floors on the same labels: pixels-logistic 79.0" in text
+    # every number under the best floor is marked where it stands
+    assert "The floor: pixels-logistic on raw pixels, 79.0" in text
+    assert "random init 65.0 ± 0.0 (n=1) *below the floor*" in text
+    assert "labels unused): 75.0 ± 0.7 (n=2) *below the floor*, +10.0 points vs random init" in text
+    above = "\n".join(mini_findings(_results(82.0, 79.0).assign(artifact="mini_table6", arch="vit-mini"), tmp_path))
+    assert "labels unused): 82.0 ± 0.7 (n=2), +10.0 points" in above
 
 
 def test_the_floor_gate_weighs_each_run_once(tmp_path) -> None:
@@ -83,8 +90,8 @@ def test_the_floor_gate_weighs_each_run_once(tmp_path) -> None:
     rows = _results(79.0, 80.0).assign(artifact="mini_table6")
     shared = rows[rows.run_key == "key1"]
     rows = pd.concat([rows, shared.assign(artifact="mini_fig2"), shared.assign(artifact="mini_seeds")])
-    lines, passed = gate_lines(rows, [], tmp_path)
-    assert passed["floor"] is False
+    lines, failures = gate_lines(rows, [], tmp_path)
+    assert failures["floor"] == EVERY
     assert "splitmask (fashion-mnist-100%), 79.0 vs the pixel floors" in "\n".join(lines)
 
 
@@ -144,6 +151,24 @@ def test_a_pixel_k_of_1_is_inside_its_grid_whatever_its_record_says(tmp_path) ->
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"config": {"choice": {"setting": "k", "chosen": chosen, "grid": [1.0, 3.0, 20.0],
                                                           "at_edge": flagged}}}))
-    lines, passed = gate_lines(_results(82.0, 79.0), [], tmp_path)
-    assert passed["grids"] is False and "at an edge: pixels k = 20 of [1.0, 3.0, 20.0]" in "\n".join(lines)
+    lines, failures = gate_lines(_results(82.0, 79.0), [], tmp_path)
+    assert failures["grids"] == EVERY and "at an edge: pixels k = 20 of [1.0, 3.0, 20.0]" in "\n".join(lines)
     assert "pixels k = 1 " not in "\n".join(lines)
+
+
+def test_a_gate_failed_by_some_pre_trainings_marks_only_the_findings_that_rest_on_them(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    _pretraining(tmp_path, "a", "splitmask", [50.0, 66.0])
+    _pretraining(tmp_path, "b", "splitmask", [50.0, 46.0], data="fashion-mnist-scenes")  # did not rise
+    table6 = _results(82.0, 79.0).assign(artifact="mini_table6", arch="vit-mini")
+    table1 = pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": "fashion-mnist-1k-finetune", "metric": "top1",
+                            "value": v, "scale": "mini", "run_key": f"t1-{m}-{d}", "artifact": "mini_table1",
+                            "arch": "vit-mini"}
+                           for m, d, v in (("splitmask", "fashion-mnist-100%", 82.0), ("splitmask", "fashion-mnist-scenes", 80.0),
+                                           ("dino", "fashion-mnist-100%", 81.0), ("dino", "fashion-mnist-scenes", 80.5))])
+    text = "\n".join(mini_findings(pd.concat([table6, table1]), tmp_path))
+    table6_line = next(line for line in text.splitlines() if "(Table 6 in miniature" in line)
+    table1_line = next(line for line in text.splitlines() if "(Table 1 in miniature" in line)
+    assert "Rests on failed gates" not in table6_line
+    assert "Rests on failed gates: learned:" in table1_line

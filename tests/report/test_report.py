@@ -248,3 +248,16 @@ def test_the_report_says_where_the_latest_invocation_of_each_plan_spent_its_time
                     "pre-training 10 min (1 runs); start-up 7s; wall 25 min with --jobs 2 on 2 CPU cores (x), no GPU; "
                     "4 of 4 planned runs finished.")
     assert timing_section(tmp_path / "none") == []
+
+
+def test_every_row_of_a_table_with_floors_says_whether_it_clears_the_best_one() -> None:
+    from benchmark.report.build import floor_marks
+
+    rows = [("pixels-logistic", "top1", "mini", "79.42"), ("pixels-knn", "top1", "mini", "74.80"),
+            ("splitmask", "top1", "mini", "80.10"), ("dino", "top1", "mini", "76.00"),
+            ("beit", "top1", "mini", MISSING),            # not run yet
+            ("splitmask", "top5", "mini", "99.00"),       # no floor on this metric
+            ("dino", "top1", "mini-quick", "30.00")]      # nor at this scale
+    table = pd.DataFrame(rows, columns=["method", "metric", "scale", "ours_mean"])
+    assert floor_marks(table) == ["floor", "floor", "above pixels-logistic 79.42", "BELOW pixels-logistic 79.42",
+                                  MISSING, MISSING, MISSING]
