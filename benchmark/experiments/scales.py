@@ -126,7 +126,7 @@ SMOKE = replace(
 # mini_hparams. The trials behind these choices (val, seed 0) are in docs/mini.md.
 MINI_STEPS = 1000
 # Evaluations keep the whole 28 px item, as the pixel floors do: timm's ImageNet centre crop (0.875
-# of the side) cut the items' edges off and cost the fine-tunings 2-16 points on val (docs/mini.md).
+# of the side) cut the items' edges off and cost the fine-tunings 2-5 points on val (docs/mini.md).
 WHOLE = 1.0
 _MINI_METHOD_ARGS: dict[str, dict[str, Any]] = {
     # k-means tokens (the paper's ablation finds them as good as the dVAE; no weights to download).

@@ -52,6 +52,14 @@ def _shown(stat: Stat, floor: Floor) -> str:
     return f"{stat} *below the floor*" if floor is not None and stat.mean <= floor[1] else str(stat)
 
 
+def _concerns(failed_on: frozenset[str], rests_on: set[str] | None) -> bool:
+    """Whether a gate that failed on the pre-training data ``failed_on`` (gates.EVERY: on the whole
+    section; empty: it passed) concerns a finding resting on ``rests_on`` (None: on any)."""
+    if not failed_on or rests_on == set():
+        return False
+    return failed_on == EVERY or rests_on is None or bool(failed_on & rests_on)
+
+
 def _verdict(a: Stat, b: Stat) -> tuple[float, str]:
     """(a - b, "higher" | "lower" | "within the seed noise")."""
     diff = a.mean - b.mean
@@ -181,8 +189,7 @@ def _table1(results: pd.DataFrame, floor: Floor) -> list[str]:
             continue
         changes[method] = _verdict(scenes, items)
         lines.append(f"  - {method}: items {_shown(items, floor)} -> scenes {_shown(scenes, floor)}, "
-                     f"{changes[method][0]:+.1f} points "
-                     f"({changes[method][1]}).")
+                     f"{changes[method][0]:+.1f} points ({changes[method][1]}).")
     dae = [changes[m][0] for m in DENOISING if m in changes]
     if not dae or "dino" not in changes:
         return []
@@ -288,11 +295,10 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
     if floor is not None:
         lines += [f"The floor: {floor[0]} on raw pixels, {floor[1]:.1f} (test top-1 on the same 1,000 labels, the best "
                   "pixel floor); a number marked *below the floor* is under it, so not a finding.", ""]
-    # each part with the pre-training data its comparisons rest on (None: any; the dense legs: no gate)
+    # each part with the pre-training data its comparisons rest on (None: any subset; the synthetic dense legs: none)
     for part, rests_on in ((_table6, {FULL}), (_table1, {FULL, SCENES}), (_fig2, None), (_table8, {FULL}), (_dense, set())):
         found = part(mini, floor)
-        failed = [name for name, on in failures.items()
-                  if on and rests_on != set() and (on == EVERY or rests_on is None or on & rests_on)]
+        failed = [name for name, on in failures.items() if _concerns(on, rests_on)]
         if found and failed:
             found[0] += f" *(Rests on failed gates: {', '.join(failed)}: not a finding until they pass.)*"
         lines += found + ([""] if found else [])

@@ -75,7 +75,7 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
 
 def test_every_evaluation_of_the_miniature_sees_the_whole_item_as_the_floors_do() -> None:
     """Fashion-MNIST's items fill their 28x28 frame and the pixel floors see every pixel; timm's
-    ImageNet centre crop (0.875 of the side) cut their edges off and cost the fine-tunings 2-16
+    ImageNet centre crop (0.875 of the side) cut their edges off and cost the fine-tunings 2-5
     points on val (docs/mini.md). Every fine-tuning, probe and monitor of the mini keeps the
     whole image."""
     from PIL import Image
