@@ -99,6 +99,13 @@ def _percent(pretrain_data: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def pixel_floors(results: pd.DataFrame) -> pd.Series:
+    """The pixel floors' mean test top-1 on the 1,000 labels, by method (each run once)."""
+    runs = results[results.metric == "top1"].drop_duplicates("run_key")
+    floors = runs[runs.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels")]
+    return floors.groupby("method").value.mean()
+
+
 def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
@@ -110,13 +117,13 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
     passed), so that a finding is marked by the gates its own runs failed."""
     lines, failures = [], {}
     if curves:
-        rose = [(c, c.knn[-1] - c.knn[0]) for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
-        ok = bool(rose) and all(gain > 0 for _, gain in rose)
-        failures["learned"] = frozenset(c.pretrain_data for c, gain in rose if gain <= 0) if rose else EVERY
-        fell = [f"{c.method} on {c.pretrain_data}" for c, gain in rose if gain <= 0]
-        lines.append(f"- {_mark(ok)} learned: online k-NN at the end vs at step 0 (random-init features): "
-                     + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c, _ in rose)
-                     + (f"; did not rise: {', '.join(fell)}" if fell else "") + ".")
+        rose = [c for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
+        fell = [c for c in rose if c.knn[-1] <= c.knn[0]]
+        failures["learned"] = frozenset(c.pretrain_data for c in fell) if rose else EVERY
+        lines.append(f"- {_mark(not failures['learned'])} learned: online k-NN at the end vs at step 0 (random-init "
+                     "features): " + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
+                     + (f"; did not rise: {', '.join(f'{c.method} on {c.pretrain_data}' for c in fell)}" if fell else "")
+                     + ".")
         joint = [c for c in curves if c.method in ("dino", "byol")]
         if joint:
             problems, collapsed = [], set()
@@ -132,18 +139,17 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
             entropies = [f"{c.method} on {c.pretrain_data} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
                          f"{math.log(c.out_dim):.2f}" for c in joint if c.teacher_entropy is not None and c.out_dim]
             failures["no collapse"] = frozenset(collapsed)
-            lines.append(f"- {_mark(not problems)} no collapse: "
+            lines.append(f"- {_mark(not collapsed)} no collapse: "
                          + ("; ".join(problems) if problems else
                             "teacher entropies " + (", ".join(entropies) or "not logged") + "; final k-NN above twice chance")
                          + ".")
     # each run once (a run in several artifacts has a row in each), so that every seed weighs the same
     runs = results[results.metric == "top1"].drop_duplicates("run_key")
     finetune = runs[runs.downstream == "fashion-mnist-1k-finetune"]
-    floors = runs[runs.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels")]
-    if not finetune.empty and not floors.empty:
-        best = finetune.groupby(["method", "pretrain_data"]).value.mean().sort_values().index[-1]
-        best_value = finetune.groupby(["method", "pretrain_data"]).value.mean().max()
-        floor = floors.groupby("method").value.mean()
+    floor = pixel_floors(results)
+    if not finetune.empty and not floor.empty:
+        means = finetune.groupby(["method", "pretrain_data"]).value.mean()
+        best, best_value = means.idxmax(), means.max()
         ok = bool(best_value > floor.max())
         failures["floor"] = frozenset() if ok else EVERY
         lines.append(f"- {_mark(ok)} floor: the best fine-tuned model, {best[0]} ({best[1]}), {best_value:.1f} vs the pixel "

@@ -25,11 +25,10 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-from timm.data import create_transform
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from benchmark.data.augment import EVAL_CROP, Augmentation
+from benchmark.data.augment import EVAL_CROP, Augmentation, eval_transform
 from benchmark.data.classification import READERS, load_classification
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
@@ -160,10 +159,6 @@ def device_decode_methods() -> list[str]:
     return [name for name in METHODS if supports_device_decode(method_class(name))]
 
 
-def plain_transform(cfg: PretrainConfig):
-    return create_transform(input_size=cfg.img_size, is_training=False, crop_pct=1.0)
-
-
 def _images(cfg: PretrainConfig, needs_labels: bool) -> tuple[Dataset, list[int] | None]:
     """The pre-training images and the labels that pick the subset: an ImageFolder (with labels)
     or every image below a folder. Self-supervised methods never see labels, but where the folder
@@ -283,7 +278,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if checkpoint.resumed:
         print(f"[pretrain] resuming {out} at step {checkpoint.start}/{total_steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
-        plain = SeededTransform(images, plain_transform(cfg), cfg.seed, subset, skip_log=out / SKIPPED)
+        # the whole images, un-augmented
+        plain = SeededTransform(images, eval_transform(cfg.img_size, 1.0), cfg.seed, subset, skip_log=out / SKIPPED)
         fit_loader = make_loader(plain, micro, device=device, num_workers=workers)
         method.prepare((batch.to(device) for batch, _ in itertools.islice(fit_loader, FIT_BATCHES)),
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
