@@ -26,12 +26,16 @@ MFU_GOAL = 0.40
 MFU_DEVICES = ("H100", "H200")
 BARE = "vit (bare)"  # the steps row of a plain timm ViT forward and backward
 PIL_IN_WORKERS = "PIL in workers"  # the pipeline rows of the training loader as it decodes by default
+PARTS = ("steps", "pipeline", "scaling")  # the benchmark's parts; a table's ``part`` column starts with one
 
 
-def load_perf(tables_dir: Path, scale: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """``tables/perf.csv`` (``perf_<scale>.csv`` for ``--scale``) and its json, or None where the
-    benchmark has not run."""
-    stem = f"perf_{scale}" if scale else "perf"
+# the tables of python -m benchmark.perf that REPORT.md shows, each from one machine: a GPU's
+# (``--out tables/perf_gpu.csv``, measured on a lent GPU machine) and this repository's CPU machine's
+PERF_TABLES = ("perf_gpu", "perf")
+
+
+def load_perf(tables_dir: Path, stem: str = "perf") -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """``tables/<stem>.csv`` and its json, or None where that benchmark has not run."""
     table, meta = Path(tables_dir) / f"{stem}.csv", Path(tables_dir) / f"{stem}.json"
     if not table.is_file() or not meta.is_file():
         return None
@@ -78,9 +82,10 @@ def goals(table: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
                      + ("met" if mfu >= MFU_GOAL else "**not met**"))
     pipe = table[(table.part == "pipeline") & (table.variant == PIL_IN_WORKERS)]
     default = meta.get("default_workers")
-    at_default = pipe[pipe.workers == default] if default is not None else pipe.iloc[0:0]
+    at_default = pipe[pipe.workers == default] if default is not None and not pipe.empty else pipe.iloc[0:0]
     if at_default.empty or "pipeline_vs_model" not in at_default:
         lines.append("- input pipeline at the default worker count: not measured in this run")
+        at_default = at_default.iloc[0:0]
     for _, row in at_default.iterrows():
         if pd.isna(row.pipeline_vs_model):
             continue
@@ -117,7 +122,7 @@ def repeatability(table: pd.DataFrame) -> list[str]:
 def scale_speed_line(tables_dir: Path, scale: str) -> list[str]:
     """One line: each method's training step as ``scale`` configures it, in images per second
     (``python -m benchmark.perf --scale SCALE``), where that has been measured."""
-    loaded = load_perf(tables_dir, scale)
+    loaded = load_perf(tables_dir, f"perf_{scale}")
     if loaded is None:
         return []
     table, meta = loaded
@@ -129,17 +134,29 @@ def scale_speed_line(tables_dir: Path, scale: str) -> list[str]:
 
 
 def perf_section(tables_dir: Path) -> list[str]:
-    """REPORT.md's throughput section (markdown lines); empty where the benchmark has not run."""
-    loaded = load_perf(tables_dir)
-    if loaded is None:
+    """REPORT.md's throughput section (markdown lines): one part per machine measured
+    (:data:`PERF_TABLES`); empty where the benchmark has not run."""
+    parts = [(stem, loaded) for stem in PERF_TABLES if (loaded := load_perf(tables_dir, stem)) is not None]
+    if not parts:
         return []
-    table, meta = loaded
-    lines = [
-        "## Throughput: where pre-training time goes", "",
+    lines = ["## Throughput: where pre-training time goes", ""]
+    for stem, (table, meta) in parts:
+        lines += machine_part(table, meta, stem, titled=len(parts) > 1)
+    return lines
+
+
+def machine_part(table: pd.DataFrame, meta: dict[str, Any], stem: str, titled: bool) -> list[str]:
+    """What one run of the benchmark measured on one machine: the goals, then its tables."""
+    measured = [part for part in PARTS if table.part.str.startswith(part).any()]
+    missing = [part for part in PARTS if part not in measured]
+    lines = [f"### On {meta['device']}", ""] if titled else []
+    lines += [
         f"Measured on {meta['device']} ({meta['cpu_cores']} CPU cores, torch {meta['torch']}, timm {meta['timm']}) on "
         f"{meta['date']} with `{meta['command']}`: batch {meta['batch_size']}, medians of {meta['steps']} timed steps "
-        f"after {meta['warmup']}, spread = interquartile range. Table `tables/perf.csv`, plot `plots/perf.png`; "
-        "the method is in `benchmark/perf.py`.", "",
+        f"after {meta['warmup']}, spread = interquartile range. Table `tables/{stem}.csv`, plot `plots/{stem}.png`; "
+        "the method is in `benchmark/perf.py`."
+        + (f" This table holds the parts {', '.join(measured)} only ({', '.join(missing)}: not measured in this run)."
+           if missing else ""), "",
         "Goals (issue 7), checked against this run:", "", *goals(table, meta), "",
     ]
     lines += repeatability(table)
@@ -256,6 +273,9 @@ def plot_perf(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
         if not part.empty:
             ax.legend(fontsize=8)
         ax.set_title(f"Step time against the {xlabel}", fontsize=10)
+    for ax in axes.flat:
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=ax.transAxes, color="grey")
     title = f"python -m benchmark.perf on {meta.get('device', '?')}, {meta.get('cpu_cores', '?')} cores, {meta.get('date', '')}"
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11)
     fig.tight_layout()

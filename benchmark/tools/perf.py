@@ -71,13 +71,12 @@ from benchmark.methods import METHODS, build_method, method_class
 from benchmark.methods.base import PretrainMethod, supports_device_decode, synthetic_batch
 from benchmark.models.flops import count_flops
 from benchmark.models.vit import create_vit
-from benchmark.report.perf_section import BARE, PIL_IN_WORKERS
+from benchmark.report.perf_section import BARE, PARTS, PIL_IN_WORKERS
 from benchmark.training.optim import build_optimizer
 from benchmark.training.runtime import autocast, compile_blocks, fast_float32_matmul, is_transformer_block, pick_device
 from benchmark.utils.device import to_device
 from benchmark.utils.io import atomic_path, write_json
 
-PARTS = ("steps", "pipeline", "scaling")
 # The paper's method settings where they size the work (vocabulary, crops); the rest are defaults.
 METHOD_ARGS: dict[str, dict[str, Any]] = {
     "splitmask": {"vocab_size": 8192},
@@ -323,9 +322,11 @@ def _release(device: torch.device) -> None:
 
 def run_steps(methods: list[str], archs: list[str], img_size: int, batch_size: int, steps: int, warmup: int,
               device: torch.device, compiled_methods: Sequence[str] = (), peak: float | None = None,
-              profile: int = 0, method_args: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+              profile: int = 0, method_args: dict[str, dict[str, Any]] | None = None,
+              on_row: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
     """The ``steps`` part: per arch, the bare ViT and every method eager, then the bare ViT and
-    ``compiled_methods`` with their blocks compiled."""
+    ``compiled_methods`` with their blocks compiled. ``on_row`` gets the rows so far after each
+    measurement (to keep them on disk: a compilation can outlast the time a machine is lent)."""
     rows = []
     for arch in archs:
         for compiled in [False, True] if compiled_methods else [False]:
@@ -337,6 +338,7 @@ def run_steps(methods: list[str], archs: list[str], img_size: int, batch_size: i
                     print(f"[perf] {name}: not available ({err})", file=sys.stderr)
                     continue
                 rows.append(row)
+                on_row(rows)
                 _release(device)
                 extra = f"  overhead {100 * row['overhead']:+6.1f}%" if "overhead" in row else ""
                 mfu = f"  MFU {100 * row['mfu']:.1f}%" if "mfu" in row else ""
@@ -483,11 +485,13 @@ def machine(device: torch.device) -> dict[str, Any]:
     }
 
 
-def write_table(rows: list[dict[str, Any]], out: Path) -> pd.DataFrame:
+def write_table(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """The table and its json beside it, so that a run stopped in a later part keeps what it measured."""
     table = pd.DataFrame(rows)
     table = table.reindex(columns=[c for c in COLUMNS if c in table.columns] + [c for c in table.columns if c not in COLUMNS])
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
+    write_json(out.with_suffix(".json"), meta)
     return table
 
 
@@ -549,19 +553,18 @@ def main(argv: list[str] | None = None) -> int:
     if "steps" in args.parts:
         compiled = [] if args.compile is None else (args.compile or args.methods)
         rows += run_steps(args.methods, args.archs, args.img_size, batch, steps, warmup, device, compiled, peak,
-                          args.profile, method_args)
-        write_table(rows, out)  # each part's rows are kept as soon as they exist
+                          args.profile, method_args, on_row=lambda done: write_table(done, out, meta))
+        write_table(rows, out, meta)  # each part's rows are kept as soon as they exist
     if "pipeline" in args.parts:
         rows += run_pipeline(args.methods, args.img_size, batch, workers, args.rounds, device)
         compare_pipeline(rows)
-        write_table(rows, out)
+        write_table(rows, out, meta)
     if "scaling" in args.parts:
         arch = args.scaling_arch or ("vit-b16" if gpu else "vit-s16")
         sizes = args.batch_sizes or ([32, 64, 128, 256] if gpu else [2, 4, 8, 16])
         rows += run_scaling(args.scaling_method, arch, args.img_size, batch, sizes, args.img_sizes, steps, warmup,
                             device, peak)
-    table = write_table(rows, out)
-    write_json(out.with_suffix(".json"), meta)
+    table = write_table(rows, out, meta)
     from benchmark.report.perf_section import plot_perf
 
     plot_perf(table, meta, Path(args.plot))

@@ -172,3 +172,30 @@ def test_a_scale_measures_its_own_settings_not_the_papers(tmp_path) -> None:
     assert mini.loc["dino", "gflop_per_img"] < 0.5 * paper.loc["dino", "gflop_per_img"]
     line = scale_speed_line(out.parent, "mini")[0]
     assert "as the `mini` scale configures them" in line and "dino " in line and "--scale mini" in line
+
+
+def test_the_section_shows_each_machine_and_what_a_cut_run_left_out(tmp_path) -> None:
+    """A GPU table beside the CPU one, the GPU run stopped after its steps part (the time a lent
+    machine allows): both machines get their part, the GPU's first, and the parts it lacks are
+    named instead of failing the report."""
+    from benchmark.report.perf_section import perf_section
+
+    step = {"part": "steps", "method": "splitmask", "arch": "vit-b16", "variant": "eager", "img_size": 224,
+            "batch_size": 128, "ms": 72.0, "iqr_ms": 0.5, "img_per_s": 1777.0, "blocks_ms": 60.0, "blocks_iqr_ms": 0.3,
+            "overhead": 0.2, "gflop_per_img": 149.0, "tflop_per_s": 264.0, "mfu": 0.267}
+    meta = {"device": "NVIDIA H200", "cpu_cores": 16, "torch": "2.11", "timm": "1.0", "date": "today", "command": "perf",
+            "batch_size": 128, "steps": 10, "warmup": 3, "default_workers": 10, "peak_bf16_tflops": 989.0}
+    pd.DataFrame([step]).to_csv(tmp_path / "perf_gpu.csv", index=False)
+    (tmp_path / "perf_gpu.json").write_text(json.dumps(meta))
+    cpu_pipe = {"part": "pipeline", "method": "splitmask", "variant": "PIL in workers", "workers": 0, "img_per_s": 200.0,
+                "iqr_img_per_s": 1.0, "img_per_s_per_worker": 200.0}
+    pd.DataFrame([{**step, "mfu": float("nan")}, cpu_pipe]).to_csv(tmp_path / "perf.csv", index=False)
+    (tmp_path / "perf.json").write_text(json.dumps({**meta, "device": "cpu", "default_workers": 0}))
+    section = "\n".join(perf_section(tmp_path))
+    assert section.index("### On NVIDIA H200") < section.index("### On cpu")
+    gpu, cpu = section.split("### On cpu")
+    assert "holds the parts steps only (pipeline, scaling: not measured in this run)" in gpu
+    assert "MFU in bf16 on NVIDIA H200: 26.7% (goal ≥ 40%): **not met**" in gpu
+    assert "input pipeline at the default worker count: not measured in this run" in gpu
+    assert "holds the parts steps, pipeline only (scaling: not measured in this run)" in cpu
+    assert "`tables/perf_gpu.csv`" in gpu and "`tables/perf.csv`" in cpu
