@@ -191,10 +191,8 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
         "data_root": _pretrain_images(scale, pre), "method": pre.method, "method_args": method_args,
         "arch": concrete, "img_size": scale.img_size, "fraction": float(pre.fraction), "steps": steps,
         "batch_size": scale.pretrain_batch, "warmup_steps": max(1, round(steps / 30)),  # BEiT: 10 of 300 epochs
-        **deepcopy(scale.pretrain), "seed": 0,
+        **deepcopy(scale.pretrain), **deepcopy(scale.pretrain_by_method.get(pre.method, {})), "seed": 0,
     }
-    if pre.method in ("dino", "supervised") and scale.name in ("small", "paper"):
-        config["blr"] = 5e-4  # DINO / DeiT base lr (our choice)
     if pre.data.startswith("domainnet-") and scale.name != "smoke":
         config["dataset"] = pre.data
     if pre.data in FORMATS:

@@ -42,6 +42,9 @@ class Scale:
     tokenizer: str = "dall-e"               # BEiT's and SplitMask's, where a comparison names none
     # downstream -> its warm-up epochs, where its runs are shorter than the shared warm-up
     finetune_warmup: dict[str, float] = field(default_factory=dict)
+    # method -> PretrainConfig fields of its own, over the shared ``pretrain`` (a recipe such as
+    # DeiT's learning rate, not the method's arguments)
+    pretrain_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _PAPER_PRETRAIN = {"blr": 1.5e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_path": 0.1, "clip_grad": 3.0,
@@ -59,6 +62,7 @@ PAPER = Scale(
     name="paper", archs={"s": "vit-s16", "b": "vit-b16"}, img_size=224, pretrain_batch=2048,
     steps_per_budget_epoch=Fraction(IMAGENET_TRAIN, 2048), min_steps=1, vocab_size=8192,
     pretrain=_PAPER_PRETRAIN, method_args=_PAPER_METHOD_ARGS, finetune=_PAPER_FINETUNE,
+    pretrain_by_method={"dino": {"blr": 5e-4}, "supervised": {"blr": 5e-4}},  # DINO / DeiT base lr (our choice)
     # Fine-tuning lengths are unknown (our choice): MAE/BEiT's 100 ImageNet epochs; DeiT-style 1000 on Cars.
     finetune_len={"imagenet-finetune": (100, 1024), "inat2019-finetune": (100, 512), "stanford-cars-finetune": (1000, 256),
                   **{f"domainnet-{d}-finetune": (100, 256) for d in DOMAINS}},
@@ -99,7 +103,7 @@ SMALL = replace(
 # Synthetic data on a CPU: every data set maps to the synthetic layouts, 100 steps per 300
 # ImageNet epochs, the smoke chain's fine-tuning and mm settings.
 SMOKE = replace(
-    PAPER, name="smoke", archs={"s": SMOKE_ARCH, "b": SMOKE_ARCH}, img_size=SMOKE_IMG, pretrain_batch=32,
+    PAPER, name="smoke", archs={"s": SMOKE_ARCH, "b": SMOKE_ARCH}, img_size=SMOKE_IMG, pretrain_batch=32, pretrain_by_method={},
     steps_per_budget_epoch=Fraction(1, 3), min_steps=4, vocab_size=256,
     pretrain={"blr": 4e-3, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 100},
     method_args={"splitmask": {"decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},
@@ -140,7 +144,7 @@ _MINI_METHOD_ARGS: dict[str, dict[str, Any]] = {
     "supervised": {"mixup": 0.0, "cutmix": 0.0, "rand_augment": None, "random_erase": 0.0},
 }
 MINI = replace(
-    PAPER, name="mini", archs={"s": "vit-mini", "b": "vit-mini"}, img_size=32, pretrain_batch=64,
+    PAPER, name="mini", archs={"s": "vit-mini", "b": "vit-mini"}, img_size=32, pretrain_batch=64, pretrain_by_method={},
     steps_per_budget_epoch=Fraction(MINI_STEPS, 300), min_steps=1, vocab_size=256,
     pretrain={"blr": 4e-3, "min_lr": 1e-5, "weight_decay": 0.05, "drop_path": 0.0, "clip_grad": 3.0, "crop_scale_min": 0.4,
               "checkpoint_every": 200, "log_every": 50, "monitor_every": 100,

@@ -1,6 +1,7 @@
 """BYOL: bootstrap your own latent (Grill et al., 2020).
 
-Two augmented views of each image (asymmetric blur/solarisation, :class:`benchmark.methods.views.TwoViews`).
+Two augmented views of each image (asymmetric blur/solarisation, :class:`benchmark.methods.views.TwoViews`;
+``blur_sigma`` is the blur's range in pixels, BYOL's 0.1-2 at 224 px by default).
 The online network -- the ViT's pooled feature (class token), a projector MLP and a predictor
 MLP (Linear -> BatchNorm -> ReLU -> Linear each) -- predicts the target network's projection of
 the other view; the target (encoder + projector) is an EMA of the online network whose momentum
@@ -16,6 +17,7 @@ view through the network separately); the target keeps batch norm in train mode 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ from benchmark.data.augment import Augmentation
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import byol_loss
-from benchmark.methods.views import TwoViews
+from benchmark.methods.views import REFERENCE_BLUR_SIGMA, TwoViews
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -44,16 +46,18 @@ class BYOL(PretrainMethod):
         proj_hidden: int = 4096,
         pred_hidden: int = 4096,
         momentum: float = 0.99,
+        blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA,
     ) -> None:
         super().__init__(encoder)
         self.momentum = momentum
+        self.blur_sigma = tuple(blur_sigma)
         self.projector = mlp(encoder.embed_dim, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim)
         self.target_encoder = make_ema_copy(encoder)
         self.target_projector = make_ema_copy(self.projector)
 
     def train_transform(self, aug: Augmentation) -> TwoViews:
-        return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter, aug.hflip)
+        return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter, aug.hflip, self.blur_sigma)
 
     def forward(self, views: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         if isinstance(views, torch.Tensor) or len(views) != 2:

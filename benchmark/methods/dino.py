@@ -26,6 +26,9 @@ teacher's backbone, which is better than the student's throughout training), so 
 backbone and the student's backbone is ``self.student_encoder``. ``export="student"`` swaps
 the roles (``self.encoder`` the student, ``self.teacher_encoder`` the teacher).
 
+Views: :class:`benchmark.methods.views.MultiCrop`; ``blur_sigma`` is the Gaussian blur's range in
+pixels (DINO's 0.1-2 at 224 px by default; a smaller image needs it scaled, ``views.blur_sigma_for``).
+
 Local crops: the ViT must accept crops smaller than ``img_size``. If it was not built with
 ``dynamic_img_size=True``, it is switched to timm's dynamic mode here (position embeddings
 resampled to the crop's grid); this changes no parameter, so the export still loads strictly
@@ -48,7 +51,7 @@ from benchmark.data.augment import Augmentation
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import dino_loss, teacher_probs
-from benchmark.methods.views import MultiCrop
+from benchmark.methods.views import REFERENCE_BLUR_SIGMA, MultiCrop
 from benchmark.utils.schedule import cosine_schedule
 
 
@@ -140,6 +143,7 @@ class DINO(PretrainMethod):
         freeze_last_layer_steps: int | None = None,
         weight_decay_end: float | None = 0.4,
         export: str = "teacher",
+        blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA,
     ) -> None:
         super().__init__(encoder)
         if export not in ("teacher", "student"):
@@ -160,6 +164,7 @@ class DINO(PretrainMethod):
         self.momentum_teacher = momentum_teacher
         self.freeze_last_layer_steps = freeze_last_layer_steps
         self.weight_decay_end = weight_decay_end
+        self.blur_sigma = tuple(blur_sigma)
 
         student = encoder
         if self.local_crops:
@@ -195,7 +200,7 @@ class DINO(PretrainMethod):
         if self.local_crops and local_size % self.patch_size:
             raise ValueError(f"local_size {local_size} is not a multiple of the patch size {self.patch_size}")
         return MultiCrop(aug.img_size, local_size, self.global_crops, self.local_crops,
-                         self.global_scale, self.local_scale, aug.color_jitter, aug.hflip)
+                         self.global_scale, self.local_scale, aug.color_jitter, aug.hflip, self.blur_sigma)
 
     # ------------------------------------------------------------------------------- schedules
     def teacher_temp_at(self, step: int) -> float:

@@ -3,8 +3,8 @@
 - :func:`view_transform`: one augmented view as in BYOL (Grill et al., 2020, Table 6) and DINO
   (Caron et al., 2021, ``DataAugmentationDINO``): random resized crop (bicubic), horizontal
   flip, colour jitter (brightness s, contrast s, saturation s/2, hue s/4, applied with p=0.8),
-  grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2]; :class:`GaussianBlur`), solarisation
-  (threshold 128), ImageNet normalisation;
+  grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2] pixels of a 224 px view by default;
+  :class:`GaussianBlur`), solarisation (threshold 128), ImageNet normalisation;
 - :class:`TwoViews`: BYOL's two asymmetric views (blur p=1.0 / 0.1, solarise p=0.0 / 0.2);
 - :class:`MultiCrop`: DINO's global crops (same asymmetry as BYOL) plus smaller local crops
   (blur p=0.5, no solarisation).
@@ -25,6 +25,19 @@ from PIL import Image, ImageFilter
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+
+# BYOL's and DINO's blur, in pixels of their 224 px global views (96 px local crops cut from a
+# fifth of the image see about the same pixels per object). On smaller images the same range blurs
+# far more of the object: scale it with blur_sigma_for.
+REFERENCE_BLUR_SIGMA = (0.1, 2.0)
+REFERENCE_VIEW_SIZE = 224
+
+
+def blur_sigma_for(img_size: int) -> tuple[float, float]:
+    """The reference blur range scaled to global views of ``img_size`` px (the same blur relative
+    to the object as at 224 px)."""
+    ratio = img_size / REFERENCE_VIEW_SIZE
+    return (REFERENCE_BLUR_SIGMA[0] * ratio, REFERENCE_BLUR_SIGMA[1] * ratio)
 
 
 class GaussianBlur:
@@ -53,6 +66,7 @@ def view_transform(
     hflip: float = 0.5,
     color_p: float = 0.8,
     gray_p: float = 0.2,
+    blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA,
 ) -> T.Compose:
     """One augmented view: PIL image -> normalised (3, size, size) float tensor."""
     ops: list[Any] = [
@@ -65,7 +79,7 @@ def view_transform(
     if gray_p > 0:
         ops.append(T.RandomGrayscale(p=gray_p))
     if blur_p > 0:
-        ops.append(GaussianBlur(p=blur_p))
+        ops.append(GaussianBlur(p=blur_p, sigma=blur_sigma))
     if solarize_p > 0:
         ops.append(T.RandomSolarize(threshold=128, p=solarize_p))
     ops += [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
@@ -75,10 +89,11 @@ def view_transform(
 class TwoViews:
     """BYOL's two views of an image: ``[view1, view2]`` with asymmetric blur and solarisation."""
 
-    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4, hflip: float = 0.5) -> None:
+    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4, hflip: float = 0.5,
+                 blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA) -> None:
         self.views = [
-            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip),
-            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip),
+            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
+            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
         ]
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
@@ -100,6 +115,7 @@ class MultiCrop:
         local_scale: Sequence[float] = (0.05, 0.4),
         color_jitter: float = 0.4,
         hflip: float = 0.5,
+        blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA,
     ) -> None:
         if global_crops < 1 or local_crops < 0:
             raise ValueError(f"need at least one global crop and no negative count, got {global_crops} global, "
@@ -107,10 +123,11 @@ class MultiCrop:
         self.global_crops, self.local_crops = global_crops, local_crops
         self.size, self.local_size = size, local_size
         self.global_views = [
-            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip),
-            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip),
+            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
+            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
         ]
-        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0, hflip=hflip)
+        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0, hflip=hflip,
+                                         blur_sigma=blur_sigma)
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
         crops = [self.global_views[i % 2](image) for i in range(self.global_crops)]

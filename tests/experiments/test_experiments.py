@@ -201,6 +201,12 @@ def test_paper_scale_settings_follow_the_protocol(paper: list[Run]) -> None:
     rand = [r for r in paper if r.kind == "detect" and r.tags["method"] == "random-init"]
     assert rand and all("6x" in r.config["config"] for r in rand if r.tags["arch"] == "vit-b16")
     assert {r.config["arch"] for r in pre} == {"vit-s16", "vit-b16"}
+    # DINO's and DeiT's base learning rate for their pre-trainings, BEiT's for the others
+    assert {r.config["blr"] for r in pre if r.config["method"] in ("dino", "supervised")} == {5e-4}
+    assert {r.config["blr"] for r in pre if r.config["method"] not in ("dino", "supervised")} == {1.5e-3}
+    # a scale built from the paper's keeps its per-method recipe only where it says so
+    mini = [r for r in plan_runs("mini", "mini") if r.kind == "pretrain"]
+    assert {r.config["blr"] for r in mini} == {4e-3}
 
 
 def test_every_reference_row_has_a_planned_run() -> None:

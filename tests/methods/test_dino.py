@@ -15,7 +15,7 @@ from benchmark.methods import build_method
 from benchmark.methods.dino import DINO, default_local_size
 from benchmark.methods.ema import cosine_momentum
 from benchmark.methods.losses import dino_loss, teacher_probs
-from benchmark.methods.views import MultiCrop
+from benchmark.methods.views import REFERENCE_BLUR_SIGMA, MultiCrop, blur_sigma_for
 from benchmark.models.vit import create_vit
 from benchmark.training.optim import build_optimizer
 from benchmark.utils.io import read_log
@@ -144,6 +144,24 @@ def test_multi_crop_sizes_and_seeding() -> None:
     torch.manual_seed(1)
     assert all(torch.equal(a, b) for a, b in zip(views, transform(img)))  # torch-seeded randomness
     assert len(small_dino(local_crops=0).train_transform(Augmentation(64))(img)) == 2
+
+
+def test_blur_scaled_to_a_small_image_keeps_its_edges() -> None:
+    """DINO's blur range is in pixels of a 224 px view: on a 32 px image its top (2 px) wipes out
+    1 px detail that the same blur relative to the object (``blur_sigma_for(32)``) keeps."""
+    assert blur_sigma_for(224) == REFERENCE_BLUR_SIGMA
+    assert blur_sigma_for(32) == pytest.approx((0.1 * 32 / 224, 2.0 * 32 / 224))
+    stripes = torch.zeros(32, 32, 3, dtype=torch.uint8)
+    stripes[:, ::4] = 255
+    img = Image.fromarray(stripes.numpy())
+
+    def contrast(sigma: float) -> float:  # the first global view: always blurred (p=1.0)
+        method = small_dino(local_crops=0, global_scale=(1.0, 1.0), blur_sigma=(sigma, sigma))
+        return float(method.train_transform(Augmentation(32, color_jitter=0.0, hflip=0.0))(img)[0].std())
+
+    sharp = contrast(1e-3)
+    assert contrast(blur_sigma_for(32)[1]) > 0.8 * sharp
+    assert contrast(REFERENCE_BLUR_SIGMA[1]) < 0.2 * sharp
 
 
 def test_loss_skips_same_view_pairs() -> None:
