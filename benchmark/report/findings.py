@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.experiments.scales import SCALE_SPECS
-from benchmark.report.gates import COLLAPSE_SHARE, EVERY, gate_lines, monitor_curves, pixel_floors
+from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, gate_lines, monitor_curves, pixel_floors
 from benchmark.utils.io import read_log
 
 DENOISING = ("splitmask", "beit", "mae")
@@ -80,7 +80,6 @@ def _stats(results: pd.DataFrame, artifacts: str | tuple[str, ...], downstream: 
 FINETUNE, LINEAR = "fashion-mnist-1k-finetune", "fashion-mnist-1k-linear"
 FULL = "fashion-mnist-100%"
 SCENES = "fashion-mnist-scenes"
-FLOORS = {"pixels-logistic": "fashion-mnist-1k-pixels-logistic", "pixels-knn": "fashion-mnist-1k-pixels-knn"}
 CEILING = ("supervised-all-labels", "fashion-mnist-all-finetune")
 
 

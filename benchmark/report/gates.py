@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
 from benchmark.stages.pixels import at_edge
 from benchmark.utils.io import atomic_path, read_log
 
@@ -99,11 +100,13 @@ def _percent(pretrain_data: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+FLOORS = {ev.method: ev.downstream for ev in FLOOR_EVALS}  # the miniature's pixel floors: method -> downstream
+
+
 def pixel_floors(results: pd.DataFrame) -> pd.Series:
     """The pixel floors' mean test top-1 on the 1,000 labels, by method (each run once)."""
     runs = results[results.metric == "top1"].drop_duplicates("run_key")
-    floors = runs[runs.downstream.astype(str).str.startswith("fashion-mnist-1k-pixels")]
-    return floors.groupby("method").value.mean()
+    return runs[runs.downstream.isin(FLOORS.values())].groupby("method").value.mean()
 
 
 def _mark(ok: bool) -> str:
