@@ -6,7 +6,8 @@
 The data set is read in its official format (``dataset``: see :mod:`benchmark.data.classification`;
 ``imagefolder`` by default: ``train/<class>/*`` and ``val/<class>/*``). The recipe is built from timm's
 parts: AdamW with layer-wise learning-rate decay, drop path, label smoothing, optional
-RandAugment and Mixup/CutMix, warm-up then cosine. Writes ``RUN_DIR/result.json`` with top-1
+RandAugment and Mixup/CutMix, warm-up then cosine; optionally LP-FT (``head_init="linear-probe"``:
+the head starts as a logistic regression on the frozen features, :func:`fit_head`). Writes ``RUN_DIR/result.json`` with top-1
 (and top-5 with at least 10 classes) on the validation split. Training checkpoints
 (``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly;
 SIGTERM (or SIGUSR2) makes it write one after the current step and exit with code 75
@@ -28,7 +29,7 @@ import torch.nn as nn
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from benchmark.data.augment import EVAL_CROP, eval_transform
 from benchmark.data.classification import READERS, Transformed, load_splits
@@ -56,7 +57,7 @@ from benchmark.training.config import (
     workers,
     write_config,
 )
-from benchmark.training.distributed import barrier
+from benchmark.training.distributed import Context, barrier
 from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler
 from benchmark.training.runtime import autocast, start_run
@@ -64,6 +65,7 @@ from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.results import write_result
 
 SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
+HEAD_INITS = ("random", "linear-probe")
 
 
 
@@ -93,6 +95,7 @@ class FinetuneConfig:
     hflip: float = 0.5                   # horizontal flip probability (0 where a flip changes the class)
     crop_scale_min: float = 0.08         # RandomResizedCrop scale = (crop_scale_min, 1), timm's default
     eval_crop: float = EVAL_CROP         # evaluation: the centre crop's share of the image side (1.0: whole)
+    head_init: str = "random"            # "linear-probe": LP-FT, the head first fitted to the frozen features (fit_head)
     seed: int = 0
     num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     log_every: int = 10
@@ -107,7 +110,7 @@ class FinetuneConfig:
         "layer_decay": optional(in_unit()), "drop_path": in_unit(zero=True, one=False),
         "smoothing": in_unit(zero=True, one=False), "mixup": at_least(0), "cutmix": at_least(0), "clip_grad": at_least(0),
         "hflip": in_unit(zero=True), "crop_scale_min": in_unit(), "eval_crop": in_unit(),
-        "seed": at_least(0), "num_workers": workers(),
+        "head_init": one_of(HEAD_INITS), "seed": at_least(0), "num_workers": workers(),
         "log_every": at_least(1), "checkpoint_every": at_least(1), "device": device_name(),
     }
 
@@ -129,6 +132,37 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
         raise CheckpointError(f"{checkpoint}: missing keys {missing}, unexpected keys {unexpected}")
+
+
+def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, ctx: Context,
+             num_workers: int = 0) -> float:
+    """LP-FT's first step (Kumar et al., 2022: fine-tuning from a random head distorts the
+    pre-trained features): the classifier head becomes a multinomial logistic regression
+    (scikit-learn, L-BFGS, C = 1) fitted to the frozen encoder's pooled features of ``dataset``
+    (the labelled images, evaluation transform); fine-tuning then starts from a head that fits the
+    features. Every process fits the same head on the gathered features. Returns the fit's top-1
+    on ``dataset``."""
+    from sklearn.linear_model import LogisticRegression
+
+    from benchmark.stages.probe import extract_features  # probe imports this module
+
+    was_training = model.training
+    model.eval()
+    features, labels = extract_features(model, dataset, batch_size, device, num_workers, ctx=ctx)
+    x, y = features.cpu().numpy(), labels.cpu().numpy()
+    fit = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    num_classes = model.head.weight.shape[0]
+    if len(fit.classes_) != num_classes:
+        raise ConfigError(f"head_init = linear-probe: the labelled images hold {len(fit.classes_)} of the "
+                          f"{num_classes} classes; a logistic regression cannot fit the others")
+    weight, bias = fit.coef_, fit.intercept_
+    if num_classes == 2:  # one logit, of class 1 against class 0: the same softmax as logits (0, logit)
+        weight, bias = np.concatenate([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(weight))
+        model.head.bias.copy_(torch.as_tensor(bias))
+    model.train(was_training)
+    return 100.0 * float(fit.score(x, y))
 
 
 @torch.no_grad()
@@ -196,6 +230,11 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         write_config(out / "config.json", cfg)
     if checkpoint.resumed:
         print(f"[finetune] resuming {out} at step {checkpoint.start}/{total}", file=sys.stderr)
+    elif cfg.head_init == "linear-probe":  # a resumed run has its head in the checkpoint
+        labelled = Transformed(Subset(train_set, subset), eval_transform(cfg.img_size, cfg.eval_crop), skip_log=out / SKIPPED)
+        fitted = fit_head(model, labelled, batch, device, ctx, workers)
+        print(f"[finetune] head fitted to the frozen features (LP-FT): top-1 {fitted:.1f} on the "
+              f"{len(subset)} labelled images", file=sys.stderr)
 
     train_tf = create_transform(
         input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,

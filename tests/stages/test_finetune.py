@@ -1,4 +1,5 @@
-"""Classification fine-tuning: it learns, and an interrupted run resumes to the same weights."""
+"""Classification fine-tuning: it learns, LP-FT's head is the logistic regression on the frozen
+features, and an interrupted run resumes to the same weights."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import json
 import pytest
 import torch
 
-from benchmark.stages.finetune import FinetuneConfig, finetune, main
+from benchmark.data.augment import eval_transform
+from benchmark.data.classification import Transformed, load_splits
+from benchmark.models.vit import create_vit
+from benchmark.stages.finetune import FinetuneConfig, finetune, fit_head, main
+from benchmark.stages.probe import SINGLE, extract_features
 from benchmark.training.log import RunLog
 from benchmark.utils.io import read_log
 from benchmark.utils.schedule import cosine_schedule
@@ -36,15 +41,29 @@ def test_random_init_learns_the_synthetic_classes(synthetic_root, tmp_path) -> N
     assert [r["lr"] for r in records] == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+def test_linear_probe_head_classifies_as_the_logistic_regression(synthetic_root) -> None:
+    train_set, _ = load_splits("imagefolder", str(synthetic_root / "classification"), "val")
+    labelled = Transformed(train_set, eval_transform(64, 1.0))
+    model = create_vit("vit-smoke", 64, num_classes=len(train_set.classes))
+    fitted = fit_head(model, labelled, 16, torch.device("cpu"), SINGLE)
+    features, labels = extract_features(model, labelled, 16, torch.device("cpu"))
+    with torch.no_grad():
+        predicted = model.head(features).argmax(-1)
+    # The head's own top-1 on the frozen features is the fit's: its rows are in class order.
+    assert 100.0 * float((predicted == labels).float().mean()) == pytest.approx(fitted)
+    assert fitted > 100 / 6 + 30  # six synthetic classes, separable from random features
+
+
 class Interrupted(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("head_init", ["random", "linear-probe"])
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch, head_init) -> None:
     # Mixup/CutMix (numpy's RNG), RandAugment (per-image seeds) and drop path (torch's global RNG)
-    # are all on: a resumed run must repeat each of them.
+    # are all on: a resumed run must repeat each of them (LP-FT's head comes from the checkpoint).
     cfg = _config(synthetic_root / "classification", epochs=2, mixup=0.8, cutmix=1.0,
-                  rand_augment="rand-m9-mstd0.5-inc1", log_every=1, checkpoint_every=5)
+                  rand_augment="rand-m9-mstd0.5-inc1", log_every=1, checkpoint_every=5, head_init=head_init)
     whole = finetune(cfg, tmp_path / "whole")
 
     real_step = RunLog.step
