@@ -28,6 +28,7 @@ TRAIN_IMAGES: dict[str, int] = {
 # Pre-training data that a data run of the plan writes (benchmark.stages.data), not a data set
 # under --data-root: name -> (the data run, the folder of its train images, read as a plain folder).
 WRITTEN: dict[str, tuple[str, str]] = {"fashion-mnist-scenes": ("scenes-fashion-mnist", "unlabelled/train")}
+DENSE_LAYOUTS = {"detect": "coco", "segment": "ade20k"}  # each dense kind's folder below a data set the plan writes
 FASHION_LABELS = 1_000  # labelled train images of the miniature's evaluations (100 per class; our choice)
 # downstream tag -> (run kind, data set, reader format / probe mode)
 DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
@@ -46,6 +47,9 @@ DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
     "fashion-mnist-1k-pixels-logistic": ("pixels", "fashion-mnist", "logistic"),
     "fashion-mnist-1k-pixels-knn": ("pixels", "fashion-mnist", "knn"),
     "fashion-mnist-all-finetune": ("finetune", "fashion-mnist", "fashion-mnist"),
+    # The miniature's dense legs, on the scenes' COCO instances and ADE20k layout (benchmark.data.scenes).
+    "fashion-mnist-scenes-maskrcnn": ("detect", "fashion-mnist-scenes", ""),
+    "fashion-mnist-scenes-upernet": ("segment", "fashion-mnist-scenes", ""),
 }
 # Downstreams that see a class-balanced fraction of the train labels: downstream -> labelled images.
 LABELLED: dict[str, int] = {d: FASHION_LABELS for d in DOWNSTREAMS if d.startswith("fashion-mnist-1k-")}

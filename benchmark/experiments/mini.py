@@ -10,22 +10,20 @@ the pre-training images, pits the single items against scenes of 2-5 items on on
 (:mod:`benchmark.data.scenes`, COCO's role), written by a data run of the plan. Beside every learned
 representation stand its floors on the same labels and splits (logistic regression and k-NN on
 raw pixels, random initialisation with the same recipe) and its ceiling (supervised training with
-all 50,000 labels). The detection and segmentation legs still run on the synthetic COCO and ADE20k
-sets (``mini_dense``).
+all 50,000 labels). The dense legs (``mini_dense``: Fig. 1, Tables 4 and 5) are Mask R-CNN and UperNet
+on the scenes' own COCO instances and ADE20k layout.
 """
 
 from __future__ import annotations
 
-from copy import deepcopy
 from dataclasses import replace
 from typing import Any
 
 from benchmark.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from benchmark.experiments.datasets import TRAIN_IMAGES, WRITTEN, data
-from benchmark.experiments.model import Run, ref
+from benchmark.experiments.model import Run
 from benchmark.experiments.paper import Eval, Pre, _grid, artifact_runs, sweep_runs
 from benchmark.experiments.scales import SCALE_SPECS
-from benchmark.experiments.smoke import smoke_runs, smoke_tags
 
 MINI_SCALES = ("mini", "mini-quick")
 CORE = ["splitmask", "beit", "dino"]         # the paper's core comparison: the denoising autoencoders vs DINO
@@ -38,6 +36,7 @@ FINETUNE, LINEAR, KNN = "fashion-mnist-1k-finetune", "fashion-mnist-1k-linear", 
 FLOORS = [Eval("pixels-logistic", None, "s", "fashion-mnist-1k-pixels-logistic"),
           Eval("pixels-knn", None, "s", "fashion-mnist-1k-pixels-knn")]
 CEILING = Eval("supervised-all-labels", None, "s", "fashion-mnist-all-finetune")
+DETECT, SEGMENT = "fashion-mnist-scenes-maskrcnn", "fashion-mnist-scenes-upernet"
 
 
 def _table1() -> list[Eval]:
@@ -66,6 +65,14 @@ def _more() -> list[Eval]:
             + _grid(MORE, [FASHION], ["s"], [LINEAR, KNN]) + FLOORS)
 
 
+def _dense() -> list[Eval]:
+    # As Fig. 1 and Tables 4-5: SplitMask and BEiT pre-trained on the scenes themselves (the target
+    # data, COCO's role) vs on the single items (the miniature's ImageNet), supervised pre-training on
+    # the labelled items, random init with a longer schedule (the scale's "random-init-s" entries).
+    return (_grid(["splitmask", "beit"], [SCENES, FASHION], ["s"], [DETECT, SEGMENT])
+            + _grid(["supervised"], [FASHION, None], ["s"], [DETECT, SEGMENT]))
+
+
 # artifact -> (title, the comparisons, the tags it varies); the paper artifact each stands for
 MINI_COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
     "mini_table1": ("Fashion-MNIST: pre-training on the single items vs on scenes of 2-5 items (not object-centric, as "
@@ -79,6 +86,9 @@ MINI_COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
                   "denoising autoencoders vs DINO (Fig. 2 in miniature)", _fig2, ("fraction",)),
     "mini_table8": ("Fashion-MNIST: linear probing and k-NN beside fine-tuning, 1,000 labels (Table 8 in miniature)",
                     _table8, ()),
+    "mini_dense": ("Fashion-MNIST scenes: Mask R-CNN (box and mask AP) and UperNet (mIoU) after pre-training on the "
+                   "scenes themselves vs on the single items, supervised pre-training, and random init with a longer "
+                   "schedule (Fig. 1, Tables 4 and 5 in miniature)", _dense, ()),
     "mini_more": ("Fashion-MNIST: MAE and BYOL at the miniature's fractions, fine-tuned and probed (beyond the default plan)",
                   _more, ("fraction",)),
 }
@@ -113,32 +123,6 @@ def mini_artifact_runs(name: str, scale: str) -> list[Run]:
 def hparams_runs(scale: str) -> list[Run]:
     """The fine-tuning sweep on val and its choice (``mini_hparams``)."""
     return sweep_runs(SCALE_SPECS[scale], FINETUNE)
-
-
-def dense_runs(scale: str) -> list[Run]:
-    """Detection and segmentation on the synthetic sets: SplitMask pre-trained on the synthetic
-    images (the smoke chain's pre-training) vs random initialisation; one seed."""
-    lengths = {"mini": (12, 160, None), "mini-quick": (1, 8, 6)}[scale]  # detect epochs, segment iters, pre-training steps
-    smoke = smoke_runs()
-    data, pre = smoke[0], smoke[1]
-    if lengths[2] is not None:  # the quick plan: a short pre-training of its own
-        pre = Run(f"pretrain-splitmask-smoke-{scale}", "pretrain", {**deepcopy(pre.config), "steps": lengths[2]},
-                  tags=dict(pre.tags))
-    runs = [data, pre]
-    for kind, downstream, config, options in (
-        ("detect", "synthetic-coco-maskrcnn", "configs_mm/mask_rcnn_vit_fpn_smoke.py",
-         {"train_cfg.max_epochs": lengths[0], "train_cfg.val_interval": lengths[0]}),
-        ("segment", "synthetic-ade20k-upernet", "configs_mm/upernet_vit_smoke.py",
-         {"train_cfg.max_iters": lengths[1], "train_cfg.val_interval": lengths[1], "param_scheduler.1.end": lengths[1]}),
-    ):
-        for method, ckpt in (("splitmask", ref(pre.name, "encoder.safetensors")), ("random-init", None)):
-            # Named apart from the smoke chain's evaluations (the same configs at scale "mini"), so
-            # that each run directory's run.json names the scale whose table it belongs to.
-            data_root = ref(data.name, "coco" if kind == "detect" else "ade20k")
-            runs.append(Run(f"{kind}-{method}-synthetic-{scale}", kind,
-                            {"ckpt": ckpt, "config": config, "data_root": data_root, "seed": 0, "cfg_options": dict(options)},
-                            tags=smoke_tags(method, "synthetic-classification" if ckpt else "none", downstream)))
-    return runs
 
 
 # scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale);

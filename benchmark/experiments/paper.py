@@ -13,7 +13,17 @@ from fractions import Fraction
 from itertools import product
 from typing import Any
 
-from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, FORMATS, IMAGENET_TRAIN, LABELLED, TRAIN_IMAGES, WRITTEN, data
+from benchmark.experiments.datasets import (
+    DENSE_LAYOUTS,
+    DOMAINS,
+    DOWNSTREAMS,
+    FORMATS,
+    IMAGENET_TRAIN,
+    LABELLED,
+    TRAIN_IMAGES,
+    WRITTEN,
+    data,
+)
 from benchmark.experiments.model import Run, ref
 from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
@@ -222,9 +232,11 @@ def epochs_at(scale: Scale, pre: Pre) -> float:
     return round(pretrain_steps(scale, pre) * scale.pretrain_batch / float(pre.images()), 3)
 
 
-def _eval_data(scale: Scale, name: str) -> Any:
+def _eval_data(scale: Scale, name: str, kind: str) -> Any:
     if name in FORMATS:
         return data(name)
+    if name in WRITTEN:  # written by a data run of the plan: the dense kind's layout in it
+        return ref(WRITTEN[name][0], DENSE_LAYOUTS[kind])
     if scale.name == "smoke":
         return ref(SYNTHETIC, {"coco": "coco", "ade20k": "ade20k"}.get(name, "classification"))
     return data(name)
@@ -248,10 +260,10 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
     runs += [Run(r.name, r.kind, r.config, tags={**r.tags, "dependency": True}) for r in sweep]
     for seed in ev.seeds if ev.seeds is not None else scale.seeds:
         if kind == "pixels":
-            config = {"data_root": _eval_data(scale, data_name), "dataset": FORMATS.get(data_name, "imagefolder"),
+            config = {"data_root": _eval_data(scale, data_name, kind), "dataset": FORMATS.get(data_name, "imagefolder"),
                       "classifier": fmt, **deepcopy(scale.pixels)}
         elif kind in ("finetune", "probe"):
-            config = {"data_root": _eval_data(scale, data_name),
+            config = {"data_root": _eval_data(scale, data_name, kind),
                       "dataset": FORMATS.get(data_name, fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder"),
                       "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
             if kind == "finetune":
@@ -266,7 +278,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
         else:
             table = scale.detect if kind == "detect" else scale.segment
             mm_config, options = table[ev.arch if pre_run else f"random-init-{ev.arch}"]
-            config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name),
+            config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name, kind),
                       "cfg_options": deepcopy(options)}
         if ev.downstream in LABELLED:
             config["train_fraction"] = LABELLED[ev.downstream] / TRAIN_IMAGES[data_name]

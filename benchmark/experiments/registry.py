@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, dense_runs, hparams_runs, mini_artifact_runs
+from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, hparams_runs, mini_artifact_runs
 from benchmark.experiments.model import Artifact, Run
 from benchmark.experiments.paper import COMPARISONS, artifact_runs
 from benchmark.experiments.smoke import smoke_runs
@@ -20,8 +20,6 @@ ARTIFACTS: dict[str, Artifact] = {
                              "(seed 0), shared by every initialisation", {s: partial(hparams_runs, s) for s in MINI_SCALES}),
     **{name: Artifact(name, title, {s: partial(mini_artifact_runs, name, s) for s in MINI_SCALES})
        for name, (title, _, _) in MINI_COMPARISONS.items()},
-    "mini_dense": Artifact("mini_dense", "Synthetic COCO / ADE20k: Mask R-CNN and UperNet after SplitMask pre-training "
-                           "vs random init", {s: partial(dense_runs, s) for s in MINI_SCALES}),
 }
 # The tags each artifact varies beyond method / pretrain_data / arch / downstream (for plots).
 VARIES: dict[str, tuple[str, ...]] = {name: varies for name, (_, _, varies) in (COMPARISONS | MINI_COMPARISONS).items()}

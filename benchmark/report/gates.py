@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.experiments.mini import FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
 from benchmark.stages.pixels import at_edge
 from benchmark.utils.io import atomic_path, read_log
@@ -148,7 +149,7 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
                          + ".")
     # each run once (a run in several artifacts has a row in each), so that every seed weighs the same
     runs = results[results.metric == "top1"].drop_duplicates("run_key")
-    finetune = runs[runs.downstream == "fashion-mnist-1k-finetune"]
+    finetune = runs[runs.downstream == FINETUNE]
     floor = pixel_floors(results)
     if not finetune.empty and not floor.empty:
         means = finetune.groupby(["method", "pretrain_data"]).value.mean()

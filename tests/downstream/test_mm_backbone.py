@@ -75,10 +75,10 @@ def _edited_checkpoint(src: Path, dst: Path, edit) -> Path:
 # ---------------------------------------------------------------------------- geometry
 
 
-@pytest.mark.parametrize("arch", ["vit-smoke", "beit-smoke"])
+@pytest.mark.parametrize("arch", ["vit-smoke", "beit-smoke", "vit-mini"])
 @pytest.mark.parametrize("size", [(128, 128), (96, 160)])
 def test_pyramid_strides_and_channels(size: tuple[int, int], arch: str) -> None:
-    backbone = ViTPyramid(arch=arch, img_size=PRETRAIN_SIZE).eval()
+    backbone = ViTPyramid(arch=arch, img_size=PRETRAIN_SIZE if arch != "vit-mini" else 32).eval()
     backbone.init_weights()
     h, w = size
     x = torch.randn(2, 3, h, w)
@@ -87,10 +87,15 @@ def test_pyramid_strides_and_channels(size: tuple[int, int], arch: str) -> None:
         tokens = backbone.forward_vit(x)
     assert isinstance(outs, tuple) and len(outs) == 4
     for out, stride in zip(outs, (4, 8, 16, 32)):
-        assert out.shape == (2, EMBED_DIM, h // stride, w // stride), (stride, out.shape)
-    # stride 16 is the third selected block's patch grid itself; stride 32 its 2x2 max-pool
-    assert torch.equal(outs[2], tokens[2])
-    assert torch.equal(outs[3], nn.functional.max_pool2d(tokens[3], 2))
+        assert out.shape == (2, vit_embed_dim(arch), h // stride, w // stride), (stride, out.shape)
+    if backbone.patch_size == 16:  # stride 16 is the third selected block's patch grid itself; stride 32 its 2x2 max-pool
+        assert torch.equal(outs[2], tokens[2])
+        assert torch.equal(outs[3], nn.functional.max_pool2d(tokens[3], 2))
+        assert isinstance(backbone.fpn1, nn.Sequential) and isinstance(backbone.fpn2, nn.ConvTranspose2d)  # BEiT's keys
+    else:  # 8x8 patches: stride 8 is the second block's grid, 16 and 32 its 2x2 and 4x4 max-pools
+        assert torch.equal(outs[1], tokens[1])
+        assert torch.equal(outs[2], nn.functional.max_pool2d(tokens[2], 2))
+        assert torch.equal(outs[3], nn.functional.max_pool2d(tokens[3], 4))
 
 
 def test_default_out_indices_and_embed_dim() -> None:

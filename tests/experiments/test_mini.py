@@ -54,7 +54,8 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     through the same code as the paper's (one planner), and mini-quick differs from mini in
     lengths, seeds and grid sizes only."""
     quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
-    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep"}
+    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep",
+                     "detect", "segment"}
     assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
@@ -380,3 +381,47 @@ def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(t
     assert resolved["data_root"] == str(dirs["scenes-fashion-mnist"] / "unlabelled" / "train")
     images, _labels = _images(config_from_dict(PretrainConfig, resolved), needs_labels=False)
     assert len(images) == SCENE_COUNTS["mini-quick"][0]
+
+
+# --------------------------------------------------------------------------- the dense legs on the scenes
+
+
+@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+def test_the_dense_legs_run_on_the_scenes_from_the_plans_own_pre_trainings(scale: str) -> None:
+    """Mask R-CNN and UperNet read the COCO and ADE20k folders of the scenes' data run; SplitMask and
+    BEiT come pre-trained on the scenes and on the items (Table 1's very runs), supervised on the
+    items (Table 6's); random init trains twice as long, with the same options otherwise."""
+    runs = plan_runs("mini_dense", scale)
+    dense = [r for r in runs if r.kind in ("detect", "segment")]
+    inits = {("splitmask", "fashion-mnist-scenes"), ("beit", "fashion-mnist-scenes"), ("splitmask", "fashion-mnist-100%"),
+             ("beit", "fashion-mnist-100%"), ("supervised", "fashion-mnist-100%"), ("random-init", "none")}
+    for kind, layout in (("detect", "coco"), ("segment", "ade20k")):
+        of_kind = [r for r in dense if r.kind == kind]
+        assert {(r.tags["method"], r.tags["pretrain_data"]) for r in of_kind} == inits
+        assert all(r.config["data_root"] == {"ref": "scenes-fashion-mnist", "file": layout} for r in of_kind)
+        options = {r.tags["method"] == "random-init": r.config["cfg_options"] for r in of_kind}
+        longer = {k for k in options[True] if options[True][k] != options[False][k]}
+        assert longer and all(options[True][k] == 2 * options[False][k] for k in longer), longer
+    shared = {r.name: r for r in plan_runs("mini_table1", scale) + plan_runs("mini_table6", scale)}
+    pretrain = [r for r in runs if r.kind == "pretrain"]
+    assert len(pretrain) == 5 and all(r.config == shared[r.name].config for r in pretrain)
+    assert [r.name for r in runs if r.kind == "data"] == ["scenes-fashion-mnist"]
+    plan_runs("mini-all", scale)  # raises if a run is planned twice with different configs
+
+
+@pytest.mark.slow
+def test_quick_dense_plan_detects_and_segments_the_scenes(tmp_path: Path) -> None:
+    """The reduced dense plan end to end: scenes written, pre-trained on, and every detection and
+    segmentation row of the table has a result, with its finding in REPORT.md."""
+    runs_dir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "benchmark.run", "--subset", "mini_dense", "--scale", "mini-quick", "--runs-dir",
+           str(runs_dir), "--no-report", "--jobs", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tables = tmp_path / "tables"
+    build_report(runs_dir, tables, tmp_path / "plots", tmp_path / "REPORT.md")
+    table = pd.read_csv(tables / "mini_dense.csv", dtype=str, keep_default_na=False)
+    assert set(table.metric) == {"bbox_mAP", "segm_mAP", "mIoU"} and len(table) == 18
+    assert (table.ours_mean != MISSING).all()
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "Detection and segmentation on the scenes" in report and "random init" in report

@@ -2,9 +2,11 @@
 
 The ViT (``self.vit``) is built by :func:`benchmark.models.vit.create_vit` with
 ``dynamic_img_size=True``, so its position embeddings are interpolated to every input size.
-Patch tokens after four blocks (``out_indices``) are reshaped to stride-16 maps and resampled as
-in BEiT / XCiT detection: stride 4 = two 2x2 transposed convs (norm + GELU between), stride 8 =
-one 2x2 transposed conv, stride 16 = identity, stride 32 = 2x2 max-pool.
+Patch tokens after four blocks (``out_indices``) are reshaped to maps at the patch stride and
+resampled as in BEiT / XCiT detection; with 16x16 patches: stride 4 = two 2x2 transposed convs
+(norm + GELU between), stride 8 = one 2x2 transposed conv, stride 16 = identity, stride 32 = 2x2
+max-pool. Other power-of-two patches (the miniature's 8x8) take as many transposed convs or as large
+a max-pool as their stride needs (:func:`resampler`).
 
 A beit-* arch becomes timm's ``Beit`` with one relative position bias table per block (BEiT's
 detection / segmentation layout), whose window is the patch grid of ``input_size``: a checkpoint's
@@ -19,6 +21,7 @@ accounting; the pyramid is never in a checkpoint and keeps its fresh initialisat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,22 @@ def pyramid_norm_cfg(norm_cfg: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+STRIDES = (4, 8, 16, 32)         # the pyramid's levels, in input pixels
+PATCH_SIZES = (4, 8, 16, 32)     # patch strides that reach every level by factors of two
+
+
+def resampler(dim: int, patch: int, stride: int, norm_cfg: dict[str, Any]) -> nn.Module:
+    """From the patch grid (stride ``patch``) to ``stride``: 2x2 transposed convs up (norm + GELU
+    between them, as BEiT's stride 4 from 16), the identity, or a max-pool down. With 16x16
+    patches these are BEiT's modules, so their state-dict keys are too."""
+    if stride >= patch:
+        return nn.Identity() if stride == patch else nn.MaxPool2d(kernel_size=stride // patch, stride=stride // patch)
+    layers: list[nn.Module] = [nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)]
+    for _ in range(int(math.log2(patch // stride)) - 1):
+        layers += [build_norm_layer(norm_cfg, dim)[1], nn.GELU(), nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)]
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
 class ViTPyramid(BaseModule):
     """A timm ViT with a BEiT/XCiT-style multi-scale pyramid: features at strides 4, 8, 16, 32.
 
@@ -102,7 +121,7 @@ class ViTPyramid(BaseModule):
         out_indices: the four blocks whose patch tokens feed the pyramid; default: evenly
             spaced, ending at the last block.
         drop_path_rate: stochastic depth of the ViT.
-        norm_cfg: mmcv norm config between the two stride-4 transposed convs (BN by default;
+        norm_cfg: mmcv norm config between two transposed convs (stride 4 of 16x16 patches; BN by default;
             SyncBN becomes BN when torch.distributed is not initialised).
         checkpoint: an ``mm_backbone.pth``, an ``encoder.safetensors`` or ``None`` (random init),
             loaded by :meth:`init_weights`.
@@ -158,28 +177,22 @@ class ViTPyramid(BaseModule):
         self.out_indices = indices
         self.embed_dim = int(self.vit.embed_dim)
         self.patch_size = int(self.vit.patch_embed.patch_size[0])
-        if self.patch_size != 16:
-            raise ValueError(f"ViTPyramid expects 16x16 patches, {arch} has {self.patch_size}")
+        if self.patch_size not in PATCH_SIZES:
+            raise ValueError(f"ViTPyramid expects square patches of {', '.join(map(str, PATCH_SIZES))} px, "
+                             f"{arch} has {self.patch_size}")
         self.num_prefix_tokens = int(getattr(self.vit, "num_prefix_tokens", 1))
 
-        dim = self.embed_dim
         norm = pyramid_norm_cfg(norm_cfg)
-        self.fpn1 = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2),
-            build_norm_layer(norm, dim)[1],
-            nn.GELU(),
-            nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2),
-        )
-        self.fpn2 = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
-        self.fpn3 = nn.Identity()
-        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.fpn1, self.fpn2, self.fpn3, self.fpn4 = (resampler(self.embed_dim, self.patch_size, stride, norm)
+                                                      for stride in STRIDES)
 
     # ------------------------------------------------------------------ forward
 
     def forward_vit(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Patch tokens after each block in ``out_indices`` as ``(B, C, ceil(H/16), ceil(W/16))`` maps.
+        """Patch tokens after each block in ``out_indices`` as ``(B, C, ceil(H/p), ceil(W/p))`` maps
+        (``p`` the patch size).
 
-        Inputs whose sides are not multiples of 16 are zero-padded on the right and bottom.
+        Inputs whose sides are not multiples of ``p`` are zero-padded on the right and bottom.
         """
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % self.patch_size, (-w) % self.patch_size

@@ -1,0 +1,28 @@
+# UperNet (+ FCN auxiliary head) on the Fashion-MNIST scenes (benchmark.data.scenes: 64 px canvases, the
+# ADE20k layout, 0 = background, c + 1 = class c): the miniature's segmentation leg (Table 5 in miniature).
+#
+# The smoke config's narrow heads and CPU settings at the scenes' own size: whole 64 px canvases, no
+# rescaling (the items are 20-40 px). The backbone interpolates its position embedding to the
+# canvas (ViTPyramid: dynamic_img_size). Lengths come from the plan's cfg_options
+# (benchmark.experiments.mini.dense_runs).
+_base_ = './upernet_vit_smoke.py'
+
+crop_size = (64, 64)
+model = dict(data_preprocessor=dict(size=crop_size))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomCrop', crop_size=crop_size),  # the whole canvas (it names the training size for the estimates)
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+default_hooks = dict(logger=dict(interval=50))
+log_processor = dict(window_size=50)
