@@ -7,11 +7,11 @@ The data set is read in its official format (``dataset``: see :mod:`benchmark.da
 ``imagefolder`` by default: ``train/<class>/*`` and ``val/<class>/*``). The recipe is built from timm's
 parts: AdamW with layer-wise learning-rate decay, drop path, label smoothing, optional
 RandAugment and Mixup/CutMix, warm-up then cosine; optionally LP-FT (``head_init="linear-probe"``:
-the head starts as a logistic regression on the frozen features, :func:`fit_head`). Writes ``RUN_DIR/result.json`` with top-1
-(and top-5 with at least 10 classes) on the validation split. Training checkpoints
-(``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run resume exactly;
-SIGTERM (or SIGUSR2) makes it write one after the current step and exit with code 75
-(docs/faults.md). Bad input is one ``error:`` line and exit code 2.
+the head starts as a logistic regression on the frozen features, :func:`fit_head`). Writes
+``RUN_DIR/result.json`` with top-1 (and top-5 with at least 10 classes) on the validation split.
+Training checkpoints (``checkpoint.pth``, every ``checkpoint_every`` steps) let an interrupted run
+resume exactly; SIGTERM (or SIGUSR2) makes it write one after the current step and exit with code
+75 (docs/faults.md). Bad input is one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
