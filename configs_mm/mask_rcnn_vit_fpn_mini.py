@@ -4,7 +4,7 @@
 # The smoke config's narrow heads and CPU settings at the scenes' own size. The backbone keeps the
 # pre-training's img_size (32 px at the mini scale) and interpolates its position embedding to the
 # 64 px canvas (ViTPyramid: dynamic_img_size). Lengths (epochs, the number of train scenes) come from the
-# plan's cfg_options (benchmark.experiments.mini.dense_runs).
+# plan's cfg_options (the mini scales' detect entries, benchmark/experiments/scales.py).
 _base_ = './mask_rcnn_vit_fpn_smoke.py'
 
 image_size = (64, 64)

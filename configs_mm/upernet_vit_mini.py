@@ -4,7 +4,7 @@
 # The smoke config's narrow heads and CPU settings at the scenes' own size: whole 64 px canvases, no
 # rescaling (the items are 20-40 px). The backbone interpolates its position embedding to the
 # canvas (ViTPyramid: dynamic_img_size). Lengths come from the plan's cfg_options
-# (benchmark.experiments.mini.dense_runs).
+# (the mini scales' segment entries, benchmark/experiments/scales.py).
 _base_ = './upernet_vit_smoke.py'
 
 crop_size = (64, 64)

@@ -230,7 +230,7 @@ def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
         values = {(m, d): v for m, d, v in zip(group.method, group.pretrain_data, group.value)}
         base = values.get(("random-init", "none"))
         shown = [f"{m} on {d.removeprefix('fashion-mnist-').replace('100%', 'items')} {v:.1f}"
-                 + ("" if base is None or m == "random-init" or v > base else " *(not above random init)*")
+                 + ("" if base is None or v > base else " *(not above random init)*")
                  for (m, d), v in values.items() if m != "random-init"]
         task = "detection" if downstream == DETECT else "segmentation"
         lines.append(f"  - {task}, {metric}: " + ", ".join(shown)

@@ -409,6 +409,18 @@ def test_the_dense_legs_run_on_the_scenes_from_the_plans_own_pre_trainings(scale
     plan_runs("mini-all", scale)  # raises if a run is planned twice with different configs
 
 
+def test_dense_finding_marks_what_random_init_matches_and_sets_scenes_against_items() -> None:
+    from benchmark.report.findings import _dense
+
+    rows = pd.DataFrame([{"artifact": "mini_dense", "downstream": "fashion-mnist-scenes-maskrcnn", "metric": "bbox_mAP",
+                          "method": m, "pretrain_data": d, "value": v}
+                         for m, d, v in (("splitmask", "fashion-mnist-scenes", 5.0), ("splitmask", "fashion-mnist-100%", 4.0),
+                                         ("random-init", "none", 4.5))])
+    lines = _dense(rows, None)
+    assert "splitmask on scenes 5.0, splitmask on items 4.0 *(not above random init)*; random init 4.5." in lines[1]
+    assert "splitmask scenes 5.0 vs items 4.0 (+1.0)" in lines[2]
+
+
 @pytest.mark.slow
 def test_quick_dense_plan_detects_and_segments_the_scenes(tmp_path: Path) -> None:
     """The reduced dense plan end to end: scenes written, pre-trained on, and every detection and
