@@ -29,6 +29,9 @@ test_pipeline = [
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+# lr chosen on a held-out selection split (the last 400 train scenes), SplitMask's encoder, 2 epochs of
+# 1,000 scenes: box AP 7.0 / 9.3 / 10.2 / 2.6 at 1e-4 / 3e-4 / 1e-3 / 3e-3 (docs/mini.md).
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 train_dataloader = dict(batch_size=8, dataset=dict(filter_cfg=dict(min_size=4), pipeline=train_pipeline))
 val_dataloader = dict(batch_size=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

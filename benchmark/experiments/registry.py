@@ -30,7 +30,8 @@ VARIES: dict[str, tuple[str, ...]] = {name: varies for name, (_, _, varies) in (
 # dense legs; an evening).
 MINI_DEFAULT = ["mini_hparams", "mini_table6", "mini_table8"]
 SUBSETS: dict[str, list[str]] = {"smoke": ["smoke"], "mini": MINI_DEFAULT,
-                                 "mini-all": [*MINI_DEFAULT, "mini_table1", "mini_seeds", "mini_fig2", "mini_more", "mini_dense"],
+                                 "mini-all": [*MINI_DEFAULT, "mini_table1", "mini_seeds", "mini_fig2", "mini_more", "mini_dense",
+                                              "mini_dense_beit"],
                                  "all": list(COMPARISONS), **{n: [n] for n in ARTIFACTS if n != "smoke"}}
 SCALES = ("smoke", "mini", "mini-quick", "small", "paper")
 

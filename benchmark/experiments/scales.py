@@ -146,9 +146,9 @@ _MINI_METHOD_ARGS: dict[str, dict[str, Any]] = {
 # The dense legs on the scenes (mini_dense): the first `scenes` train scenes for `epochs` (detection)
 # or `iters` (segmentation), evaluated on every val scene (mmdet's CocoMetric scores every image of
 # its annotation file, so a subset of them would count the others as misses); random init trains
-# twice as long, as the paper's 6x schedule against 3x (Table 4). The mini's lengths are provisional: not yet
-# run at that scale (measured on 2 cores: Mask R-CNN about 2 scenes/s with the smoke's heads, UperNet
-# about 26; docs/mini.md).
+# twice as long, as the paper's 6x schedule against 3x (Table 4). The mini's lengths are what the subset's
+# half hour affords on 2 cores (two runs at once, one core each: Mask R-CNN about 8 scenes/s, UperNet about
+# 24); their learning rates (in the mini configs) were chosen on held-out train scenes (docs/mini.md).
 _MINI_DETECT, _MINI_SEGMENT = "configs_mm/mask_rcnn_vit_fpn_mini.py", "configs_mm/upernet_vit_mini.py"
 
 

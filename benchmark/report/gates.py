@@ -116,14 +116,14 @@ def _mark(ok: bool) -> str:
 
 def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
                ) -> tuple[list[str], dict[str, frozenset[str]]]:
-    """The gates as REPORT.md lines, and what each gate failed on (name -> the pre-training data
-    sets of the runs that failed it, :data:`EVERY` for a gate of the whole section, empty where it
-    passed), so that a finding is marked by the gates its own runs failed."""
+    """The gates as REPORT.md lines, and what each gate failed on (name -> (method, pre-training
+    data) of the pre-trainings that failed it, :data:`EVERY` for a gate of the whole section, empty
+    where it passed), so that a finding is marked by the gates its own runs failed."""
     lines, failures = [], {}
     if curves:
         rose = [c for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
         fell = [c for c in rose if c.knn[-1] <= c.knn[0]]
-        failures["learned"] = frozenset(c.pretrain_data for c in fell) if rose else EVERY
+        failures["learned"] = frozenset((c.method, c.pretrain_data) for c in fell) if rose else EVERY
         lines.append(f"- {_mark(not failures['learned'])} learned: online k-NN at the end vs at step 0 (random-init "
                      "features): " + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
                      + (f"; did not rise: {', '.join(f'{c.method} on {c.pretrain_data}' for c in fell)}" if fell else "")
@@ -134,12 +134,12 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
             for c in joint:
                 if c.knn[-1] < CHANCE_FACTOR * 10:
                     problems.append(f"{c.method} on {c.pretrain_data}: k-NN {c.knn[-1]:.1f}, near chance (constant features)")
-                    collapsed.add(c.pretrain_data)
+                    collapsed.add((c.method, c.pretrain_data))
                 if c.teacher_entropy is not None and c.out_dim:
                     if c.teacher_entropy > COLLAPSE_SHARE * math.log(c.out_dim):
                         problems.append(f"{c.method} on {c.pretrain_data}: teacher entropy {c.teacher_entropy:.2f} of "
                                         f"ln {c.out_dim} = {math.log(c.out_dim):.2f}")
-                        collapsed.add(c.pretrain_data)
+                        collapsed.add((c.method, c.pretrain_data))
             entropies = [f"{c.method} on {c.pretrain_data} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
                          f"{math.log(c.out_dim):.2f}" for c in joint if c.teacher_entropy is not None and c.out_dim]
             failures["no collapse"] = frozenset(collapsed)

@@ -471,6 +471,7 @@ COLUMNS = [
     "block_tokens", "flop_overhead", "gflop_per_img", "tflop_per_s", "mfu", "peak_mem_gib", "mem_mib_per_img", "model_arch",
     "model_img_per_s", "pipeline_vs_model",
 ]
+INTEGER_COLUMNS = {"img_size", "batch_size", "tokens", "workers", "block_calls", "block_tokens"}
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -489,6 +490,9 @@ def write_table(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> 
     """The table and its json beside it, so that a run stopped in a later part keeps what it measured."""
     table = pd.DataFrame(rows)
     table = table.reindex(columns=[c for c in COLUMNS if c in table.columns] + [c for c in table.columns if c not in COLUMNS])
+    # Counts stay integers where other parts' rows leave them empty (float_format would write 302592 as 3.026e+05).
+    for column in INTEGER_COLUMNS & set(table.columns):
+        table[column] = table[column].astype("Int64")
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
     write_json(out.with_suffix(".json"), meta)

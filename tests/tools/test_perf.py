@@ -88,6 +88,17 @@ def test_pipeline_is_compared_with_the_largest_arch_of_its_method() -> None:
     assert "pipeline_vs_model" not in rows[4]
 
 
+def test_counts_are_written_whole_beside_rows_that_leave_them_empty(tmp_path) -> None:
+    from benchmark.tools.perf import write_table
+
+    rows = [{"part": "steps", "method": "mae", "block_tokens": 302592, "ms": 12.3456789},
+            {"part": "pipeline", "method": "mae", "workers": 10, "img_per_s": 2164.31}]
+    write_table(rows, tmp_path / "perf.csv", {})
+    written = (tmp_path / "perf.csv").read_text().splitlines()
+    assert written[1].split(",")[2:] == ["", "12.35", "", "302592"]  # workers, ms, img_per_s, block_tokens
+    assert written[2].split(",")[2:] == ["10", "", "2164", ""]
+
+
 def test_goals_are_judged_from_the_measured_numbers() -> None:
     from benchmark.report.perf_section import goals
 
