@@ -194,4 +194,3 @@ def test_the_dense_finding_rests_on_its_own_pre_trainings_and_not_on_the_classif
     assert "Rests on failed gates" not in dense_line()
     _pretraining(tmp_path, "b", "splitmask", [50.0, 49.0])  # did not rise
     assert "Rests on failed gates: learned:" in dense_line()
-
