@@ -226,8 +226,8 @@ def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
 
 def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
     del floor  # a classification floor; the dense legs' floor is random init
-    rows = results[results.artifact.isin(DENSE_ARTIFACTS)].drop_duplicates(  # random init is in both
-        ["downstream", "metric", "method", "pretrain_data"])
+    rows = results[results.artifact.isin(DENSE_ARTIFACTS)]
+    rows = rows.drop_duplicates(["run_key", "metric"])  # random init's runs are in both artifacts, a row in each
     if rows.empty:
         return []
     lines = ["- **Detection and segmentation on the scenes (Fig. 1, Tables 4 and 5 in miniature).** Mask R-CNN and "

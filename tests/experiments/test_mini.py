@@ -418,7 +418,7 @@ def test_dense_finding_marks_what_random_init_matches_and_sets_scenes_against_it
     from benchmark.report.findings import _dense
 
     rows = pd.DataFrame([{"artifact": a, "downstream": "fashion-mnist-scenes-maskrcnn", "metric": "bbox_mAP",
-                          "method": m, "pretrain_data": d, "value": v}
+                          "method": m, "pretrain_data": d, "value": v, "run_key": f"{m}-{d}"}
                          for a, m, d, v in (("mini_dense", "splitmask", "fashion-mnist-scenes", 5.0),
                                             ("mini_dense", "splitmask", "fashion-mnist-100%", 4.0),
                                             ("mini_dense", "random-init", "none", 4.5),
