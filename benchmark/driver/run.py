@@ -353,10 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     elif not any(is_done(run, dirs[run.name]) for run in runs if _trains(run)):
         print(f"no run of this plan has finished: the report in {report_dir} is left as it is")
     else:
-        from benchmark.report.build import build_report, report_paths
+        from benchmark.report.build import rebuild
 
         try:
-            build_report(runs_dir, *report_paths(report_dir))
+            rebuild(runs_dir, report_dir)
             print(f"report: {report_dir / 'REPORT.md'}")
         except SuiteError as err:
             print(f"error: the report was not rebuilt: {error_line(err)}", file=sys.stderr)

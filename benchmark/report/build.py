@@ -1,8 +1,10 @@
-"""Rebuild tables/, plots/ and REPORT.md from the run directories alone.
+"""Rebuild tables/, plots/ and REPORT.md from the runs' records.
 
-    python -m benchmark.report [--runs-dir runs] [--tables tables] [--plots plots] [--out REPORT.md]
+    python -m benchmark.report [--runs-dir runs] [--report-dir .]
 
-Every evaluation run directory holds ``run.json`` (written by the driver: artifact, scale, tags)
+The report first copies the small files of every finished run below ``--runs-dir`` into the
+records kept beside it (``records/``: :mod:`benchmark.report.records`), then builds from the
+records alone. Every evaluation run directory holds ``run.json`` (written by the driver: artifact, scale, tags)
 and ``result.json`` (written by the evaluation). For each artifact of the registry the report
 writes ``tables/<artifact>.csv`` with one row per (method, pre-training data, arch, downstream
 task, metric, scale): our mean and standard deviation across seeds with the number of runs, the
@@ -34,6 +36,7 @@ from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.report.findings import mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.perf_section import perf_section, scale_speed_line
+from benchmark.report.records import RECORDS, save_records
 from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.results import load_result
@@ -366,8 +369,9 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     lines = [
         "# Report", "",
         f"Rebuilt {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by `python -m benchmark.report` from "
-        f"{len(results)} metric values in `{shown_dir}`, scales: {', '.join(scales)}. Each run's config, log and "
-        "`result.json` (seed, versions, device, wall time) are in its run directory.", "",
+        f"{len(results)} metric values in `{shown_dir}`, scales: {', '.join(scales)}. Each run's `run.json` (config, "
+        "tags, wall time), log and `result.json` (seed, versions, device) are in its directory there, "
+        "`<kind>/<name>-<key>/`.", "",
         f"\"{MISSING}\": the run has not happened. \"nan\": it happened and its metric is not a number. "
         f"\"{UNKNOWN}\": the paper's value is not known. Paper values are "
         "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
@@ -419,15 +423,34 @@ def report_paths(report_dir: Path) -> tuple[Path, Path, Path]:
     return report_dir / "tables", report_dir / "plots", report_dir / "REPORT.md"
 
 
+def rebuild(runs_dir: Path, report_dir: Path) -> dict[str, pd.DataFrame]:
+    """Records the finished runs below ``runs_dir`` (if it exists) in ``report_dir/records``, then
+    rebuilds the report in ``report_dir`` from the records (:func:`build_report`)."""
+    records_dir = report_dir / RECORDS
+    if runs_dir.is_dir():
+        try:
+            saved, removed = save_records(runs_dir, records_dir)
+        except OSError as err:  # a full disk, a read-only checkout: the records and the report stay as they were
+            raise ReportError(f"{records_dir}: {error_line(err)}; the report was left as it is") from err
+        if saved or removed:
+            print(f"[report] {saved} finished runs of {runs_dir} recorded in {records_dir}"
+                  + (f"; {len(removed)} superseded records removed" if removed else ""), file=sys.stderr)
+    if not records_dir.is_dir():
+        why = "no finished evaluation (result.json with its run.json) below it" if runs_dir.is_dir() else "no such runs directory"
+        raise ReportError(f"{runs_dir}: {why}, and no records in {records_dir}; the report was left as it is")
+    return build_report(records_dir, *report_paths(report_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description="Rebuild tables, plots and REPORT.md.")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs"), help="the run directories to read (default: %(default)s)")
+    parser.add_argument("--runs-dir", default=str(REPO / "runs"),
+                        help="the run directories whose finished runs are recorded first (default: %(default)s)")
     parser.add_argument("--report-dir", default=str(REPO),
-                        help="where tables/, plots/ and REPORT.md go (default: the repository, %(default)s)")
+                        help=f"where {RECORDS}/, tables/, plots/ and REPORT.md go (default: the repository, %(default)s)")
     args = parser.parse_args(argv)
     tables_dir, plots_dir, report_path = report_paths(Path(args.report_dir))
     try:
-        tables = build_report(Path(args.runs_dir), tables_dir, plots_dir, report_path)
+        tables = rebuild(Path(args.runs_dir), Path(args.report_dir))
     except SuiteError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -212,12 +212,13 @@ def test_epochs_are_shown_to_six_significant_digits(tmp_path) -> None:
     assert _tag_values({"epochs": 300.0})["epochs"] == "300"
 
 
-def test_a_full_disk_while_reporting_is_one_line(tmp_path) -> None:
+def test_a_full_disk_while_reporting_is_one_line(tmp_path, planned_run) -> None:
     """A real write failure (a file-size limit in a child process) while the report writes its files."""
     import subprocess
     import sys
 
-    runs, tables, plots, report = _fixture(tmp_path)
+    runs = tmp_path / "runs"
+    planned_run(runs, "finetune-splitmask-smoke", {"top1": 41.0})
     child = ("import resource, signal, sys\n"
              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
              "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, resource.RLIM_INFINITY))\n"

@@ -1,0 +1,83 @@
+"""The run records behind the report, kept beside it: ``records/<kind>/<name>-<key>/``.
+
+A run directory holds weights and data (hundreds of MB) beside a few small files that say what ran
+and what it measured: ``run.json`` (name, key, tags, config, wall time), the stage's resolved
+config, its log and its result. Before each rebuild the report copies those files of every finished
+run that the registry plans into the records (committed with the tables), with the driver's time
+record, and builds from the records. So a fresh clone, whose ``runs/`` is empty, still has the
+evidence behind every number, ``python -m benchmark.report`` rebuilds the same report there, and a
+plan run again replaces only the records of its own runs. A record whose run the registry no
+longer plans (its config changed, so its key did) is removed with a line saying so: a table never
+mixes a superseded recipe's numbers with the current ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from benchmark.driver.run import is_done, locate, order_runs
+from benchmark.driver.timing import TIMING_FILE, read_invocations
+from benchmark.experiments.registry import ARTIFACTS, plan_runs
+from benchmark.utils.io import write_text
+
+RECORDS = "records"
+# What the report reads (result, run, the selection's choice, the pre-training monitor's log) and
+# what a reader needs to audit it (the stage's resolved config). Weights and data stay in runs/.
+RECORD_FILES = ("run.json", "config.json", "log.jsonl", "result.json", "choice.json")
+
+
+@functools.lru_cache(maxsize=1)
+def planned_runs() -> dict[str, object]:
+    """``<kind>/<name>-<key>`` -> the run, for every run that an artifact of the registry plans at any
+    of its scales."""
+    planned = {}
+    for name, artifact in ARTIFACTS.items():
+        for scale in artifact.scales:
+            runs = order_runs(plan_runs(name, scale))
+            _, dirs = locate(runs, Path())
+            planned.update({dirs[run.name].as_posix(): run for run in runs})
+    return planned
+
+
+def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:
+    """Copies the record files of every finished planned run below ``runs_dir`` into ``records_dir``
+    (a run's record replaced whole), merges the driver's time records, and removes the records that no
+    planned run has. Returns (runs recorded, the removed records' ``<kind>/<dir>`` names)."""
+    planned = planned_runs()
+    saved = 0
+    for rel, run in planned.items():
+        run_dir = runs_dir / rel
+        if not run_dir.is_dir() or not is_done(run, run_dir):
+            continue
+        # written beside the old record and swapped in, so that a failed copy leaves the old one whole
+        record, fresh = records_dir / rel, records_dir / f"{rel}.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        for name in RECORD_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, fresh / name)
+        shutil.rmtree(record, ignore_errors=True)
+        fresh.rename(record)
+        saved += 1
+    removed = []
+    for run_json in sorted(records_dir.glob("*/*/run.json")):
+        rel = run_json.parent.relative_to(records_dir).as_posix()
+        if rel not in planned:
+            shutil.rmtree(run_json.parent)
+            removed.append(rel)
+            print(f"[report] record {rel} removed: no artifact plans this run any more (its config changed)",
+                  file=sys.stderr)
+    _merge_time_records(runs_dir, records_dir)
+    return saved, removed
+
+
+def _merge_time_records(runs_dir: Path, records_dir: Path) -> None:
+    """The driver's invocation records of both directories, once each, in the order they finished."""
+    merged = {json.dumps(r, sort_keys=True): r for r in read_invocations(records_dir) + read_invocations(runs_dir)}
+    if merged:
+        ordered = sorted(merged.values(), key=lambda r: str(r.get("finished", "")))
+        write_text(records_dir / TIMING_FILE, "".join(json.dumps(r) + "\n" for r in ordered))

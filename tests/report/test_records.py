@@ -1,0 +1,87 @@
+"""The report keeps the small files of the runs it reads (records/) and rebuilds from them alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmark import REPO
+from benchmark.driver.timing import read_invocations, record_invocation
+from benchmark.report.build import ReportError, rebuild
+from benchmark.report.records import RECORDS
+from benchmark.utils.io import write_json
+
+
+def _invocation(finished: str) -> dict:
+    return {"subset": "smoke", "scale": "smoke", "jobs": 1, "machine": "2 CPU cores (x), no GPU", "finished": finished,
+            "runs": 1, "planned": 6, "startup_s": 5.0, "wall_s": 60.0, "by_kind": {"fine-tuning": {"seconds": 50.0, "runs": 1}}}
+
+
+def _fixture(tmp_path: Path, planned_run) -> tuple[Path, Path, Path]:
+    runs_dir, report_dir = tmp_path / "runs", tmp_path / "report"
+    (report_dir / "tables" / "paper").mkdir(parents=True)
+    shutil.copy(REPO / "tables" / "paper" / "reference.csv", report_dir / "tables" / "paper" / "reference.csv")
+    run_dir = planned_run(runs_dir, "finetune-splitmask-smoke", {"top1": 41.0})
+    # planned but not finished (no result.json): not recorded
+    unfinished = planned_run(runs_dir, "finetune-random-init-smoke", {"top1": 1.0})
+    (unfinished / "result.json").unlink()
+    # finished but planned by nothing (another config, so another key): not recorded
+    planned_run(runs_dir, "finetune-splitmask-smoke", {"top1": 99.0}, key="000000000000")
+    record_invocation(runs_dir, _invocation("2026-12-01 02:00 UTC"))
+    return runs_dir, report_dir, run_dir
+
+
+def test_the_report_records_finished_planned_runs_and_rebuilds_the_same_tables_from_them_alone(tmp_path, capsys,
+                                                                                              planned_run) -> None:
+    runs_dir, report_dir, run_dir = _fixture(tmp_path, planned_run)
+    records = report_dir / RECORDS
+    stale = records / "finetune" / "finetune-splitmask-smoke-deadbeef0000"  # a superseded recipe's record
+    write_json(stale / "run.json", {"name": "finetune-splitmask-smoke"})
+    record_invocation(records, _invocation("2026-11-30 01:00 UTC"))
+
+    rebuild(runs_dir, report_dir)
+    recorded = {p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()}
+    run_rel = run_dir.relative_to(runs_dir).as_posix()
+    assert recorded == {f"{run_rel}/run.json", f"{run_rel}/result.json", "driver.jsonl"}
+    assert "finetune-splitmask-smoke-deadbeef0000 removed" in capsys.readouterr().err
+    assert [r["finished"] for r in read_invocations(records)] == ["2026-11-30 01:00 UTC", "2026-12-01 02:00 UTC"]
+    table = (report_dir / "tables" / "smoke.csv").read_text()
+    assert "41.00" in table and "99.00" not in table
+
+    # A fresh clone: no runs directory, the records alone give the same table.
+    rebuild(tmp_path / "no-runs", report_dir)
+    assert (report_dir / "tables" / "smoke.csv").read_text() == table
+    assert "from 1 metric values in" in (report_dir / "REPORT.md").read_text()
+    # Recording again changes nothing (the time records once each).
+    rebuild(runs_dir, report_dir)
+    assert len(read_invocations(records)) == 2 and (report_dir / "tables" / "smoke.csv").read_text() == table
+
+
+def test_a_run_again_replaces_its_record_whole(tmp_path, planned_run) -> None:
+    runs_dir, report_dir, run_dir = _fixture(tmp_path, planned_run)
+    rebuild(runs_dir, report_dir)
+    (run_dir / "log.jsonl").write_text(json.dumps({"step": 1}) + "\n")
+    result = json.loads((run_dir / "result.json").read_text())
+    write_json(run_dir / "result.json", {**result, "metrics": {"top1": 43.0}})
+    rebuild(runs_dir, report_dir)
+    record = report_dir / RECORDS / run_dir.relative_to(runs_dir)
+    assert sorted(p.name for p in record.iterdir()) == ["log.jsonl", "result.json", "run.json"]
+    assert not list((report_dir / RECORDS).rglob("*.new"))
+    assert "43.00" in (report_dir / "tables" / "smoke.csv").read_text()
+
+
+def test_neither_runs_nor_records_is_refused_and_nothing_written(tmp_path) -> None:
+    with pytest.raises(ReportError, match="no such runs directory, and no records"):
+        rebuild(tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_records_that_cannot_be_written_are_one_line_and_the_report_is_left_as_it_is(tmp_path, planned_run) -> None:
+    runs_dir, report_dir, _ = _fixture(tmp_path, planned_run)
+    (report_dir / RECORDS).write_text("a file where the records should be")
+    with pytest.raises(ReportError, match=r"records: .*; the report was left as it is"):
+        rebuild(runs_dir, report_dir)
+    assert not (report_dir / "REPORT.md").exists() and not list((report_dir / "tables").glob("*.csv"))
