@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmark.driver.run import is_done, locate, order_runs
 from benchmark.driver.timing import TIMING_FILE, read_invocations
+from benchmark.experiments.model import Run
 from benchmark.experiments.registry import ARTIFACTS, plan_runs
 from benchmark.utils.io import write_text
 
@@ -31,10 +32,10 @@ RECORD_FILES = ("run.json", "config.json", "log.jsonl", "result.json", "choice.j
 
 
 @functools.lru_cache(maxsize=1)
-def planned_runs() -> dict[str, object]:
+def planned_runs() -> dict[str, Run]:
     """``<kind>/<name>-<key>`` -> the run, for every run that an artifact of the registry plans at any
     of its scales."""
-    planned = {}
+    planned: dict[str, Run] = {}
     for name, artifact in ARTIFACTS.items():
         for scale in artifact.scales:
             runs = order_runs(plan_runs(name, scale))

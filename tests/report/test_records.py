@@ -85,3 +85,18 @@ def test_records_that_cannot_be_written_are_one_line_and_the_report_is_left_as_i
     with pytest.raises(ReportError, match=r"records: .*; the report was left as it is"):
         rebuild(runs_dir, report_dir)
     assert not (report_dir / "REPORT.md").exists() and not list((report_dir / "tables").glob("*.csv"))
+
+
+def test_the_miniatures_artifacts_without_runs_are_named_with_how_to_run_them() -> None:
+    import pandas as pd
+
+    from benchmark.report.build import MISSING, missing_mini_line
+
+    def table(*means: str) -> pd.DataFrame:
+        return pd.DataFrame({"scale": ["mini"] * len(means), "ours_mean": list(means)})
+
+    line = missing_mini_line({"mini_table6": table("76.0", "74.2"), "mini_fig2": table("76.0", MISSING),
+                              "mini_dense": table(MISSING), "table6": table(MISSING)})
+    assert line[0].startswith("Not yet run at the current settings") and "`mini_fig2`, `mini_dense`;" in line[0]
+    assert "mini_table6" not in line[0] and "`table6`" not in line[0]
+    assert missing_mini_line({"mini_table6": table("76.0")}) == []
