@@ -408,7 +408,7 @@ def missing_mini_line(tables: dict[str, pd.DataFrame]) -> list[str]:
                and (table[table.scale.astype(str) == "mini"].ours_mean == MISSING).any()]
     if not missing:
         return []
-    return [f"Not yet run at the current settings, so not above (their tables show \"{MISSING}\"): "
+    return [f"Not yet run at the current settings, so absent from the findings above (their tables show \"{MISSING}\"): "
             f"{', '.join(f'`{name}`' for name in missing)}; each runs with `./run_all.sh --subset NAME`, all of them "
             "with `--subset mini-all`.", ""]
 
