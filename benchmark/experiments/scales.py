@@ -129,8 +129,8 @@ SMOKE = replace(
 # REPORT.md shows the online k-NN curves); the fine-tuning learning rate is swept on val by
 # mini_hparams. The same images in twice the steps: at 1,000 steps of 64, DINO's online k-NN ended
 # below random-init features and its teacher near uniform; at 2,000 steps of 32 it rose (val:
-# 51.6 -> 57.4 by step 1,300, teacher entropy 5.7 of ln 1024 = 6.9) and SplitMask's rose further
-# too. The trials behind these choices (val, seed 0) are in docs/mini.md.
+# 51.6 -> 60.2, teacher entropy 5.6 of ln 1024 = 6.9) and SplitMask's rose further too. The
+# trials behind these choices (val, seed 0) are in docs/mini.md.
 MINI_STEPS, MINI_BATCH = 2000, 32
 # Evaluations keep the whole 28 px item, as the pixel floors do: timm's ImageNet centre crop (0.875
 # of the side) cut the items' edges off and cost the fine-tunings 2-5 points on val (docs/mini.md).
