@@ -5,7 +5,7 @@ a subset of them at a scale into the distinct runs they need."""
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, hparams_runs, mini_artifact_runs
 from benchmark.experiments.model import Artifact, Run
@@ -69,3 +69,10 @@ def plan_runs(subset: str, scale: str) -> list[Run]:
             if member and artifact.name not in seen.tags["artifacts"]:
                 seen.tags["artifacts"].append(artifact.name)
     return list(runs.values())
+
+
+@lru_cache(maxsize=1)
+def every_plan() -> dict[tuple[str, str], tuple[Run, ...]]:
+    """(artifact, scale) -> :func:`plan_runs` of that artifact at that scale, for every artifact at each
+    of its scales: the whole registry, planned once per process for the report (read it, do not change it)."""
+    return {(name, scale): tuple(plan_runs(name, scale)) for name, artifact in ARTIFACTS.items() for scale in artifact.scales}

@@ -32,7 +32,7 @@ import pandas as pd
 from benchmark import REPO
 from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
-from benchmark.experiments.registry import ARTIFACTS, plan_runs
+from benchmark.experiments.registry import ARTIFACTS, every_plan
 from benchmark.report.findings import mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.perf_section import perf_section, scale_speed_line
@@ -108,11 +108,10 @@ def schedule_note(results: pd.DataFrame) -> list[str]:
 def registry_members() -> dict[tuple[str, str], list[str]]:
     """(scale, run name) -> the artifacts of the registry that plan that run."""
     members: dict[tuple[str, str], list[str]] = {}
-    for name, artifact in ARTIFACTS.items():
-        for scale in artifact.scales:
-            for run in plan_runs(name, scale):
-                if name in run.tags["artifacts"]:
-                    members.setdefault((scale, run.name), []).append(name)
+    for (name, scale), runs in every_plan().items():
+        for run in runs:
+            if name in run.tags["artifacts"]:
+                members.setdefault((scale, run.name), []).append(name)
     return members
 
 
@@ -127,9 +126,7 @@ def expected_rows(artifact: str, scales: list[str]) -> pd.DataFrame:
     """The rows the registry plans for ``artifact`` at ``scales`` (results or not)."""
     rows = []
     for scale in scales:
-        if scale not in ARTIFACTS[artifact].scales:
-            continue
-        for run in plan_runs(artifact, scale):
+        for run in every_plan().get((artifact, scale), ()):
             if artifact not in run.tags.get("artifacts", [run.tags["artifact"]]):
                 continue
             for metric in kind_metrics(run.kind):
@@ -378,12 +375,13 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
-    lines += missing_mini_line(tables) if any(s.startswith("mini") for s in scales) else []
-    curves = monitor_curves(runs_dir, {s for s in scales if s.startswith("mini")})
+    mini_scales = {s for s in scales if s.startswith("mini")}
+    lines += missing_mini_line(tables) if mini_scales else []
+    curves = monitor_curves(runs_dir, mini_scales)
     if curves:
         plot_monitor_curves(curves, plots_dir / "mini_pretrain_curves.png")
     lines += timing_section(runs_dir)  # where the driver's time went
-    lines += scale_speed_line(tables_dir, "mini") if any(s.startswith("mini") for s in scales) else []
+    lines += scale_speed_line(tables_dir, "mini") if mini_scales else []
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
         for row in dropped_rows(tables_dir / f"{name}.csv", table):

@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmark.driver.run import is_done, locate, order_runs
 from benchmark.driver.timing import TIMING_FILE, read_invocations
 from benchmark.experiments.model import Run
-from benchmark.experiments.registry import ARTIFACTS, plan_runs
+from benchmark.experiments.registry import every_plan
 from benchmark.utils.io import write_text
 
 RECORDS = "records"
@@ -36,11 +36,10 @@ def planned_runs() -> dict[str, Run]:
     """``<kind>/<name>-<key>`` -> the run, for every run that an artifact of the registry plans at any
     of its scales."""
     planned: dict[str, Run] = {}
-    for name, artifact in ARTIFACTS.items():
-        for scale in artifact.scales:
-            runs = order_runs(plan_runs(name, scale))
-            _, dirs = locate(runs, Path())
-            planned.update({dirs[run.name].as_posix(): run for run in runs})
+    for runs in every_plan().values():
+        ordered = order_runs(list(runs))
+        _, dirs = locate(ordered, Path())
+        planned.update({dirs[run.name].as_posix(): run for run in ordered})
     return planned
 
 
