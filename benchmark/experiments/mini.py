@@ -135,8 +135,10 @@ def mini_artifact_runs(name: str, scale: str) -> list[Run]:
 
 
 def hparams_runs(scale: str) -> list[Run]:
-    """The fine-tuning sweep on val and its choice (``mini_hparams``)."""
-    return sweep_runs(SCALE_SPECS[scale], FINETUNE)
+    """The fine-tuning sweeps on val and their choices (``mini_hparams``): the shared one, and one
+    per initialisation with a grid of its own."""
+    spec = SCALE_SPECS[scale]
+    return [run for method in (None, *spec.sweep_by_init) for run in sweep_runs(spec, FINETUNE, method)]
 
 
 # scale -> (arch, image size, batch, method_args by method) of its pre-trainings (python -m benchmark.perf --scale);

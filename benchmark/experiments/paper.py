@@ -256,7 +256,8 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
             tags["tokenizer"] = ev.pre.tok(scale.tokenizer)
     stem = f"{ev.downstream}-{pre_run.name.removeprefix('pretrain-') if pre_run else f'{ev.method}-{concrete}'}"
     runs = [pre_run] if pre_run else []
-    sweep = sweep_runs(scale, scale.swept[ev.downstream]) if kind == "finetune" and ev.downstream in scale.swept else []
+    sweep = (sweep_runs(scale, scale.swept[ev.downstream], ev.method if ev.method in scale.sweep_by_init else None)
+             if kind == "finetune" and ev.downstream in scale.swept else [])
     runs += [Run(r.name, r.kind, r.config, tags={**r.tags, "dependency": True}) for r in sweep]
     for seed in ev.seeds if ev.seeds is not None else scale.seeds:
         if kind == "pixels":
@@ -287,31 +288,34 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
     return runs
 
 
-def sweep_runs(scale: Scale, downstream: str) -> list[Run]:
-    """The val sweep of a fine-tuning downstream at ``scale`` (every setting of ``scale.sweep`` for
-    every initialisation of ``scale.sweep_inits``, seed 0, on the val split) and, last, the select
-    run choosing the setting with the best mean over the initialisations."""
+def sweep_runs(scale: Scale, downstream: str, method: str | None = None) -> list[Run]:
+    """The val sweep of a fine-tuning downstream at ``scale`` and, last, the select run choosing
+    the setting with the best mean: every setting of ``scale.sweep`` for every initialisation of
+    ``scale.sweep_inits``, or, given a ``method`` of ``scale.sweep_by_init``, every setting of its
+    own grid for it alone (seed 0, on the val split)."""
     _, data_name, _ = DOWNSTREAMS[downstream]
+    sweep, inits = (scale.sweep_by_init[method], (method,)) if method else (scale.sweep, scale.sweep_inits)
     at_val = replace(scale, seeds=(0,), swept={}, finetune={**scale.finetune, "eval_split": "val"})
-    grid = [dict(zip(scale.sweep, values)) for values in product(*scale.sweep.values())]
+    grid = [dict(zip(sweep, values)) for values in product(*sweep.values())]
     runs: list[Run] = []
-    for method in scale.sweep_inits:
-        pre = None if method == "random-init" else Pre(_pre_method(method), data_name)
+    for init in inits:
+        pre = None if init == "random-init" else Pre(_pre_method(init), data_name)
         for values in grid:
             setting = ",".join(f"{k}={v:g}" for k, v in values.items())
             at = replace(at_val, finetune={**at_val.finetune, **values})
-            for run in eval_runs(at, Eval(method, pre, "s", downstream)):
+            for run in eval_runs(at, Eval(init, pre, "s", downstream)):
                 if run.kind == "pretrain":
                     runs.append(Run(run.name, run.kind, run.config, tags=run.tags))
                     continue
                 runs.append(Run(f"sweep-{run.name.removesuffix('-s0')}-{setting.replace('=', '')}", run.kind, run.config,
                                 tags={**run.tags, "downstream": f"{downstream}-val", "hparams": setting}))
     candidates = [r for r in runs if r.kind == "finetune"]
-    select = Run(f"select-{downstream}-{scale.name}", "select", {
+    select = Run(f"select-{downstream}{f'-{method}' if method else ''}-{scale.name}", "select", {
         "metric": "top1",
-        "candidates": [{"result": ref(r.name, "result.json"), "values": {k: r.config[k] for k in scale.sweep}}
+        "candidates": [{"result": ref(r.name, "result.json"), "values": {k: r.config[k] for k in sweep}}
                        for r in candidates],
-    }, tags={"method": "select", "pretrain_data": "none", "arch": scale.archs["s"], "downstream": f"{downstream}-val"})
+    }, tags={"method": "select", "pretrain_data": "none", "arch": scale.archs["s"], "downstream": f"{downstream}-val",
+             "swept_inits": ", ".join(inits)})
     return [*runs, select]
 
 

@@ -17,7 +17,8 @@ ARTIFACTS: dict[str, Artifact] = {
     **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in ("smoke", "small", "paper")})
        for name, (title, _, _) in COMPARISONS.items()},
     "mini_hparams": Artifact("mini_hparams", "Fashion-MNIST: the fine-tuning learning rate, chosen on the val split "
-                             "(seed 0), shared by every initialisation", {s: partial(hparams_runs, s) for s in MINI_SCALES}),
+                             "(seed 0): random init's, shared by the self-supervised initialisations, and supervised "
+                             "pre-training's own", {s: partial(hparams_runs, s) for s in MINI_SCALES}),
     **{name: Artifact(name, title, {s: partial(mini_artifact_runs, name, s) for s in MINI_SCALES})
        for name, (title, _, _) in MINI_COMPARISONS.items()},
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.experiments.mini import CEILING, DENSE_ARTIFACTS, DENSE_METHODS, DETECT, FINETUNE, LINEAR
+from benchmark.experiments.mini import CEILING, DENSE_ARTIFACTS, DENSE_METHODS, DETECT, FINETUNE, FRACTIONS, LINEAR
 from benchmark.experiments.scales import SCALE_SPECS
 from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, gate_lines, monitor_curves, pixel_floors
 from benchmark.utils.io import read_log
@@ -51,16 +51,15 @@ def _shown(stat: Stat, floor: Floor) -> str:
     return f"{stat} *below the floor*" if floor is not None and stat.mean <= floor[1] else str(stat)
 
 
-def _concerns(failed_on: frozenset[Any], rests_on: set[str] | None, methods: frozenset[str] | None = None) -> bool:
+def _concerns(failed_on: frozenset[Any], rests_on: set[str], methods: frozenset[str] | None = None) -> bool:
     """Whether a gate that failed on ``failed_on`` ((method, pre-training data) pairs; gates.EVERY:
     on the whole section; empty: it passed) concerns a finding resting on the pre-trainings of
-    ``methods`` (None: any) on ``rests_on`` (None: any data)."""
-    if not failed_on or rests_on == set():
+    ``methods`` (None: any) on the data of ``rests_on``."""
+    if not failed_on or not rests_on:
         return False
     if failed_on == EVERY:
         return True
-    return any((rests_on is None or data in rests_on) and (methods is None or method in methods)
-               for method, data in failed_on)
+    return any(data in rests_on and (methods is None or method in methods) for method, data in failed_on)
 
 
 def _verdict(a: Stat, b: Stat) -> tuple[float, str]:
@@ -85,20 +84,27 @@ def _stats(results: pd.DataFrame, artifacts: str | tuple[str, ...], downstream: 
 
 FULL = "fashion-mnist-100%"
 SCENES = "fashion-mnist-scenes"
+FRACTION_DATA = {f"fashion-mnist-{fraction * 100:g}%" for fraction in FRACTIONS}  # Fig. 2's subsets
 
 
 def _chosen(runs_dir: Path) -> str | None:
+    """The fine-tuning settings chosen on val, one clause per select run: whose sweep, what it chose."""
+    clauses = []
     for path in sorted(runs_dir.glob(f"select/select-{FINETUNE}-*/choice.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            tags = json.loads((path.parent / "run.json").read_text())["tags"]
+        except (OSError, json.JSONDecodeError, KeyError):
             continue
-        scale = path.parent.name.removeprefix(f"select-{FINETUNE}-").rsplit("-", 1)[0]
         chosen = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["chosen"].items())
-        spec = SCALE_SPECS.get(scale)
-        inits = ", ".join(spec.sweep_inits) if spec and spec.sweep_inits else "the swept initialisations"
-        return f"{chosen} (scale {scale}; best mean val top-1 of {inits}, seed 0: `tables/mini_hparams.csv`)"
-    return None
+        spec = SCALE_SPECS.get(tags.get("scale", ""))
+        # runs recorded before the select runs named their initialisations: the scale's shared ones
+        inits = tags.get("swept_inits") or (", ".join(spec.sweep_inits) if spec else "the swept initialisations")
+        whose = "its own" if spec and inits in spec.sweep_by_init else "shared by the initialisations without a grid of their own"
+        clauses.append(f"{chosen} for {inits}, {whose} (scale {tags.get('scale', 'unknown')})")
+    if not clauses:
+        return None
+    return "; ".join(clauses) + " (the best mean val top-1 at seed 0: `tables/mini_hparams.csv`)"
 
 
 def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
@@ -307,17 +313,17 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
         lines += ["Pre-training curves, the online k-NN per method and subset: `plots/mini_pretrain_curves.png`.", ""]
     chosen = _chosen(runs_dir)
     if chosen:
-        lines += [f"Fine-tuning learning rate chosen on the val split: {chosen}.", ""]
+        lines += [f"Fine-tuning settings chosen on the val split: {chosen}.", ""]
     health = _pretraining(runs_dir, set(mini.scale))
     lines += health + ([""] if health else [])
     floor = _floor(mini)
     if floor is not None:
         lines += [f"The floor: {floor[0]} on raw pixels, {floor[1]:.1f} (test top-1 on the same 1,000 labels, the best "
                   "pixel floor); a number marked *below the floor* is under it, so not a finding.", ""]
-    # each part with the pre-training data its comparisons rest on (None: any subset), the methods
+    # each part with the pre-training data its comparisons rest on, the methods
     # (None: any) and the gates that bear on it (None: all; the dense legs' floor is random init, so
     # the classification floor and the fine-tuning grid do not)
-    parts = ((_table6, {FULL}, None, None), (_table1, {FULL, SCENES}, None, None), (_fig2, None, None, None),
+    parts = ((_table6, {FULL}, None, None), (_table1, {FULL, SCENES}, None, None), (_fig2, FRACTION_DATA, None, None),
              (_table8, {FULL}, None, None), (_dense, {FULL, SCENES}, DENSE_METHODS, ("learned", "no collapse")))
     for part, rests_on, methods, gates_of in parts:
         found = part(mini, floor)

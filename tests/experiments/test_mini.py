@@ -32,15 +32,18 @@ def _finetunes(scale: str, artifact: str) -> list:
 @pytest.mark.parametrize("scale", ["mini", "mini-quick"])
 def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale: str) -> None:
     """Random init, supervised and every self-supervised method: the same data, labels fraction,
-    test split and recipe (the learning rate from the same val choice); only the checkpoint and
-    the seed differ."""
+    test split and recipe (the learning rate chosen on val, by the shared sweep or the
+    initialisation's own); only the checkpoint, the seed and which choice it takes differ."""
     runs = [r for r in _finetunes(scale, "mini_table6") + _finetunes(scale, "mini_fig2")
             if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
     assert {r.tags["method"] for r in runs} == INITS
-    recipes = {json.dumps({k: v for k, v in r.config.items() if k not in ("checkpoint", "seed")}, sort_keys=True) for r in runs}
+    recipes = {json.dumps({k: v for k, v in r.config.items() if k not in ("checkpoint", "seed", "hparams_from")},
+                          sort_keys=True) for r in runs}
     assert len(recipes) == 1
+    assert len({r.config["hparams_from"]["ref"] for r in runs}) == 1 + len(SCALE_SPECS[scale].sweep_by_init)
     recipe = json.loads(recipes.pop())
-    assert recipe["eval_split"] == "test" and recipe["hparams_from"]["ref"].startswith("select-") and "blr" not in recipe
+    assert recipe["eval_split"] == "test" and "blr" not in recipe
+    assert all(r.config["hparams_from"]["ref"].startswith("select-") for r in runs)
     assert recipe["dataset"] == "fashion-mnist" and recipe["data_root"] == {"data": "fashion-mnist", "path": ""}
     assert recipe["train_fraction"] * 50_000 == 1_000  # 100 labels per class
     random_init = [r for r in runs if r.tags["method"] == "random-init"]
@@ -55,7 +58,7 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     lengths, seeds and grid sizes only."""
     quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
     assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep",
-                     "detect", "segment"}
+                     "sweep_by_init", "detect", "segment"}
     assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
@@ -138,15 +141,26 @@ def test_mini_seeds_is_table6_at_three_seeds_sharing_seed_0_and_the_pre_training
     assert "mini_seeds" in SUBSETS["mini-all"] and "mini_seeds" not in SUBSETS["mini"]
 
 
-def test_the_learning_rate_is_swept_on_val_only() -> None:
+def test_the_learning_rate_is_swept_on_val_only_shared_or_per_initialisation() -> None:
+    """Random init's sweep chooses for every initialisation without a grid of its own; supervised
+    pre-training is swept alone on its own grid, and only its fine-tunings take that choice."""
     runs = {r.name: r for r in plan_runs("mini", "mini")}
-    sweep = [r for r in runs.values() if r.kind == "finetune" and "hparams" in r.tags]
-    assert len(sweep) == len(MINI.sweep["blr"]) * len(MINI.sweep_inits)
-    assert {r.config["eval_split"] for r in sweep} == {"val"} and {r.config["blr"] for r in sweep} == set(MINI.sweep["blr"])
-    select = next(r for r in runs.values() if r.kind == "select")
-    assert {c["result"]["ref"] for c in select.config["candidates"]} == {r.name for r in sweep}
-    assert all(r.config.get("hparams_from", {}).get("ref") == select.name
-               for r in runs.values() if r.kind == "finetune" and "hparams" not in r.tags)
+    selects = {r.tags["swept_inits"]: r for r in runs.values() if r.kind == "select"}
+    assert set(selects) == {", ".join(MINI.sweep_inits), *MINI.sweep_by_init}
+    grids = {", ".join(MINI.sweep_inits): MINI.sweep, **MINI.sweep_by_init}
+    for inits, select in selects.items():
+        sweep = [runs[c["result"]["ref"]] for c in select.config["candidates"]]
+        assert {r.tags["method"] for r in sweep} == set(inits.split(", "))
+        assert len(sweep) == len(grids[inits]["blr"]) * len(inits.split(", "))
+        assert {r.config["eval_split"] for r in sweep} == {"val"} and {r.config["blr"] for r in sweep} == set(grids[inits]["blr"])
+    swept = {c["result"]["ref"] for select in selects.values() for c in select.config["candidates"]}
+    assert swept == {r.name for r in runs.values() if "hparams" in r.tags}
+    for run in runs.values():
+        if run.kind == "finetune" and "hparams" not in run.tags:
+            own = run.tags["method"] if run.tags["method"] in MINI.sweep_by_init else ", ".join(MINI.sweep_inits)
+            assert run.config["hparams_from"]["ref"] == selects[own].name, run.name
+    assert {r.tags["method"] for r in runs.values() if r.config.get("hparams_from", {}).get("ref") ==
+            selects["supervised"].name} == {"supervised"}
 
 
 def test_the_paper_artifacts_without_a_scale_run_their_miniature(capsys) -> None:
@@ -261,11 +275,13 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "left]" in proc.stdout  # progress with an estimate of the time left
 
-    choice = json.loads(next(runs_dir.glob("select/*/choice.json")).read_text())
-    assert choice["chosen"]["blr"] in MINI_QUICK.sweep["blr"]
-    config = json.loads(next(runs_dir.glob("finetune/fashion-mnist-1k-finetune-splitmask-fashion-mnist-100pct-*/"
-                                           "config.json")).read_text())
-    assert config["blr"] == choice["chosen"]["blr"] and config["eval_split"] == "test"
+    for method, grid in (("splitmask", MINI_QUICK.sweep), ("supervised", MINI_QUICK.sweep_by_init["supervised"])):
+        select = "select-fashion-mnist-1k-finetune-" + ("supervised-" if method == "supervised" else "")
+        choice = json.loads(next(runs_dir.glob(f"select/{select}mini-quick-*/choice.json")).read_text())
+        assert choice["chosen"]["blr"] in grid["blr"]
+        config = json.loads(next(runs_dir.glob(f"finetune/fashion-mnist-1k-finetune-{method}-fashion-mnist-100pct-*/"
+                                               "config.json")).read_text())
+        assert config["blr"] == choice["chosen"]["blr"] and config["eval_split"] == "test"
     monitored = [json.loads(line) for line in next(runs_dir.glob("pretrain/pretrain-dino-fashion-mnist-100pct-*/log.jsonl"))
                  .read_text().splitlines()]
     assert [r["step"] for r in monitored if "knn_top1" in r] == [0, 3, 6]
@@ -279,6 +295,8 @@ def test_quick_mini_run_writes_its_tables_plots_and_findings(tmp_path: Path) -> 
     report = (tmp_path / "REPORT.md").read_text()
     assert "## The paper in miniature: what the runs found" in report and "random init" in report
     assert "floors on the same labels: pixels-logistic" in report and "ceiling, supervised training" in report
+    assert "for random-init, shared by the initialisations without a grid of their own" in report
+    assert "for supervised, its own" in report
     # --no-report left the report to this test; the driver's time record (driver.jsonl) is in it all the same
     assert "## Where the time went" in report and "`--subset mini --scale mini-quick`" in report
 
@@ -340,7 +358,9 @@ def test_table1_fine_tunes_every_initialisation_with_table6s_recipe(scale: str) 
         return json.dumps({k: v for k, v in run.config.items() if k != "checkpoint"}, sort_keys=True)
 
     table1 = [r for r in _finetunes(scale, "mini_table1") if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
-    table6 = [r for r in _finetunes(scale, "mini_table6") if r.tags["downstream"] == "fashion-mnist-1k-finetune"]
+    # (supervised pre-training, absent from Table 1, takes the lr chosen on its own grid)
+    table6 = [r for r in _finetunes(scale, "mini_table6") if r.tags["downstream"] == "fashion-mnist-1k-finetune"
+              and r.tags["method"] not in SCALE_SPECS[scale].sweep_by_init]
     assert {(r.tags["method"], r.tags["pretrain_data"]) for r in table1} == {
         *((m, d) for m in CORE for d in ("fashion-mnist-100%", "fashion-mnist-scenes")), ("random-init", "none")}
     assert len({recipe(r) for r in table1 + table6}) == len(SCALE_SPECS[scale].seeds)

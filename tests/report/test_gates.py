@@ -169,11 +169,21 @@ def test_a_gate_failed_by_some_pre_trainings_marks_only_the_findings_that_rest_o
                             "arch": "vit-mini"}
                            for m, d, v in (("splitmask", "fashion-mnist-100%", 82.0), ("splitmask", "fashion-mnist-scenes", 80.0),
                                            ("dino", "fashion-mnist-100%", 81.0), ("dino", "fashion-mnist-scenes", 80.5))])
-    text = "\n".join(mini_findings(pd.concat([table6, table1]), tmp_path))
-    table6_line = next(line for line in text.splitlines() if "(Table 6 in miniature" in line)
-    table1_line = next(line for line in text.splitlines() if "(Table 1 in miniature" in line)
-    assert "Rests on failed gates" not in table6_line
-    assert "Rests on failed gates: learned:" in table1_line
+    fig2 = pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": "fashion-mnist-1k-finetune", "metric": "top1",
+                          "value": v, "scale": "mini", "run_key": f"f2-{m}-{d}", "artifact": "mini_fig2", "arch": "vit-mini"}
+                         for m, d, v in (("splitmask", "fashion-mnist-100%", 82.0), ("splitmask", "fashion-mnist-1%", 81.0),
+                                         ("dino", "fashion-mnist-100%", 81.0), ("dino", "fashion-mnist-1%", 79.5))])
+
+    def line(text: str, part: str) -> str:
+        return next(line for line in text.splitlines() if f"({part} in miniature" in line)
+
+    text = "\n".join(mini_findings(pd.concat([table6, table1, fig2]), tmp_path))
+    assert "Rests on failed gates" not in line(text, "Table 6")
+    assert "Rests on failed gates: learned:" in line(text, "Table 1")
+    assert "Rests on failed gates" not in line(text, "Fig. 2")  # the scenes are not among its subsets
+    _pretraining(tmp_path, "c", "dino", [50.0, 48.0], data="fashion-mnist-1%")  # one of them did not rise
+    text = "\n".join(mini_findings(pd.concat([table6, table1, fig2]), tmp_path))
+    assert "Rests on failed gates: learned:" in line(text, "Fig. 2") and "Rests on failed gates" not in line(text, "Table 6")
 
 
 def test_the_dense_finding_rests_on_its_own_pre_trainings_and_not_on_the_classification_gates(tmp_path) -> None:
