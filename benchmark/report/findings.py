@@ -18,23 +18,11 @@ import pandas as pd
 
 from benchmark.experiments.mini import CEILING, DENSE_ARTIFACTS, DENSE_METHODS, DETECT, FINETUNE, FRACTIONS, LINEAR
 from benchmark.experiments.scales import SCALE_SPECS
-from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, gate_lines, monitor_curves, pixel_floors
+from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, Stat, gate_lines, monitor_curves, pixel_floors, seed_verdict
 from benchmark.utils.io import read_log
 
 DENOISING = ("splitmask", "beit", "mae")
 JOINT_EMBEDDING = ("dino", "byol")
-
-
-class Stat:
-    """Mean, standard deviation and count of one row's seeds."""
-
-    def __init__(self, values: pd.Series) -> None:
-        self.n = int(values.count())
-        self.mean = float(values.mean()) if self.n else math.nan
-        self.std = float(values.std()) if self.n > 1 else 0.0
-
-    def __str__(self) -> str:
-        return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
 
 
 Floor = tuple[str, float] | None  # the best pixel floor of the section: (method, mean test top-1)
@@ -60,17 +48,6 @@ def _concerns(failed_on: frozenset[Any], rests_on: set[str], methods: frozenset[
     if failed_on == EVERY:
         return True
     return any(data in rests_on and (methods is None or method in methods) for method, data in failed_on)
-
-
-def _verdict(a: Stat, b: Stat) -> tuple[float, str]:
-    """(a - b, "higher" | "lower" | "within the seed noise")."""
-    diff = a.mean - b.mean
-    se = math.sqrt(a.std ** 2 / max(a.n, 1) + b.std ** 2 / max(b.n, 1))
-    if a.n > 1 and b.n > 1 and abs(diff) > 2 * se:
-        return diff, "higher" if diff > 0 else "lower"
-    if a.n < 2 or b.n < 2:
-        return diff, "not testable (one seed)"
-    return diff, "within the seed noise"
 
 
 def _stats(results: pd.DataFrame, artifacts: str | tuple[str, ...], downstream: str,
@@ -128,7 +105,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
         stat = stats.get((method, FULL))
         if stat is None or not stat.n:
             continue
-        diff, verdict = _verdict(stat, base)
+        diff, verdict = seed_verdict(stat, base)
         lines.append(f"  - {method} pre-trained on the 50,000 train images (labels unused): {_shown(stat, floor)}, "
                      f"{diff:+.1f} points vs random init ({verdict}).")
         helped.append((method, verdict))
@@ -167,7 +144,7 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
         a, b = stats.get((method, full)), stats.get((method, least))
         if a is None or b is None or not a.n or not b.n:
             continue
-        diff, verdict = _verdict(b, a)
+        diff, verdict = seed_verdict(b, a)
         drops[method] = diff
         real |= verdict in ("higher", "lower")
         lines.append(f"  - {method}: {_shown(a, floor)} -> {_shown(b, floor)}, {diff:+.1f} points ({verdict}).")
@@ -193,7 +170,7 @@ def _table1(results: pd.DataFrame, floor: Floor) -> list[str]:
         items, scenes = stats.get((method, FULL)), stats.get((method, SCENES))
         if items is None or scenes is None or not items.n or not scenes.n:
             continue
-        changes[method] = _verdict(scenes, items)
+        changes[method] = seed_verdict(scenes, items)
         lines.append(f"  - {method}: items {_shown(items, floor)} -> scenes {_shown(scenes, floor)}, "
                      f"{changes[method][0]:+.1f} points ({changes[method][1]}).")
     dae = [changes[m][0] for m in DENOISING if m in changes]
@@ -223,7 +200,7 @@ def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
     dae = [m for m in DENOISING if m in probes]
     if dae and "dino" in probes:
         best = max(dae, key=lambda m: probes[m].mean)
-        diff, verdict = _verdict(probes["dino"], probes[best])
+        diff, verdict = seed_verdict(probes["dino"], probes[best])
         outcome = {"higher": "agrees", "lower": "disagrees"}.get(verdict, f"undecided ({verdict})")
         lines.append(f"  - Paper: denoising autoencoders trail DINO in linear probing. Here: DINO {probes['dino']} vs the best "
                      f"denoising autoencoder, {best}, {probes[best]}: {outcome}.")
