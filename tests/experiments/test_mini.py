@@ -77,6 +77,21 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
         assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
 
 
+@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+def test_each_pre_training_takes_the_shared_settings_and_only_its_methods_delta(scale: str) -> None:
+    """A method's own setting (BYOL's rate, supervised pre-training's crops) reaches that method's
+    pre-trainings at every fraction and image type, and no other method's."""
+    spec = SCALE_SPECS[scale]
+    pretrain = [r for r in plan_runs("mini-all", scale) if r.kind == "pretrain"]
+    assert {r.tags["method"] for r in pretrain} >= {"byol", "supervised", "splitmask", "dino"}
+    for run in pretrain:
+        delta = spec.pretrain_by_method.get(run.tags["method"], {})
+        for key in ("blr", "crop_scale_min"):
+            assert run.config[key] == delta.get(key, spec.pretrain[key]), (run.name, key)
+    byol = [r for r in pretrain if r.tags["method"] == "byol"]
+    assert len(byol) == len(FRACTIONS) and {r.config["blr"] for r in byol} == {1e-3} != {spec.pretrain["blr"]}
+
+
 def test_every_evaluation_of_the_miniature_sees_the_whole_item_as_the_floors_do() -> None:
     """Fashion-MNIST's items fill their 28x28 frame and the pixel floors see every pixel; timm's
     ImageNet centre crop (0.875 of the side) cut their edges off and cost the fine-tunings 2-5
