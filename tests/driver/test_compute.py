@@ -90,3 +90,14 @@ def test_smoke_plan_is_estimated_with_refs_unresolved() -> None:
         est = estimate(run.kind, run.config, {"train": 320, "val": 64})
         assert est.known, (run.name, est.notes)
         assert est.flops >= 0
+
+
+def test_a_select_run_costs_nothing_and_is_priced_so() -> None:
+    """The dry run prices every run of the mini's default plan: a select run reads results only."""
+    from benchmark.driver.run import estimate_run
+    from benchmark.experiments.registry import plan_runs
+
+    runs = plan_runs("mini", "mini")
+    selects = [run for run in runs if run.kind == "select"]
+    assert selects and all(estimate_run(run).flops == 0.0 for run in selects)
+    assert all(estimate_run(run).known for run in runs), [r.name for r in runs if not estimate_run(r).known]
