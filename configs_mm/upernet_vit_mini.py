@@ -8,7 +8,8 @@
 _base_ = './upernet_vit_smoke.py'
 
 crop_size = (64, 64)
-model = dict(data_preprocessor=dict(size=crop_size))
+# The miniature's encoder (a checkpoint names its own; random init takes these, as the plan also says).
+model = dict(backbone=dict(arch='vit-mini', img_size=32), data_preprocessor=dict(size=crop_size))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),

@@ -110,8 +110,9 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
     return InProcess()
 
 
-def estimate_run(run: Run) -> Any:
-    """The compute estimate of one run, with the image counts of the real data set it reads."""
+def estimate_run(run: Run, plan: dict[str, Run] | None = None) -> Any:
+    """The compute estimate of one run, with the image counts of the real data set it reads, or of
+    the data run of ``plan`` (name -> run) that writes it."""
     from benchmark.driver.compute import estimate
     from benchmark.stages.cost import DATASET_SIZES
 
@@ -119,17 +120,21 @@ def estimate_run(run: Run) -> Any:
     for name, path in data_markers(run.config):
         key = f"domainnet-{path.split('/')[0]}" if name == "domainnet" else name
         sizes = DATASET_SIZES.get(key, sizes)
+    for name in run.refs():
+        source = (plan or {}).get(name)
+        written = run_kind(source.kind).sizes if source is not None else None
+        sizes = (written(source.config) if written else None) or sizes
     config = resolve_data(run.config, "<data>")
     return estimate(run.kind, config, dataset_sizes=None if run.kind in ("finetune", "probe") and
                     config.get("dataset", "imagefolder") != "imagefolder" else sizes)
 
 
-def flops_or_none(run: Run) -> float | None:
+def flops_or_none(run: Run, plan: dict[str, Run] | None = None) -> float | None:
     """The dry run's FLOPs estimate of ``run`` for scheduling and the time left, None when unknown.
     Advice only: a config the estimate cannot build is priced unknown here, and the run itself
     reports what is wrong with it when it starts."""
     try:
-        return estimate_run(run).flops
+        return estimate_run(run, plan).flops
     except Exception:  # noqa: BLE001 - any error of a bad config belongs to the run, not the driver
         return None
 
@@ -208,12 +213,12 @@ def _wall_seconds(run_dir: Path) -> float | None:
 
 
 def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
-    total, unknown = 0.0, 0
+    total, unknown, by_name = 0.0, 0, {r.name: r for r in runs}
     for i, run in enumerate(runs, 1):
         status = "done" if is_done(run, dirs[run.name]) else ("blocked" if run.name in blocked else "to run")
         line = f"  {i:>3}. {run.kind:<9} {run.name:<44} {status:<7} {dirs[run.name].relative_to(runs_dir)}"
         if estimates:
-            est = estimate_run(run)
+            est = estimate_run(run, by_name)
             if est.gpu_hours is None:
                 unknown += run.kind != "data"
             elif status != "done":
@@ -406,7 +411,8 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     and end with the time left. Returns the failed or blocked runs with why."""
     t0 = time.time()
     done = {r.name for r in runs if is_done(r, dirs[r.name])}
-    flops = {r.name: flops_or_none(r) for r in runs}
+    by_name = {r.name: r for r in runs}
+    flops = {r.name: flops_or_none(r, by_name) for r in runs}
     # the costliest chains first
     todo = longest_chain_first([r for r in runs if r.name not in blocked and r.name not in done],
                                lambda run: flops[run.name] or 0.0)
@@ -462,7 +468,7 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
     t0 = time.time()
     left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
                     done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None],
-                    flops=flops_or_none)
+                    flops=functools.partial(flops_or_none, plan={r.name: r for r in runs}))
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]
         remaining = None if isinstance(launcher, Slurm) else left.seconds()  # SLURM's queue decides when runs go

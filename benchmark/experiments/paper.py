@@ -281,6 +281,8 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
             mm_config, options = table[ev.arch if pre_run else f"random-init-{ev.arch}"]
             config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name, kind),
                       "cfg_options": deepcopy(options)}
+            if not pre_run:  # no checkpoint to name the backbone: the plan's arch and size, as the checkpoints have
+                config["cfg_options"].update({"model.backbone.arch": concrete, "model.backbone.img_size": scale.img_size})
         if ev.downstream in LABELLED:
             config["train_fraction"] = LABELLED[ev.downstream] / TRAIN_IMAGES[data_name]
         config["seed"] = seed

@@ -30,8 +30,15 @@ def generate(config: dict[str, Any], run_dir: Path) -> None:
     GENERATORS[config["generator"]][0](run_dir, config)
 
 
+def written_sizes(config: dict[str, Any]) -> dict[str, int] | None:
+    """The image counts of a data run's splits, from its config where the generator takes them."""
+    if config.get("generator") == "scenes":
+        return {"train": int(config["train_scenes"]), "val": int(config["val_scenes"])}
+    return None
+
+
 KIND = register_kind(RunKind(
-    "data", run=generate, done_file=lambda config: GENERATORS[config["generator"]][1],
+    "data", run=generate, done_file=lambda config: GENERATORS[config["generator"]][1], sizes=written_sizes,
     estimate=lambda config, dataset_sizes=None, world_size=None: Estimate(
         "data", 0.0, 0.0, train_flops=0.0, eval_flops=0.0, notes=["CPU only"]),
 ))

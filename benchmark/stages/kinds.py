@@ -4,7 +4,8 @@ to know about one kind of run, registered by the module that defines the stage
 
 A :class:`RunKind` says what runs a config in this process (``run``), the command a launcher
 starts for it under torchrun or on SLURM (``command`` and ``command_args``), which file marks a
-finished run (``done_file``), what the run costs (``estimate``, for the dry run) and which metrics
+finished run (``done_file``), what the run costs (``estimate``, for the dry run; a data run's
+``sizes`` price the runs that read it) and which metrics
 of its ``result.json`` the report's tables show (``metrics``, by result kind).
 """
 
@@ -40,6 +41,9 @@ class RunKind:
     command_args: Callable[[dict[str, Any], Path], list[str]] = config_file_args
     multi_process: bool = False                            # runs under torchrun (one process per GPU)
     estimate: Callable[..., Any] | None = None             # (config, dataset_sizes, world_size) -> cost.Estimate
+    # (config) -> {"train": n, "val": m}: the image counts of what a data run writes, so that the dry
+    # run can price the runs that read it before it exists; None where it does not know them
+    sizes: Callable[[dict[str, Any]], dict[str, int] | None] | None = None
     metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # result kind -> the metrics tables show
     prepare: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda config, tags: config
     # prepare(config, tags): the config the stage takes, from the run's resolved config and tags

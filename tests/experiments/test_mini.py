@@ -440,7 +440,10 @@ def test_the_dense_legs_run_on_the_scenes_from_the_plans_own_pre_trainings(scale
             of_kind = [r for r in dense if r.kind == kind]
             assert {(r.tags["method"], r.tags["pretrain_data"]) for r in of_kind} == its_inits
             assert all(r.config["data_root"] == {"ref": "scenes-fashion-mnist", "file": layout} for r in of_kind)
-            options = {r.tags["method"] == "random-init": r.config["cfg_options"] for r in of_kind}
+            options = {r.tags["method"] == "random-init": dict(r.config["cfg_options"]) for r in of_kind}
+            # random init has no checkpoint to take its backbone from: the plan names the same one
+            backbone = {"model.backbone.arch": "vit-mini", "model.backbone.img_size": 32}
+            assert {k: options[True].pop(k) for k in backbone} == backbone
             longer = {k for k in options[True] if options[True][k] != options[False][k]}
             assert longer and all(options[True][k] == 2 * options[False][k] for k in longer), longer
         pretrain = [r for r in runs if r.kind == "pretrain"]
@@ -481,3 +484,10 @@ def test_quick_dense_plan_detects_and_segments_the_scenes(tmp_path: Path) -> Non
     assert (table.ours_mean != MISSING).all()
     report = (tmp_path / "REPORT.md").read_text()
     assert "Detection and segmentation on the scenes" in report and "random init" in report
+    from mmengine.config import Config
+
+    dense = [*runs_dir.glob("detect/*"), *runs_dir.glob("segment/*")]
+    for run_dir in dense:  # random init trains the very encoder the checkpoints hold (the config each run used)
+        backbone = Config.fromfile(next(run_dir.glob("*_mini.py"))).model.backbone
+        assert (backbone.arch, backbone.img_size) == ("vit-mini", 32), run_dir.name
+    assert len(dense) == 8
