@@ -183,6 +183,10 @@ def estimate_dense(kind: str, config: dict[str, Any], dataset_sizes: dict[str, i
     sizes, source = sizes_of(config, dataset_sizes)
     if source:
         notes.append(source)
+    subset = cfg.train_dataloader.dataset.get("indices")
+    if isinstance(subset, int) and "train" in sizes:  # mmengine's BaseDataset: the first `indices` images
+        sizes["train"] = min(subset, sizes["train"])
+        notes.append(f"the first {subset} training images")
     if "max_iters" in train_cfg:
         iters = int(train_cfg.max_iters)
         images = iters * global_batch

@@ -92,12 +92,20 @@ def test_smoke_plan_is_estimated_with_refs_unresolved() -> None:
         assert est.flops >= 0
 
 
-def test_a_select_run_costs_nothing_and_is_priced_so() -> None:
-    """The dry run prices every run of the mini's default plan: a select run reads results only."""
+def test_the_dry_run_prices_every_run_of_the_miniature() -> None:
+    """A select run reads results only; the runs on the scenes take their counts from the data run
+    that writes them, and a dense run trained on the first N scenes is priced for those N."""
     from benchmark.driver.run import estimate_run
     from benchmark.experiments.registry import plan_runs
 
-    runs = plan_runs("mini", "mini")
-    selects = [run for run in runs if run.kind == "select"]
-    assert selects and all(estimate_run(run).flops == 0.0 for run in selects)
-    assert all(estimate_run(run).known for run in runs), [r.name for r in runs if not estimate_run(r).known]
+    runs = plan_runs("mini-all", "mini")
+    plan = {run.name: run for run in runs}
+    estimates = {run.name: estimate_run(run, plan) for run in runs if run.kind != "data"}
+    assert [name for name, est in estimates.items() if not est.known] == []
+    assert {estimates[r.name].flops for r in runs if r.kind == "select"} == {0.0}
+    scenes = plan["scenes-fashion-mnist"].config
+    detect = [r for r in runs if r.kind == "detect" and r.tags["method"] != "random-init"][0]
+    options = detect.config["cfg_options"]
+    assert options["train_dataloader.dataset.indices"] < scenes["train_scenes"]
+    assert estimates[detect.name].train_images == options["train_cfg.max_epochs"] * options["train_dataloader.dataset.indices"]
+    assert not estimate_run(detect).known  # without the plan the scenes' counts are unknown, not guessed
