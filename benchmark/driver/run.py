@@ -38,7 +38,7 @@ from benchmark.experiments.datasets import data_markers, missing_datasets, resol
 from benchmark.experiments.mini import MINIATURE_OF
 from benchmark.experiments.model import Run, is_ref
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
-from benchmark.stages.kinds import RunKind, run_kind
+from benchmark.stages.kinds import RunKind, run_kind, run_kinds
 from benchmark.utils.io import write_json
 from benchmark.utils.lock import Busy, exclusive
 from benchmark.utils.tree import KEEP, rebuild
@@ -82,8 +82,13 @@ def _resolve(value: Any, dirs: dict[str, Path], keys: dict[str, str] | None = No
 
 
 def run_key(run: Run, keys: dict[str, str]) -> str:
-    blob = json.dumps({"kind": run.kind, "config": _resolve(run.config, {}, keys)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """The run's identity: its kind, its config with its inputs' keys and, for the kinds whose
+    config names a recipe file (an MMEngine config), that file's text."""
+    payload: dict[str, Any] = {"kind": run.kind, "config": _resolve(run.config, {}, keys)}
+    kind = run_kinds().get(run.kind)
+    if kind is not None and kind.recipe is not None:
+        payload["recipe"] = hashlib.sha256(kind.recipe(run.config)).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def locate(runs: list[Run], runs_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:

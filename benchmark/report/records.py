@@ -7,7 +7,7 @@ run that the registry plans into the records (committed with the tables), with t
 record, and builds from the records. So a fresh clone, whose ``runs/`` is empty, still has the
 evidence behind every number, ``python -m benchmark.report`` rebuilds the same report there, and a
 plan run again replaces only the records of its own runs. A record whose run the registry no
-longer plans (its config changed, so its key did) is removed with a line saying so: a table never
+longer plans (its config or the MMEngine config it names changed, so its key did) is removed with a line saying so: a table never
 mixes a superseded recipe's numbers with the current ones.
 """
 
@@ -69,7 +69,7 @@ def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:
         if rel not in planned:
             shutil.rmtree(run_json.parent)
             removed.append(rel)
-            print(f"[report] record {rel} removed: no artifact plans this run any more (its config changed)",
+            print(f"[report] record {rel} removed: no artifact plans this run any more (its config or recipe changed)",
                   file=sys.stderr)
     _merge_time_records(runs_dir, records_dir)
     return saved, removed

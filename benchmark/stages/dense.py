@@ -19,10 +19,12 @@ backbone checkpoint (``.pth``) or ``none``. Each writes ``DIR/result.json``. Bad
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark import REPO
 from benchmark.downstream.mm.runner import DETECT, SEGMENT, Task, absolute_config, main, mm_args, run
 from benchmark.stages.cost import estimate_dense
 from benchmark.stages.kinds import RunKind, register_kind
@@ -52,6 +54,28 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     return main(SEGMENT, DATA_HELP["segment"], argv)
 
 
+def config_files(path: str | Path) -> list[Path]:
+    """An MMEngine config file and, depth first, the ``_base_`` files it inherits from (relative
+    paths from the repository root). A file that cannot be read is left out: the run says so."""
+    path = Path(path) if Path(path).is_absolute() else REPO / path
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    bases: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            bases = [value] if isinstance(value, str) else list(value)
+    return [path] + [f for base in bases for f in config_files(path.parent / base)]
+
+
+def recipe(config: dict[str, Any]) -> bytes:
+    """The text of the MMEngine config a dense run names and of its bases: part of the run's key, so
+    that a run of an edited config is a new run, not the old one found done."""
+    return b"".join(f.read_bytes() for f in config_files(config["config"]))
+
+
 def _kind(task: Task) -> RunKind:
     def run_config(config: dict[str, Any], run_dir: Path) -> dict[str, float]:
         return run(task, config["ckpt"], config["config"], config["data_root"], run_dir, config.get("seed", 0),
@@ -61,7 +85,7 @@ def _kind(task: Task) -> RunKind:
         return estimate_dense(task.kind, config, dataset_sizes, world_size)
 
     return RunKind(task.kind, run=run_config, done_file=lambda config: "result.json", command=f"benchmark.{task.kind}",
-                   command_args=mm_args, multi_process=True, estimate=estimate,
+                   command_args=mm_args, multi_process=True, estimate=estimate, recipe=recipe,
                    metrics={task.kind: TABLE_METRICS[task.kind]}, prepare=lambda config, tags: absolute_config(config),
                    timeout_min=48 * 60)
 

@@ -5,8 +5,9 @@ to know about one kind of run, registered by the module that defines the stage
 A :class:`RunKind` says what runs a config in this process (``run``), the command a launcher
 starts for it under torchrun or on SLURM (``command`` and ``command_args``), which file marks a
 finished run (``done_file``), what the run costs (``estimate``, for the dry run; a data run's
-``sizes`` price the runs that read it) and which metrics
-of its ``result.json`` the report's tables show (``metrics``, by result kind).
+``sizes`` price the runs that read it), which files beside its config are part of its key
+(``recipe``) and which metrics of its ``result.json`` the report's tables show (``metrics``, by
+result kind).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class RunKind:
     # (config) -> {"train": n, "val": m}: the image counts of what a data run writes, so that the dry
     # run can price the runs that read it before it exists; None where it does not know them
     sizes: Callable[[dict[str, Any]], dict[str, int] | None] | None = None
+    # (config) -> the bytes of the files the config names that decide what the run does (a dense
+    # run's MMEngine config and its bases), hashed into the run's key; None: the config is all
+    recipe: Callable[[dict[str, Any]], bytes] | None = None
     metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # result kind -> the metrics tables show
     prepare: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = lambda config, tags: config
     # prepare(config, tags): the config the stage takes, from the run's resolved config and tags

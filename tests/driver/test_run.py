@@ -34,6 +34,24 @@ def test_run_key_follows_the_config_and_its_inputs(tmp_path) -> None:
     assert dirs["p"].parent.name == "pretrain" and keys["p"] in dirs["p"].name
 
 
+def test_a_dense_runs_key_follows_its_mmengine_config_and_the_bases_it_inherits(tmp_path) -> None:
+    """A finished run of an edited MMEngine config must not be taken for the new one: the config's
+    text and its ``_base_`` files' are part of the key; other kinds keep keys of their config alone."""
+    (tmp_path / "base.py").write_text("model = dict(backbone=dict(arch='vit-smoke'))\n")
+    (tmp_path / "mini.py").write_text("_base_ = './base.py'\ntrain_cfg = dict(max_epochs=2)\n")
+    run = [Run("det", "detect", {"ckpt": None, "config": str(tmp_path / "mini.py"), "data_root": "coco", "seed": 0})]
+    key = locate(run, tmp_path)[0]["det"]
+    assert locate(run, tmp_path)[0]["det"] == key
+    (tmp_path / "base.py").write_text("model = dict(backbone=dict(arch='vit-mini'))\n")
+    edited_base = locate(run, tmp_path)[0]["det"]
+    (tmp_path / "mini.py").write_text("_base_ = './base.py'\ntrain_cfg = dict(max_epochs=4)\n")
+    assert len({key, edited_base, locate(run, tmp_path)[0]["det"]}) == 3
+    pretrain = [Run("p", "pretrain", {"config": str(tmp_path / "mini.py"), "steps": 5})]
+    before = locate(pretrain, tmp_path)[0]["p"]
+    (tmp_path / "mini.py").write_text("# edited\n")
+    assert locate(pretrain, tmp_path)[0]["p"] == before
+
+
 def test_unknown_subset_is_one_clear_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmark.run", "--subset", "fig99", "--dry-run"],
                           capture_output=True, text=True, cwd=REPO)

@@ -471,7 +471,10 @@ def test_dense_finding_marks_what_random_init_matches_and_sets_scenes_against_it
 @pytest.mark.slow
 def test_quick_dense_plan_detects_and_segments_the_scenes(tmp_path: Path) -> None:
     """The reduced dense plan end to end: scenes written, pre-trained on, and every detection and
-    segmentation row of the table has a result, with its finding in REPORT.md."""
+    segmentation row of the table has a result, with its finding in REPORT.md; random init trains
+    the encoder the checkpoints hold."""
+    from mmengine.config import Config
+
     runs_dir = tmp_path / "runs"
     cmd = [sys.executable, "-m", "benchmark.run", "--subset", "mini_dense", "--scale", "mini-quick", "--runs-dir",
            str(runs_dir), "--no-report", "--jobs", "2"]
@@ -484,10 +487,8 @@ def test_quick_dense_plan_detects_and_segments_the_scenes(tmp_path: Path) -> Non
     assert (table.ours_mean != MISSING).all()
     report = (tmp_path / "REPORT.md").read_text()
     assert "Detection and segmentation on the scenes" in report and "random init" in report
-    from mmengine.config import Config
-
     dense = [*runs_dir.glob("detect/*"), *runs_dir.glob("segment/*")]
-    for run_dir in dense:  # random init trains the very encoder the checkpoints hold (the config each run used)
+    for run_dir in dense:  # the MMEngine config each run trained with
         backbone = Config.fromfile(next(run_dir.glob("*_mini.py"))).model.backbone
         assert (backbone.arch, backbone.img_size) == ("vit-mini", 32), run_dir.name
     assert len(dense) == 8
