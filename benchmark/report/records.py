@@ -7,8 +7,8 @@ run that the registry plans into the records (committed with the tables), with t
 record, and builds from the records. So a fresh clone, whose ``runs/`` is empty, still has the
 evidence behind every number, ``python -m benchmark.report`` rebuilds the same report there, and a
 plan run again replaces only the records of its own runs. A record whose run the registry no
-longer plans (its config or the MMEngine config it names changed, so its key did) is removed with a line saying so: a table never
-mixes a superseded recipe's numbers with the current ones.
+longer plans (its config or the MMEngine config it names changed, so its key did) is removed with
+a line saying so: a table never mixes a superseded recipe's numbers with the current ones.
 """
 
 from __future__ import annotations

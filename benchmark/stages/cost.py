@@ -29,6 +29,7 @@ where a count is needed but unknown the estimate says "unknown" instead of guess
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,12 @@ def finish(est: Estimate) -> Estimate:
 
 def unknown(kind: str, why: str, **known: Any) -> Estimate:
     return Estimate(kind, None, None, notes=[why], **known)
+
+
+def no_compute(kind: str, why: str) -> Callable[..., Estimate]:
+    """The ``estimate`` of a run kind that costs no accelerator time (``why``: what it does instead)."""
+    return lambda config, dataset_sizes=None, world_size=None: Estimate(
+        kind, 0.0, 0.0, train_flops=0.0, eval_flops=0.0, notes=[why])
 
 
 def _short_sides(value: Any) -> list[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.data import digits, scenes, synthetic
-from benchmark.stages.cost import Estimate
+from benchmark.stages.cost import no_compute
 from benchmark.stages.kinds import RunKind, register_kind
 
 # generator -> (what writes it: (out, config), its manifest)
@@ -39,6 +39,5 @@ def written_sizes(config: dict[str, Any]) -> dict[str, int] | None:
 
 KIND = register_kind(RunKind(
     "data", run=generate, done_file=lambda config: GENERATORS[config["generator"]][1], sizes=written_sizes,
-    estimate=lambda config, dataset_sizes=None, world_size=None: Estimate(
-        "data", 0.0, 0.0, train_flops=0.0, eval_flops=0.0, notes=["CPU only"]),
+    estimate=no_compute("data", "CPU only"),
 ))

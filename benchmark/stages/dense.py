@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark import REPO
 from benchmark.downstream.mm.runner import DETECT, SEGMENT, Task, absolute_config, main, mm_args, run
 from benchmark.stages.cost import estimate_dense
 from benchmark.stages.kinds import RunKind, register_kind
@@ -54,10 +53,9 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     return main(SEGMENT, DATA_HELP["segment"], argv)
 
 
-def config_files(path: str | Path) -> list[Path]:
-    """An MMEngine config file and, depth first, the ``_base_`` files it inherits from (relative
-    paths from the repository root). A file that cannot be read is left out: the run says so."""
-    path = Path(path) if Path(path).is_absolute() else REPO / path
+def config_files(path: Path) -> list[Path]:
+    """An MMEngine config file and, depth first, the ``_base_`` files it inherits from. A file that
+    cannot be read is left out: the run says so."""
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError, UnicodeDecodeError):
@@ -73,7 +71,7 @@ def config_files(path: str | Path) -> list[Path]:
 def recipe(config: dict[str, Any]) -> bytes:
     """The text of the MMEngine config a dense run names and of its bases: part of the run's key, so
     that a run of an edited config is a new run, not the old one found done."""
-    return b"".join(f.read_bytes() for f in config_files(config["config"]))
+    return b"".join(f.read_bytes() for f in config_files(Path(absolute_config(config)["config"])))
 
 
 def _kind(task: Task) -> RunKind:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
-from benchmark.stages.cost import Estimate
+from benchmark.stages.cost import no_compute
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.training.config import read_json
 from benchmark.utils.io import write_json
@@ -94,8 +94,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-KIND = register_kind(RunKind(
-    "select", run=select, done_file=lambda config: CHOICE, command="benchmark.select",
-    estimate=lambda config, dataset_sizes=None, world_size=None: Estimate(
-        "select", 0.0, 0.0, train_flops=0.0, eval_flops=0.0, notes=["reads its sweep's results"]),
-))
+KIND = register_kind(RunKind("select", run=select, done_file=lambda config: CHOICE, command="benchmark.select",
+                             estimate=no_compute("select", "reads its sweep's results")))
