@@ -27,13 +27,13 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.data.augment import Augmentation
+from benchmark.data.augment import RATIO, Augmentation
+from benchmark.data.batch_views import color_jitter
 from benchmark.data.folders import mix_seed
 from benchmark.errors import DataError
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 JPEG_MAGIC = b"\xff\xd8\xff"
-RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (timm's and torchvision's default)
 
 
 def image_paths(dataset: Dataset) -> list[Path]:
@@ -98,26 +98,6 @@ def collate_encoded(items: list[tuple[torch.Tensor, int, int]]) -> EncodedBatch:
                         torch.tensor(seeds, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64))
 
 
-def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's blend of float images, with one factor per image of the batch."""
-    factor = factor.view(-1, 1, 1, 1)
-    return (factor * images + (1 - factor) * other).clamp(0, 1)
-
-
-def jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Colour jitter of a float batch (B, 3, H, W) in [0, 1], as torchvision's ``adjust_brightness``,
-    ``adjust_contrast`` and ``adjust_saturation`` with per-image ``factors`` (B, 3), applied in
-    each image's ``order`` (B, 3: a permutation of 0 brightness, 1 contrast, 2 saturation)."""
-    for position in range(3):
-        op = order[:, position].view(-1, 1, 1, 1)
-        gray = F.rgb_to_grayscale(images)
-        bright = _blend(images, torch.zeros_like(images), factors[:, 0])
-        contrast = _blend(images, gray.mean(dim=(-3, -2, -1), keepdim=True), factors[:, 1])
-        saturated = _blend(images, gray, factors[:, 2])
-        images = torch.where(op == 0, bright, torch.where(op == 1, contrast, saturated))
-    return images
-
-
 class DeviceAugment:
     """Decodes a batch of JPEGs on ``device`` and augments it there as
     ``PretrainMethod.train_transform(aug)`` does on the CPU: a random resized crop
@@ -142,8 +122,8 @@ class DeviceAugment:
             crop = T.RandomResizedCrop.get_params(shape_only, list(self.aug.crop_scale), list(RATIO))
             flip = bool(torch.rand(1) < self.aug.hflip)
             order, bright, contrast, saturation, _ = T.ColorJitter.get_params(strength, strength, strength, None)
-        return {"crop": crop, "flip": flip, "order": order[order < 3],  # 3 would be hue: not jittered
-                "factors": torch.tensor([bright, contrast, saturation])}
+        return {"crop": crop, "flip": flip, "order": order,  # 3, hue: not jittered (factor 0)
+                "factors": torch.tensor([bright, contrast, saturation, 0.0])}
 
     def __call__(self, encoded: Sequence[torch.Tensor], seeds: Sequence[int] | torch.Tensor,
                  device: torch.device) -> torch.Tensor:
@@ -166,6 +146,6 @@ class DeviceAugment:
         flip = torch.tensor([p["flip"] for p in params], device=device).view(-1, 1, 1, 1)
         batch = torch.where(flip, F.horizontal_flip(batch), batch)
         if self.aug.color_jitter > 0:
-            batch = jitter(batch, torch.stack([p["factors"] for p in params]).to(device),
-                           torch.stack([p["order"] for p in params]).to(device))
+            batch = color_jitter(batch, torch.stack([p["factors"] for p in params]), torch.stack([p["order"] for p in params]),
+                                 torch.ones(len(params), dtype=torch.bool))
         return F.normalize(batch, self.mean, self.std)

@@ -1,12 +1,14 @@
 """``--jobs N``: independent runs of a plan at the same time, each with its share of the machine.
 
 A run starts as soon as every run it needs has finished and one of the ``N`` slots is free (a
-slot: a share of the CPU cores, or one GPU each on a machine with at least ``N`` GPUs). Each run is
-its kind's command in a process of its own (``python -m benchmark.<stage> --config ... --out
-RUN``), its output in ``RUN/launch.log``, with its share set before torch starts:
-``OMP_NUM_THREADS`` (torch's intra-op threads) = cores // N, and ``CUDA_VISIBLE_DEVICES`` = the
-slot's GPU. A run's result therefore does not depend on what runs beside it: it equals the same
-run made alone with the same thread count. The kinds without a command line (``data``) run in
+slot: a share of the CPU cores and, on a GPU machine, one of its GPUs: slot k uses GPU k mod G,
+so that with more slots than GPUs several runs share each GPU, which pays where one small run
+leaves a GPU idle between its kernels: docs/mini.md measures it). Each run is its kind's command
+in a process of its own (``python -m benchmark.<stage> --config ... --out RUN``), its output in
+``RUN/launch.log``, with its share set before torch starts: ``OMP_NUM_THREADS`` (torch's intra-op
+threads) = cores // N, and ``CUDA_VISIBLE_DEVICES`` = the slot's GPU. A run's result therefore
+does not depend on what runs beside it: it equals the same run made alone with the same thread
+count (on a GPU, up to the run-to-run differences of its kernels). The kinds without a command line (``data``) run in
 the driver's process when they are ready (they take seconds).
 
 Among the runs ready to start, the one heading the costliest chain of runs still to go starts
@@ -35,6 +37,9 @@ from benchmark.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, LaunchError, Pree
 from benchmark.experiments.model import Run
 
 LOG_FILE = "launch.log"
+# The miniature's runs at the same time per GPU when --jobs is not given: a vit-mini run leaves most
+# of an H200 idle between its kernels (docs/mini.md: throughput of 1, 2 and 4 runs side by side).
+RUNS_PER_GPU = 4
 POLL_S = 0.2
 
 
@@ -53,7 +58,7 @@ def slot_environment(jobs: int, slot: int, gpus: int) -> dict[str, str]:
     if gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(i) for i in range(gpus)]
-        env["CUDA_VISIBLE_DEVICES"] = devices[slot]
+        env["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
     return env
 
 
@@ -61,8 +66,6 @@ def check_jobs(jobs: int, gpus: int) -> str | None:
     """What is wrong with ``--jobs`` on this machine, or None."""
     if jobs < 1:
         return f"--jobs must be at least 1, got {jobs}"
-    if jobs > 1 and 0 < gpus < jobs:
-        return f"--jobs {jobs} gives each run a GPU of its own, but {gpus} GPUs are visible"
     return None
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
-from benchmark.driver.jobs import check_jobs, cpu_cores, longest_chain_first, run_concurrently
+from benchmark.driver.jobs import RUNS_PER_GPU, check_jobs, cpu_cores, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
@@ -238,10 +238,25 @@ def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: 
 
 
 def default_jobs(scale: str, launcher: str, gpus: int, cores: int) -> int:
-    """``--jobs`` when not given: 2 for the miniature's small runs on a CPU of 2 or more cores (two
-    one-thread runs fine-tune about 1.2x the images per second of one two-thread run on 2 cores:
-    docs/mini.md), else 1."""
-    return 2 if scale.startswith("mini") and launcher == "inprocess" and not gpus and cores >= 2 else 1
+    """``--jobs`` when not given: for the miniature's small runs in this process, 2 on a CPU of 2 or
+    more cores (two one-thread runs fine-tune about 1.2x the images per second of one two-thread
+    run on 2 cores: docs/mini.md) and :data:`RUNS_PER_GPU` per GPU on a GPU machine; else 1."""
+    if not scale.startswith("mini") or launcher != "inprocess":
+        return 1
+    if gpus:
+        return RUNS_PER_GPU * gpus
+    return 2 if cores >= 2 else 1
+
+
+def default_scale(subset: str, gpus: int) -> str:
+    """``--scale`` when not given: the subset's own name where it is a scale; for the miniature's
+    subsets ``mini-gpu`` where a GPU is visible (its runs to convergence) and ``mini`` on a CPU;
+    else ``smoke``."""
+    if subset in SCALES:
+        return subset
+    if subset.startswith("mini"):
+        return "mini-gpu" if gpus else "mini"
+    return "smoke"
 
 
 def conflicting_options(args: argparse.Namespace) -> str | None:
@@ -279,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=["inprocess", "torchrun", "slurm"], default="inprocess")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per run for torchrun / slurm")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="runs at the same time, each in its own process with cores/N threads (or a GPU of its own); "
+                        help="runs at the same time, each in its own process with cores/N threads (on a GPU machine, the GPUs in "
+                             "turn: several runs share a GPU where N exceeds them); "
                              "independent runs only (default: 2 for the miniature on a CPU with 2 or more cores, else 1)")
     parser.add_argument("--slurm-partition")
     parser.add_argument("--slurm-nodes", type=int, default=None)
@@ -299,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({MINIATURE_OF[args.subset]}); the paper's {args.subset} needs ImageNet under --data-root and "
               "--scale small or paper (--scale smoke: the synthetic chain)")
         args.subset = MINIATURE_OF[args.subset]
-    scale = args.scale or (args.subset if args.subset in SCALES else "mini" if args.subset.startswith("mini") else "smoke")
+    scale = args.scale or default_scale(args.subset, visible_gpus())
+    if args.scale is None and scale == "mini-gpu":
+        print(f"a GPU is visible: --subset {args.subset} runs at --scale mini-gpu (the miniature trained to convergence, "
+              "with several runs sharing the GPU); --scale mini runs the CPU's half-hour version")
     if args.jobs is None:
         args.jobs = default_jobs(scale, args.launcher, visible_gpus(), cpu_cores())
     try:

@@ -181,8 +181,8 @@ def _fmt(x: Fraction | float) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{float(x):.6g}"
 
 
-def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
-    """The concrete pre-training of ``pre`` with abstract arch ``arch`` at ``scale``."""
+def pretrain_run(scale: Scale, pre: Pre, arch: str, seed: int = 0) -> Run:
+    """The concrete pre-training of ``pre`` with abstract arch ``arch`` at ``scale`` and ``seed``."""
     concrete = scale.archs[arch]
     steps = pretrain_steps(scale, pre)
     method_args = deepcopy(scale.method_args[pre.method])
@@ -201,7 +201,7 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
         "data_root": _pretrain_images(scale, pre), "method": pre.method, "method_args": method_args,
         "arch": concrete, "img_size": scale.img_size, "fraction": float(pre.fraction), "steps": steps,
         "batch_size": scale.pretrain_batch, "warmup_steps": max(1, round(steps / 30)),  # BEiT: 10 of 300 epochs
-        **deepcopy(scale.pretrain), **deepcopy(scale.pretrain_by_method.get(pre.method, {})), "seed": 0,
+        **deepcopy(scale.pretrain), **deepcopy(scale.pretrain_by_method.get(pre.method, {})), "seed": seed,
     }
     if pre.data.startswith("domainnet-") and scale.name != "smoke":
         config["dataset"] = pre.data
@@ -215,7 +215,7 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str) -> Run:
     tok_part = f"-{tok}" if tok not in (None, scale.tokenizer) else ""
     # The miniature names its lengths in steps: its "300 ImageNet epochs" are a budget of iterations.
     length = f"s{steps}" if scale.name.startswith("mini") else f"ep{_fmt(pre.length())}"
-    name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-{length}{tok_part}"
+    name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-{length}{tok_part}{f'-p{seed}' if seed else ''}"
     return Run(name, "pretrain", config, tags={"method": pre.method, "pretrain_data": pre.data_tag(), "arch": concrete})
 
 
@@ -260,13 +260,18 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
              if kind == "finetune" and ev.downstream in scale.swept else [])
     runs += [Run(r.name, r.kind, r.config, tags={**r.tags, "dependency": True}) for r in sweep]
     for seed in ev.seeds if ev.seeds is not None else scale.seeds:
+        seed_checkpoint = checkpoint
+        if pre_run is not None and seed and scale.seeded_pretraining:  # this seed's own pre-training
+            seeded = pretrain_run(scale, ev.pre, ev.arch, seed)
+            runs.append(seeded)
+            seed_checkpoint = ref(seeded.name, "encoder.safetensors")
         if kind == "pixels":
             config = {"data_root": _eval_data(scale, data_name, kind), "dataset": FORMATS.get(data_name, "imagefolder"),
                       "classifier": fmt, **deepcopy(scale.pixels)}
         elif kind in ("finetune", "probe"):
             config = {"data_root": _eval_data(scale, data_name, kind),
                       "dataset": FORMATS.get(data_name, fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder"),
-                      "checkpoint": checkpoint, "arch": concrete, "img_size": scale.img_size}
+                      "checkpoint": seed_checkpoint, "arch": concrete, "img_size": scale.img_size}
             if kind == "finetune":
                 epochs, batch = scale.finetune_len[ev.downstream]
                 config.update(deepcopy(scale.finetune), epochs=epochs, batch_size=batch)
@@ -279,7 +284,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
         else:
             table = scale.detect if kind == "detect" else scale.segment
             mm_config, options = table[ev.arch if pre_run else f"random-init-{ev.arch}"]
-            config = {"ckpt": checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name, kind),
+            config = {"ckpt": seed_checkpoint, "config": mm_config, "data_root": _eval_data(scale, data_name, kind),
                       "cfg_options": deepcopy(options)}
             if not pre_run:  # no checkpoint to name the backbone: the plan's arch and size, as the checkpoints have
                 config["cfg_options"].update({"model.backbone.arch": concrete, "model.backbone.img_size": scale.img_size})

@@ -34,7 +34,7 @@ SUBSETS: dict[str, list[str]] = {"smoke": ["smoke"], "mini": MINI_DEFAULT,
                                  "mini-all": [*MINI_DEFAULT, "mini_table1", "mini_seeds", "mini_fig2", "mini_more", "mini_dense",
                                               "mini_dense_beit"],
                                  "all": list(COMPARISONS), **{n: [n] for n in ARTIFACTS if n != "smoke"}}
-SCALES = ("smoke", "mini", "mini-quick", "small", "paper")
+SCALES = ("smoke", "mini", "mini-quick", "mini-gpu", "small", "paper")
 
 
 def plan_runs(subset: str, scale: str) -> list[Run]:

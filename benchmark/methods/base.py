@@ -5,6 +5,9 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The pre-training 
 
 - ``train_transform(aug)``: the augmentation of one image (a PIL image in, a tensor or a list
   of tensors out, e.g. DINO's multi-crop); the pre-training stage batches its output and passes it on;
+- ``view_specs(aug)``: the same views as data (one :class:`~benchmark.data.augment.ViewSpec` or a
+  list), which :mod:`benchmark.data.batch_views` makes for whole batches on the device when the
+  images are held there (``images_on_device``);
 - ``prepare(batches, cache)``: fit data-dependent parts (a tokenizer's codebook) before step 0;
 - ``forward(batch, generator)``: a dict of scalar tensors, ``"loss"`` being the one to minimise;
   all of the method's randomness (masks, splits) is drawn from ``generator`` so that a resumed
@@ -29,7 +32,7 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import default_collate
 
-from benchmark.data.augment import Augmentation, single_crop_transform
+from benchmark.data.augment import Augmentation, ViewSpec, single_crop_spec, single_crop_transform
 
 METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
 
@@ -63,6 +66,11 @@ class PretrainMethod(nn.Module):
     def train_transform(self, aug: Augmentation) -> Callable[[Any], Any]:
         """Default (BEiT): random resized crop, horizontal flip, colour jitter, normalisation."""
         return single_crop_transform(aug)
+
+    def view_specs(self, aug: Augmentation) -> ViewSpec | list[ViewSpec]:
+        """:meth:`train_transform`'s views as data: one spec (the batch is one tensor) or a list (a
+        list of tensors). Default: the single crop of :meth:`train_transform`."""
+        return single_crop_spec(aug)
 
     def prepare(self, batches: Iterable[torch.Tensor], cache: Path | None = None) -> None:
         """Fits data-dependent parts on a few batches of training images. ``cache``, where given,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from benchmark.data.augment import Augmentation
+from benchmark.data.augment import Augmentation, ViewSpec
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import byol_loss
@@ -58,6 +58,9 @@ class BYOL(PretrainMethod):
 
     def train_transform(self, aug: Augmentation) -> TwoViews:
         return TwoViews(aug.img_size, aug.crop_scale, aug.color_jitter, aug.hflip, self.blur_sigma)
+
+    def view_specs(self, aug: Augmentation) -> list[ViewSpec]:
+        return self.train_transform(aug).specs
 
     def forward(self, views: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         if isinstance(views, torch.Tensor) or len(views) != 2:

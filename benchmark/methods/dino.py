@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
-from benchmark.data.augment import Augmentation
+from benchmark.data.augment import Augmentation, ViewSpec
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import dino_loss, teacher_probs
@@ -201,6 +201,9 @@ class DINO(PretrainMethod):
             raise ValueError(f"local_size {local_size} is not a multiple of the patch size {self.patch_size}")
         return MultiCrop(aug.img_size, local_size, self.global_crops, self.local_crops,
                          self.global_scale, self.local_scale, aug.color_jitter, aug.hflip, self.blur_sigma)
+
+    def view_specs(self, aug: Augmentation) -> list[ViewSpec]:
+        return self.train_transform(aug).specs
 
     # ------------------------------------------------------------------------------- schedules
     def teacher_temp_at(self, step: int) -> float:

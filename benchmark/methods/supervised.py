@@ -14,7 +14,8 @@ from timm.data import Mixup, create_transform
 from timm.layers import trunc_normal_
 from timm.loss import SoftTargetCrossEntropy
 
-from benchmark.data.augment import Augmentation
+from benchmark.data.augment import Augmentation, ViewSpec, single_crop_spec
+from benchmark.errors import ConfigError
 from benchmark.methods.base import PretrainMethod, register_method
 
 
@@ -50,6 +51,13 @@ class Supervised(PretrainMethod):
             auto_augment=self.rand_augment, color_jitter=aug.color_jitter if self.rand_augment is None else None,
             re_prob=self.random_erase, re_mode="pixel",
         )
+
+    def view_specs(self, aug: Augmentation) -> ViewSpec:
+        """The single crop with colour jitter; RandAugment and random erasing have no batched form."""
+        if self.rand_augment is not None or self.random_erase > 0:
+            raise ConfigError(f"supervised pre-training with images_on_device has no RandAugment or random erasing: set "
+                              f"rand_augment to null and random_erase to 0 (got {self.rand_augment!r}, {self.random_erase})")
+        return single_crop_spec(aug)
 
     def forward(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
         images, labels = batch

@@ -106,9 +106,10 @@ def random_patch_codebook(
 def kmeans_codebook(
     images: Iterable[torch.Tensor], vocab_size: int, patch_size: int, seed: int = 0, iters: int = 10
 ) -> PatchCodebookTokenizer:
-    """A codebook fitted by Lloyd's k-means (k-means++ seeding) on the patches of ``images``."""
+    """A codebook fitted by Lloyd's k-means (k-means++ seeding) on the patches of ``images``, on
+    the CPU whatever their device (its generator is the CPU's: the same codebook on every device)."""
     gen = torch.Generator().manual_seed(seed)
-    pool = _patch_pool(images, patch_size, vocab_size)
+    pool = _patch_pool(images, patch_size, vocab_size).cpu()
     centres = kmeans_plus_plus(pool, vocab_size, gen)
     for _ in range(iters):
         assign = nearest(pool, centres)

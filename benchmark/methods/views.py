@@ -1,10 +1,12 @@
 """Multi-view augmentations of the joint-embedding methods, built from torchvision transforms.
 
-- :func:`view_transform`: one augmented view as in BYOL (Grill et al., 2020, Table 6) and DINO
+- :func:`reference_view`: one augmented view as in BYOL (Grill et al., 2020, Table 6) and DINO
   (Caron et al., 2021, ``DataAugmentationDINO``): random resized crop (bicubic), horizontal
   flip, colour jitter (brightness s, contrast s, saturation s/2, hue s/4, applied with p=0.8),
   grayscale (p=0.2), Gaussian blur (sigma in [0.1, 2] pixels of a 224 px view by default;
-  :class:`GaussianBlur`), solarisation (threshold 128), ImageNet normalisation;
+  :class:`GaussianBlur`), solarisation (threshold 128), ImageNet normalisation, as a
+  :class:`~benchmark.data.augment.ViewSpec`, which :func:`view_transform` makes per image with PIL and
+  :mod:`benchmark.data.batch_views` for whole batches;
 - :class:`TwoViews`: BYOL's two asymmetric views (blur p=1.0 / 0.1, solarise p=0.0 / 0.2);
 - :class:`MultiCrop`: DINO's global crops (same asymmetry as BYOL) plus smaller local crops
   (blur p=0.5, no solarisation).
@@ -25,6 +27,8 @@ from PIL import Image, ImageFilter
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+
+from benchmark.data.augment import ViewSpec
 
 # BYOL's and DINO's blur, in pixels of their 224 px global views (96 px local crops cut from a
 # fifth of the image see about the same pixels per object). On smaller images the same range blurs
@@ -57,50 +61,59 @@ class GaussianBlur:
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
-def view_transform(
-    size: int,
-    scale: Sequence[float],
-    color_jitter: float = 0.4,
-    blur_p: float = 1.0,
-    solarize_p: float = 0.0,
-    hflip: float = 0.5,
-    color_p: float = 0.8,
-    gray_p: float = 0.2,
-    blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA,
-) -> T.Compose:
-    """One augmented view: PIL image -> normalised (3, size, size) float tensor."""
+def reference_view(size: int, scale: Sequence[float], color_jitter: float = 0.4, blur_p: float = 1.0,
+                   solarize_p: float = 0.0, hflip: float = 0.5, blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA
+                   ) -> ViewSpec:
+    """One of BYOL's and DINO's views as a :class:`ViewSpec`: bicubic crop, flip, colour jitter
+    (brightness s, contrast s, saturation s/2, hue s/4) with p 0.8, greyscale with p 0.2, blur,
+    solarisation."""
+    s = color_jitter
+    return ViewSpec(size, (float(scale[0]), float(scale[1])), hflip, (s, s, s / 2, min(s / 4, 0.5)),
+                    jitter_p=0.8 if s > 0 else 0.0, gray_p=0.2, blur_p=blur_p,
+                    blur_sigma=(float(blur_sigma[0]), float(blur_sigma[1])), solarize_p=solarize_p, interpolation="bicubic")
+
+
+def view_transform(spec: ViewSpec) -> T.Compose:
+    """``spec``'s view of one image: PIL image -> normalised (3, size, size) float tensor."""
     ops: list[Any] = [
-        T.RandomResizedCrop(size, scale=tuple(scale), interpolation=InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(p=hflip),
+        T.RandomResizedCrop(spec.size, scale=spec.scale, interpolation=InterpolationMode(spec.interpolation)),
+        T.RandomHorizontalFlip(p=spec.hflip),
     ]
-    if color_jitter > 0 and color_p > 0:
-        s = color_jitter
-        ops.append(T.RandomApply([T.ColorJitter(brightness=s, contrast=s, saturation=s / 2, hue=min(s / 4, 0.5))], p=color_p))
-    if gray_p > 0:
-        ops.append(T.RandomGrayscale(p=gray_p))
-    if blur_p > 0:
-        ops.append(GaussianBlur(p=blur_p, sigma=blur_sigma))
-    if solarize_p > 0:
-        ops.append(T.RandomSolarize(threshold=128, p=solarize_p))
+    if spec.jitter_p > 0 and any(s > 0 for s in spec.jitter):
+        ops.append(T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p))
+    if spec.gray_p > 0:
+        ops.append(T.RandomGrayscale(p=spec.gray_p))
+    if spec.blur_p > 0:
+        ops.append(GaussianBlur(p=spec.blur_p, sigma=spec.blur_sigma))
+    if spec.solarize_p > 0:
+        ops.append(T.RandomSolarize(threshold=128, p=spec.solarize_p))
     ops += [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
     return T.Compose(ops)
 
 
-class TwoViews:
-    """BYOL's two views of an image: ``[view1, view2]`` with asymmetric blur and solarisation."""
+class SpecViews:
+    """Several views of one image, one per spec of ``specs``: PIL image -> list of tensors."""
 
-    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4, hflip: float = 0.5,
-                 blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA) -> None:
-        self.views = [
-            view_transform(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
-            view_transform(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
-        ]
+    def __init__(self, specs: Sequence[ViewSpec]) -> None:
+        self.specs = list(specs)
+        self.views = [view_transform(spec) for spec in self.specs]
 
     def __call__(self, image: Any) -> list[torch.Tensor]:
         return [view(image) for view in self.views]
 
 
-class MultiCrop:
+class TwoViews(SpecViews):
+    """BYOL's two views of an image: ``[view1, view2]`` with asymmetric blur and solarisation."""
+
+    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), color_jitter: float = 0.4, hflip: float = 0.5,
+                 blur_sigma: Sequence[float] = REFERENCE_BLUR_SIGMA) -> None:
+        super().__init__([
+            reference_view(size, scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
+            reference_view(size, scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
+        ])
+
+
+class MultiCrop(SpecViews):
     """DINO's multi-crop: ``global_crops`` crops of ``size`` (the first with blur p=1.0, the second
     with blur p=0.1 and solarisation p=0.2, alternating beyond two) followed by ``local_crops``
     crops of ``local_size`` (blur p=0.5). Returns the list ``[global..., local...]``."""
@@ -122,14 +135,10 @@ class MultiCrop:
                              f"{local_crops} local")
         self.global_crops, self.local_crops = global_crops, local_crops
         self.size, self.local_size = size, local_size
-        self.global_views = [
-            view_transform(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
-            view_transform(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
+        global_views = [
+            reference_view(size, global_scale, color_jitter, blur_p=1.0, solarize_p=0.0, hflip=hflip, blur_sigma=blur_sigma),
+            reference_view(size, global_scale, color_jitter, blur_p=0.1, solarize_p=0.2, hflip=hflip, blur_sigma=blur_sigma),
         ]
-        self.local_view = view_transform(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0, hflip=hflip,
-                                         blur_sigma=blur_sigma)
-
-    def __call__(self, image: Any) -> list[torch.Tensor]:
-        crops = [self.global_views[i % 2](image) for i in range(self.global_crops)]
-        crops += [self.local_view(image) for _ in range(self.local_crops)]
-        return crops
+        local_view = reference_view(local_size, local_scale, color_jitter, blur_p=0.5, solarize_p=0.0, hflip=hflip,
+                                    blur_sigma=blur_sigma)
+        super().__init__([global_views[i % 2] for i in range(global_crops)] + [local_view] * local_crops)

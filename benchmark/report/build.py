@@ -32,11 +32,12 @@ import pandas as pd
 from benchmark import REPO
 from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
+from benchmark.experiments.mini import MINI_SCALES
 from benchmark.experiments.registry import ARTIFACTS, every_plan
-from benchmark.report.findings import mini_findings
+from benchmark.report.findings import curves_plot, mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.perf_section import perf_section, scale_speed_line
-from benchmark.report.records import RECORDS, save_records
+from benchmark.report.records import RECORDS, planned_scales, save_records
 from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.results import load_result
@@ -62,6 +63,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
     """One row per metric of every finished evaluation below ``runs_dir``. A ``result.json`` or
     ``run.json`` that cannot be read is skipped with one line saying so."""
     rows = []
+    ran = _scales_that_ran(runs_dir)
     for result_path in sorted(runs_dir.rglob("result.json")):
         run_path = result_path.with_name("run.json")
         if not run_path.is_file():
@@ -77,16 +79,31 @@ def collect(runs_dir: Path) -> pd.DataFrame:
             print(f"[report] skipping {run_path}: not a readable run.json ({err})", file=sys.stderr)
             continue
         # A run several artifacts share (e.g. one fine-tuning in table 7, table 8 and fig. 2) counts in
-        # each, whichever subset ran it: the registry says which artifacts plan it.
-        members = registry_members().get((tags.get("scale"), run["name"]), tags.get("artifacts", [tags.get("artifact")]))
-        for artifact in members:
-            for metric in table_metrics().get(result["kind"], sorted(result["metrics"])):
-                if metric in result["metrics"]:
-                    rows.append({**_tag_values(tags), "artifact": artifact, "metric": metric,
-                                 "value": result["metrics"][metric], "seed": result["seed"],
-                                 "created": result["created"], "run_key": run["key"],
-                                 "lr_schedule": result.get("lr_schedule", EARLIER_SCHEDULE)})
+        # each, whichever subset ran it, and a run several scales plan alike (a pixel floor) at each of
+        # them: the registry says which artifacts at which scales plan it.
+        rel = run_path.parent.relative_to(runs_dir).as_posix()
+        for scale in [s for s in planned_scales().get(rel, ()) if s in ran] or [tags.get("scale")]:
+            members = registry_members().get((scale, run["name"]), tags.get("artifacts", [tags.get("artifact")]))
+            for artifact in members:
+                for metric in table_metrics().get(result["kind"], sorted(result["metrics"])):
+                    if metric in result["metrics"]:
+                        rows.append({**_tag_values({**tags, "scale": scale}), "artifact": artifact, "metric": metric,
+                                     "value": result["metrics"][metric], "seed": result["seed"],
+                                     "created": result["created"], "run_key": run["key"],
+                                     "lr_schedule": result.get("lr_schedule", EARLIER_SCHEDULE)})
     return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key", "lr_schedule"])
+
+
+def _scales_that_ran(runs_dir: Path) -> set[str]:
+    """The scales at which some run below ``runs_dir`` was made (its ``run.json``'s tag): a run that
+    several scales plan alike is shown at those of them that ran anything, not at every scale planning it."""
+    scales = set()
+    for run_path in runs_dir.glob("*/*/run.json"):
+        try:
+            scales.add(json.loads(run_path.read_text())["tags"]["scale"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return scales
 
 
 def schedule_note(results: pd.DataFrame) -> list[str]:
@@ -375,13 +392,15 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
-    mini_scales = {s for s in scales if s.startswith("mini")}
-    lines += missing_mini_line(tables) if mini_scales else []
-    curves = monitor_curves(runs_dir, mini_scales)
-    if curves:
-        plot_monitor_curves(curves, plots_dir / "mini_pretrain_curves.png")
+    mini_scales = [s for s in MINI_SCALES if s in scales]
+    lines += missing_mini_line(tables, mini_scales)
+    for scale in mini_scales:  # each scale's curves apart: their monitors differ (bank, queries, steps)
+        curves = monitor_curves(runs_dir, {scale})
+        if curves:
+            plot_monitor_curves(curves, plots_dir / curves_plot(scale))
     lines += timing_section(runs_dir)  # where the driver's time went
-    lines += scale_speed_line(tables_dir, "mini") if mini_scales else []
+    for scale in mini_scales:
+        lines += scale_speed_line(tables_dir, scale)
     lines += perf_section(tables_dir)  # what python -m benchmark.perf measured, if it ran
     for name, table in tables.items():
         for row in dropped_rows(tables_dir / f"{name}.csv", table):
@@ -399,16 +418,19 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     return tables
 
 
-def missing_mini_line(tables: dict[str, pd.DataFrame]) -> list[str]:
-    """The miniature's artifacts with planned rows that no run has filled (at the current settings: a
-    run made with others has another key and is not among the records), and how to run them."""
-    missing = [name for name, table in tables.items() if name.startswith("mini")
-               and (table[table.scale.astype(str) == "mini"].ours_mean == MISSING).any()]
-    if not missing:
-        return []
-    return [f"Not yet run at the current settings, so absent from the findings above (their tables show \"{MISSING}\"): "
-            f"{', '.join(f'`{name}`' for name in missing)}; each runs with `./run_all.sh --subset NAME`, all of them "
-            "with `--subset mini-all`.", ""]
+def missing_mini_line(tables: dict[str, pd.DataFrame], scales: list[str]) -> list[str]:
+    """Per scale of the miniature that ran (not its CI version): its artifacts with planned rows that
+    no run has filled (at the current settings: a run made with others has another key and is not
+    among the records), and how to run them."""
+    lines = []
+    for scale in (s for s in scales if s != "mini-quick"):
+        missing = [name for name, table in tables.items() if name.startswith("mini")
+                   and (table[table.scale.astype(str) == scale].ours_mean == MISSING).any()]
+        if missing:
+            lines += [f"At scale {scale}, not yet run at the current settings, so absent from its findings (their "
+                      f"tables show \"{MISSING}\"): {', '.join(f'`{name}`' for name in missing)}; each runs with "
+                      f"`./run_all.sh --subset NAME --scale {scale}`, all of them with `--subset mini-all`.", ""]
+    return lines
 
 
 def timing_section(runs_dir: Path) -> list[str]:

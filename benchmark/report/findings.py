@@ -16,7 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.experiments.mini import CEILING, DENSE_ARTIFACTS, DENSE_METHODS, DETECT, FINETUNE, FRACTIONS, LINEAR
+from benchmark.experiments.mini import (
+    CEILING,
+    DENSE_ARTIFACTS,
+    DENSE_METHODS,
+    DETECT,
+    FINETUNE,
+    FRACTIONS,
+    LINEAR,
+    MINI_SCALES,
+)
+from benchmark.experiments.paper import Pre, pretrain_steps
 from benchmark.experiments.scales import SCALE_SPECS
 from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, Stat, gate_lines, monitor_curves, pixel_floors, seed_verdict
 from benchmark.utils.io import read_log
@@ -64,8 +74,9 @@ SCENES = "fashion-mnist-scenes"
 FRACTION_DATA = {f"fashion-mnist-{fraction * 100:g}%" for fraction in FRACTIONS}  # Fig. 2's subsets
 
 
-def _chosen(runs_dir: Path) -> str | None:
-    """The fine-tuning settings chosen on val, one clause per select run: whose sweep, what it chose."""
+def _chosen(runs_dir: Path, scale: str) -> str | None:
+    """The fine-tuning settings chosen on val at ``scale``, one clause per select run: whose sweep,
+    what it chose."""
     clauses = []
     for path in sorted(runs_dir.glob(f"select/select-{FINETUNE}-*/choice.json")):
         try:
@@ -73,12 +84,14 @@ def _chosen(runs_dir: Path) -> str | None:
             tags = json.loads((path.parent / "run.json").read_text())["tags"]
         except (OSError, json.JSONDecodeError, KeyError):
             continue
+        if tags.get("scale") != scale:
+            continue
         chosen = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["chosen"].items())
         spec = SCALE_SPECS.get(tags.get("scale", ""))
         # runs recorded before the select runs named their initialisations: the scale's shared ones
         inits = tags.get("swept_inits") or (", ".join(spec.sweep_inits) if spec else "the swept initialisations")
         whose = "its own" if spec and inits in spec.sweep_by_init else "shared by the initialisations without a grid of their own"
-        clauses.append(f"{chosen} for {inits}, {whose} (scale {tags.get('scale', 'unknown')})")
+        clauses.append(f"{chosen} for {inits}, {whose}")
     if not clauses:
         return None
     return "; ".join(clauses) + " (the best mean val top-1 at seed 0: `tables/mini_hparams.csv`)"
@@ -211,7 +224,7 @@ def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
     del floor  # a classification floor; the dense legs' floor is random init
     rows = results[results.artifact.isin(DENSE_ARTIFACTS)]
     rows = rows.drop_duplicates(["run_key", "metric"])  # random init's runs are in both artifacts, a row in each
-    if rows.empty:
+    if rows.empty or (rows.method == "random-init").all():  # the floor alone (a scale sharing it) compares nothing
         return []
     lines = ["- **Detection and segmentation on the scenes (Fig. 1, Tables 4 and 5 in miniature).** Mask R-CNN and "
              "UperNet on 64 px scenes of 2-5 items, one seed; random init (trained twice as long) is the floor, and "
@@ -271,27 +284,52 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
     return ["- **Pre-training, as logged** (the 100% runs; the losses are per method, not comparable across methods):", *lines]
 
 
+def scale_summary(scale: str) -> str:
+    """What a miniature's scale trains: its pre-training steps and batch (as passes over the full
+    train set) and its fine-tuning length on the 1,000 labels."""
+    spec = SCALE_SPECS.get(scale)
+    if spec is None:
+        return f"scale {scale}"
+    full = Pre("*", "fashion-mnist")
+    steps = pretrain_steps(spec, full)
+    epochs, batch = spec.finetune_len[FINETUNE]
+    return (f"{steps:,} pre-training steps of {spec.pretrain_batch} images ({steps * spec.pretrain_batch / 50_000:.3g} passes "
+            f"over the 50,000 train images), {epochs} fine-tuning epochs of the 1,000 labels at batch {batch}")
+
+
 def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
-    """The REPORT.md section on the mini scale (empty when no mini run has happened)."""
-    mini = results[results.scale.astype(str).str.startswith("mini")]
-    if mini.empty:
+    """The REPORT.md section on the miniature (empty when no miniature run has happened): one part
+    per scale of it that ran, each with its own gates and findings (the scales train for different
+    lengths: their numbers are never pooled)."""
+    # a scale whose own fine-tunings ran (not one that only shares another's runs, such as the pixel floors)
+    present = set(results[results.downstream == FINETUNE].scale.astype(str))
+    scales = [scale for scale in MINI_SCALES if scale in present]
+    if not scales:
         return []
-    scales = ", ".join(sorted(set(mini.scale)))
     lines = ["## The paper in miniature: what the runs found", "",
-             f"Scale {scales}: a 6-block ViT (width 128, 8x8 patches) on Fashion-MNIST upsampled to 32 px; "
-             "pre-training on the 50,000 train images (labels unused), fine-tuning and probing on 1,000 of their labels "
-             "(100 per class, a draw per seed), test top-1 on the official 10,000 test images. Means ± standard "
-             "deviations over seeds; a difference counts when it exceeds twice its standard error. Small models on a "
-             "small task: they test the direction of the paper's claims, not its numbers.", ""]
-    curves = monitor_curves(runs_dir, set(mini.scale))  # each pre-training's log read once
-    gates, failures = gate_lines(mini, curves, runs_dir)
+             "A 6-block ViT (width 128, 8x8 patches) on Fashion-MNIST upsampled to 32 px; pre-training on the 50,000 "
+             "train images (labels unused), fine-tuning and probing on 1,000 of their labels (100 per class, a draw per "
+             "seed), test top-1 on the official 10,000 test images. Means ± standard deviations over seeds; a difference "
+             "counts when it exceeds twice its standard error. Small models on a small task: they test the direction of "
+             "the paper's claims, not its numbers. Each scale below is a part of its own: `mini` is what 2 CPU cores "
+             "afford in half an hour (the start of training), `mini-gpu` the same questions trained further on one GPU.",
+             ""]
+    for scale in scales:
+        lines += _scale_findings(results[results.scale.astype(str) == scale], runs_dir, scale)
+    return lines
+
+
+def _scale_findings(mini: pd.DataFrame, runs_dir: Path, scale: str) -> list[str]:
+    lines = [f"### Scale {scale}: {scale_summary(scale)}", ""]
+    curves = monitor_curves(runs_dir, {scale})  # each pre-training's log read once
+    gates, failures = gate_lines(mini, curves, runs_dir, scale)
     lines += gates
     if curves:
-        lines += ["Pre-training curves, the online k-NN per method and subset: `plots/mini_pretrain_curves.png`.", ""]
-    chosen = _chosen(runs_dir)
+        lines += [f"Pre-training curves, the online k-NN per method and subset: `plots/{curves_plot(scale)}`.", ""]
+    chosen = _chosen(runs_dir, scale)
     if chosen:
         lines += [f"Fine-tuning settings chosen on the val split: {chosen}.", ""]
-    health = _pretraining(runs_dir, set(mini.scale))
+    health = _pretraining(runs_dir, {scale})
     lines += health + ([""] if health else [])
     floor = _floor(mini)
     if floor is not None:
@@ -299,9 +337,9 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
                   "pixel floor); a number marked *below the floor* is under it, so not a finding.", ""]
     # each part with the pre-training data its comparisons rest on, the methods
     # (None: any) and the gates that bear on it (None: all; the dense legs' floor is random init, so
-    # the classification floor and the fine-tuning grid do not)
+    # the classification floor, the fine-tuning grid and the ceiling do not)
     parts = ((_table6, {FULL}, None, None), (_table1, {FULL, SCENES}, None, None), (_fig2, FRACTION_DATA, None, None),
-             (_table8, {FULL}, None, None), (_dense, {FULL, SCENES}, DENSE_METHODS, ("learned", "no collapse")))
+             (_table8, {FULL}, None, None), (_dense, {FULL, SCENES}, DENSE_METHODS, ("learned", "no collapse", "flattened")))
     for part, rests_on, methods, gates_of in parts:
         found = part(mini, floor)
         failed = [name for name, on in failures.items()
@@ -310,3 +348,8 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
             found[0] += f" *(Rests on failed gates: {', '.join(failed)}: not a finding until they pass.)*"
         lines += found + ([""] if found else [])
     return lines
+
+
+def curves_plot(scale: str) -> str:
+    """The file name of a scale's pre-training curves in plots/."""
+    return f"{scale}_pretrain_curves.png"

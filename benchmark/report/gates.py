@@ -11,7 +11,12 @@ REPORT.md (a finding that rests on a failed gate says so beside it):
 - **floor**: the best fine-tuned model's mean beats the best pixel floor's on the same labels
   (the line says whether the margin exceeds the seed noise too);
 - **grids**: every chosen setting (the fine-tuning sweep's, each pixel floor's) lies inside the grid
-  it was chosen from, not at an edge.
+  it was chosen from, not at an edge; a sweep's choice at an edge counts only when it beats its
+  neighbour by more than the seed noise of the scale's fine-tunings (twice the standard error of
+  the difference, from the runs of several seeds; where none has run, every edge counts);
+- at a scale that claims trained models (:attr:`~benchmark.experiments.scales.Scale.converged`):
+  **flattened**, every pre-training's online k-NN gained less than ``flat_within`` points over the
+  last fifth of its steps, and **ceiling**, supervised training on all labels reaches ``ceiling_min``.
 
 The curves (``plots/mini_pretrain_curves.png``): the monitor's k-NN against the step for each
 method, one panel per pre-training subset, the random-init features as the flat reference line.
@@ -27,8 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.experiments.mini import FINETUNE
+from benchmark.experiments.mini import CEILING, FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
+from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.report.records import planned_scales
 from benchmark.stages.pixels import at_edge
 from benchmark.utils.io import atomic_path, read_log
 
@@ -139,11 +146,57 @@ def _mark(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
-def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
+def _records(runs_dir: Path, pattern: str, scale: str) -> list[tuple[Path, dict]]:
+    """``(file, its JSON)`` of the records matching ``pattern`` whose run ``scale`` plans (a run that
+    several scales plan alike is theirs, whichever ran it)."""
+    found = []
+    for path in sorted(Path(runs_dir).glob(pattern)):
+        try:
+            tag = json.loads((path.parent / "run.json").read_text()).get("tags", {}).get("scale")
+            if scale not in planned_scales().get(path.parent.relative_to(runs_dir).as_posix(), (tag,)):
+                continue
+            found.append((path, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def seed_noise(results: pd.DataFrame) -> float | None:
+    """The fine-tunings' standard deviation over seeds, pooled over the rows that ran several seeds
+    (each run once); None where no row has."""
+    runs = results[(results.metric == "top1") & (results.downstream == FINETUNE)].drop_duplicates("run_key")
+    variances = [group.value.var() for _, group in runs.groupby(["method", "pretrain_data"]) if group.value.count() > 1]
+    return math.sqrt(sum(variances) / len(variances)) if variances else None
+
+
+def sweep_edge(record: dict, key: str, noise: float | None) -> tuple[str, bool]:
+    """Whether a select run's choice of ``key`` is at an edge of its grid that counts: the chosen
+    edge beats its neighbour by more than twice the standard error of their difference (``noise``
+    the seed noise of one run; unknown: every edge counts). Returns (the gate's text, at an edge)."""
+    value = record["chosen"][key]
+    means = {row["values"][key]: (row["mean"], row.get("runs", 1)) for row in record.get("scores", [])}
+    grid = sorted(means)
+    text = f"{key} = {value:g} of {grid}"
+    if not at_edge(key, value, grid):
+        return text, False
+    neighbour = grid[1] if value == grid[0] else grid[-2]
+    (edge_mean, edge_n), (next_mean, next_n) = means[value], means[neighbour]
+    if noise is None:
+        return f"{text} (no seed noise measured at this scale)", True
+    margin = 2 * noise * math.sqrt(1 / edge_n + 1 / next_n)
+    gap = edge_mean - next_mean
+    if gap > margin:
+        return f"{text} ({gap:+.1f} points over {neighbour:g}, beyond the noise {margin:.1f})", True
+    return f"{text} at the edge by {gap:+.1f} points over {neighbour:g}, within the noise {margin:.1f}", False
+
+
+def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale: str
                ) -> tuple[list[str], dict[str, frozenset[str]]]:
-    """The gates as REPORT.md lines, and what each gate failed on (name -> (method, pre-training
-    data) of the pre-trainings that failed it, :data:`EVERY` for a gate of the whole section, empty
-    where it passed), so that a finding is marked by the gates its own runs failed."""
+    """The gates of ``scale`` as REPORT.md lines (``results`` and ``curves`` of that scale), and what
+    each gate failed on (name -> (method, pre-training data) of the pre-trainings that failed it,
+    :data:`EVERY` for a gate of the whole section, empty where it passed), so that a finding is
+    marked by the gates its own runs failed."""
+    spec = SCALE_SPECS.get(scale)
     lines, failures = [], {}
     if curves:
         rose = [c for c in curves if c.steps[0] == 0 and len(c.knn) > 1]
@@ -187,18 +240,12 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
                      "pixel floors " + ", ".join(f"{m} {v:.1f}" for m, v in floor.items()) + " (test top-1, means over "
                      f"seeds; {diff:+.1f} points vs {top_floor}: {how}).")
     edges = []
-    for path in sorted(Path(runs_dir).glob("select/*/choice.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        for key, value in record.get("chosen", {}).items():
-            grid = sorted({row["values"][key] for row in record.get("scores", [])})
-            edges.append((f"{key} = {value:g} of {grid}", at_edge(key, value, grid)))
-    for path in sorted(Path(runs_dir).glob("pixels/*/result.json")):
-        try:
-            choice = json.loads(path.read_text())["config"]["choice"]
-        except (OSError, json.JSONDecodeError, KeyError):
+    noise = seed_noise(results)
+    for _, record in _records(runs_dir, "select/*/choice.json", scale):
+        edges += [sweep_edge(record, key, noise) for key in record.get("chosen", {})]
+    for _, result in _records(runs_dir, "pixels/*/result.json", scale):
+        choice = result.get("config", {}).get("choice")
+        if not choice:
             continue
         # judged again here, not read from the record: runs made before the rule knew k's floor of 1
         edges.append((f"pixels {choice['setting']} = {choice['chosen']:g} of {choice['grid']}",
@@ -207,9 +254,40 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path
         ok = not any(edge for _, edge in edges)
         failures["grids"] = frozenset() if ok else EVERY  # the chosen lr serves every fine-tuning
         outside = [text for text, edge in edges if edge]
+        within = [text for text, edge in edges if not edge and "within the noise" in text]
         lines.append(f"- {_mark(ok)} grids: {len(edges)} chosen settings"
                      + (f"; at an edge: {', '.join(dict.fromkeys(outside))}" if outside else ", each inside its grid")
-                     + ".")
+                     + (f"; {'; '.join(within)}" if within else "") + ".")
+    if spec is not None and spec.converged:
+        lines += _convergence_gates(results, curves, spec.flat_within, spec.ceiling_min, failures)
     if lines:
         lines = ["**Gates** (is a number a finding? computed from the runs):", *lines, ""]
     return lines, failures
+
+
+def gained_late(curve: Curve) -> float:
+    """The online k-NN points a curve gained over the last fifth of its steps (from its last
+    point at or before 80% of the steps to its end)."""
+    mark = 0.8 * curve.steps[-1]
+    before = [k for step, k in zip(curve.steps, curve.knn) if step <= mark]
+    return curve.knn[-1] - before[-1]
+
+
+def _convergence_gates(results: pd.DataFrame, curves: list[Curve], flat_within: float, ceiling_min: float,
+                       failures: dict[str, frozenset]) -> list[str]:
+    """The gates of a scale whose models are trained to convergence: flattened curves, the ceiling."""
+    lines = []
+    if curves:
+        rising = [c for c in curves if len(c.knn) > 1 and gained_late(c) >= flat_within]
+        failures["flattened"] = frozenset((c.method, c.pretrain_data) for c in rising)
+        lines.append(f"- {_mark(not rising)} flattened: online k-NN gained over the last fifth of the steps (less than "
+                     f"{flat_within:g} points each): " + ", ".join(f"{c.method} on {c.pretrain_data} {gained_late(c):+.1f}"
+                                                                   for c in curves if len(c.knn) > 1) + ".")
+    runs = results[(results.metric == "top1") & (results.downstream == CEILING.downstream)].drop_duplicates("run_key")
+    if not runs.empty:
+        stat = Stat(runs.value)
+        ok = stat.mean >= ceiling_min
+        failures["ceiling"] = frozenset() if ok else EVERY
+        lines.append(f"- {_mark(ok)} ceiling: supervised training from random init on all 50,000 labels, {stat} test "
+                     f"top-1 (at least {ceiling_min:g}: a ViT trained fully on Fashion-MNIST's labels gets there).")
+    return lines

@@ -32,15 +32,28 @@ RECORD_FILES = ("run.json", "config.json", "log.jsonl", "result.json", "choice.j
 
 
 @functools.lru_cache(maxsize=1)
+def _layout() -> tuple[dict[str, Run], dict[str, tuple[str, ...]]]:
+    planned: dict[str, Run] = {}
+    scales: dict[str, set[str]] = {}
+    for (_, scale), runs in every_plan().items():
+        ordered = order_runs(list(runs))
+        _, dirs = locate(ordered, Path())
+        for run in ordered:
+            planned[dirs[run.name].as_posix()] = run
+            scales.setdefault(dirs[run.name].as_posix(), set()).add(scale)
+    return planned, {rel: tuple(sorted(found)) for rel, found in scales.items()}
+
+
 def planned_runs() -> dict[str, Run]:
     """``<kind>/<name>-<key>`` -> the run, for every run that an artifact of the registry plans at any
     of its scales."""
-    planned: dict[str, Run] = {}
-    for runs in every_plan().values():
-        ordered = order_runs(list(runs))
-        _, dirs = locate(ordered, Path())
-        planned.update({dirs[run.name].as_posix(): run for run in ordered})
-    return planned
+    return _layout()[0]
+
+
+def planned_scales() -> dict[str, tuple[str, ...]]:
+    """``<kind>/<name>-<key>`` -> the scales whose plans hold that very run (the same config, so the
+    same key): a run two scales share, such as a pixel floor, is one run that counts at each."""
+    return _layout()[1]
 
 
 def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:

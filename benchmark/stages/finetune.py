@@ -31,7 +31,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.data.augment import EVAL_CROP, eval_transform
+from benchmark.data.augment import EVAL_CROP, Augmentation, eval_transform, single_crop_spec
+from benchmark.data.batch_views import BatchViews, DeviceBatches, DeviceImages
 from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
@@ -98,6 +99,8 @@ class FinetuneConfig:
     head_init: str = "random"            # "linear-probe": LP-FT, the head first fitted to the frozen features (fit_head)
     seed: int = 0
     num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
+    images_on_device: bool = False       # the labelled training images held on the training device, each batch's
+                                         # crops made there (benchmark.data.batch_views): small sets on a GPU
     log_every: int = 10
     checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
     device: str = "auto"
@@ -115,9 +118,12 @@ class FinetuneConfig:
     }
 
     def relations(self) -> list[str]:
+        problems = []
         if self.img_size % patch_size(self.arch):
-            return [f"img_size = {self.img_size} is not a multiple of {self.arch}'s patch size {patch_size(self.arch)}"]
-        return []
+            problems.append(f"img_size = {self.img_size} is not a multiple of {self.arch}'s patch size {patch_size(self.arch)}")
+        if self.images_on_device and self.rand_augment is not None:
+            problems.append(f"images_on_device has no batched RandAugment: set rand_augment to null (got {self.rand_augment!r})")
+        return problems
 
 
 def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
@@ -236,23 +242,33 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         print(f"[finetune] head fitted to the frozen features (LP-FT): top-1 {fitted:.1f} on the "
               f"{len(subset)} labelled images", file=sys.stderr)
 
-    train_tf = create_transform(
-        input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,
-        scale=(cfg.crop_scale_min, 1.0),
-        color_jitter=0.4 if cfg.rand_augment is None else None,
-    )
-    data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
-    sampler = EpochSampler(len(data), cfg.seed, start=checkpoint.start * batch, rank=ctx.rank, num_replicas=ctx.world_size)
-    with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
-        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True))
+    # timm's training transform without RandAugment: the single crop of pre-training, with its jitter
+    crops = Augmentation(cfg.img_size, (cfg.crop_scale_min, 1.0), 0.4 if cfg.rand_augment is None else 0.0, cfg.hflip)
+    start = checkpoint.start * batch
+    if cfg.images_on_device:
+        held = DeviceImages.from_dataset(train_set, subset, device, workers=workers, skip_log=out / SKIPPED)
+        next_batch = DeviceBatches(held, BatchViews(single_crop_spec(crops), labels=True), cfg.seed, micro,
+                                   start=start, rank=ctx.rank, num_replicas=ctx.world_size)
+    else:
+        train_tf = create_transform(
+            input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,
+            scale=crops.crop_scale, color_jitter=crops.color_jitter if cfg.rand_augment is None else None,
+        )
+        data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
+        sampler = EpochSampler(len(data), cfg.seed, start=start, rank=ctx.rank, num_replicas=ctx.world_size)
+        with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
+            loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True))
+
+        def next_batch(index: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            images, labels = next(loader)
+            return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
     checkpoint.restore_rng()  # after the loader's iterator drew from the global RNG, as at the start
     ddp = DistributedDataParallel(model) if ctx.distributed else model
     model.train()
 
     def step(index: int, micro_step: int) -> dict[str, torch.Tensor]:
-        images, labels = next(loader)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+        images, labels = next_batch(index, micro_step)
         if mixup is not None:
             # timm's Mixup draws from numpy's global RNG: one seed per step and process, so a
             # resumed run mixes exactly as the uninterrupted one.

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from benchmark.data.augment import EVAL_CROP, Augmentation, eval_transform
+from benchmark.data.batch_views import BatchViews, DeviceBatches, DeviceImages
 from benchmark.data.classification import READERS, load_classification
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
@@ -107,6 +108,8 @@ class PretrainConfig:
     num_workers: int = -1                # -1: default_workers() (0 on a CPU; on a GPU, per core)
     decode_on_device: bool = False       # decode JPEGs on the GPU with torchvision's decode_jpeg and augment
                                          # there: for when the CPU cannot keep up (single-crop methods only)
+    images_on_device: bool = False       # hold the whole (subset of the) data set on the training device and make
+                                         # each batch's views there (benchmark.data.batch_views): small sets on a GPU
     compile: bool = False                # torch.compile each transformer block (training.runtime.compile_blocks): measure
                                          # it first with python -m benchmark.perf --compile
     checkpoint_every: int = 500
@@ -145,6 +148,8 @@ class PretrainConfig:
                             f"{patch_size(self.arch)}")
         if self.crop_scale_min > self.crop_scale_max:
             problems.append(f"crop_scale_min = {self.crop_scale_min} is above crop_scale_max = {self.crop_scale_max}")
+        if self.images_on_device and self.decode_on_device:
+            problems.append("images_on_device and decode_on_device exclude each other (the images are held decoded)")
         if self.batch_size % self.accum_steps:
             problems.append(f"batch_size = {self.batch_size} is not divisible by accum_steps = {self.accum_steps}")
         return problems
@@ -265,6 +270,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     total_steps, warmup_steps = schedule_steps(cfg, len(subset))
     encoder = create_vit(cfg.arch, cfg.img_size, drop_path_rate=cfg.drop_path)
     method = method_cls(encoder, **method_args).to(device)
+    aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter, cfg.hflip)
+    specs = method.view_specs(aug) if cfg.images_on_device else None  # before anything is written: a ConfigError
     if ctx.distributed and device.type == "cuda":
         # Batch norm (BYOL's MLPs) over the global batch, as BYOL trains; gloo has no SyncBN.
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -285,16 +292,30 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
         del fit_loader  # its workers stop here
 
-    aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, cfg.crop_scale_max), cfg.color_jitter, cfg.hflip)
-    # With decode_on_device the workers read JPEG bytes and the step decodes and augments them.
-    augment = DeviceAugment(aug) if encoded is not None else None
-    data = encoded if encoded is not None else SeededTransform(images, method.train_transform(aug), cfg.seed, subset,
-                                                               skip_log=out / SKIPPED)
-    sampler = EpochSampler(len(data), cfg.seed, start=checkpoint.start * cfg.batch_size, rank=ctx.rank,
-                           num_replicas=ctx.world_size)
-    with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
-        loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True,
-                                  collate_fn=collate_encoded if augment is not None else None))
+    start = checkpoint.start * cfg.batch_size  # the samples an interrupted run had consumed
+    if cfg.images_on_device:
+        # The subset held on the device, each micro-batch's views made there (data.batch_views).
+        store = DeviceImages.from_dataset(images, subset, device, workers=workers, skip_log=out / SKIPPED)
+        next_batch = DeviceBatches(store, BatchViews(specs, labels=method.needs_labels), cfg.seed, micro, start=start,
+                                   rank=ctx.rank, num_replicas=ctx.world_size)
+    else:
+        # With decode_on_device the workers read JPEG bytes and the step decodes and augments them.
+        augment = DeviceAugment(aug) if encoded is not None else None
+        data = encoded if encoded is not None else SeededTransform(images, method.train_transform(aug), cfg.seed, subset,
+                                                                   skip_log=out / SKIPPED)
+        sampler = EpochSampler(len(data), cfg.seed, start=start, rank=ctx.rank, num_replicas=ctx.world_size)
+        with stop_signals_blocked():  # workers started here ignore the trainer's stop signals
+            loader = iter(make_loader(data, micro, device=device, num_workers=workers, sampler=sampler, drop_last=True,
+                                      collate_fn=collate_encoded if augment is not None else None))
+
+        def next_batch(index: int, micro_step: int) -> Any:
+            if augment is not None:
+                encoded_batch = next(loader)
+                batch, labels = augment(encoded_batch.images(), encoded_batch.seeds, device), encoded_batch.labels
+            else:
+                batch, labels = next(loader)
+            return to_device((batch, labels) if method.needs_labels else batch, device)
+
     checkpoint.restore_rng()  # only now: creating the loader's iterator above drew from the global RNG
     model = DistributedDataParallel(method) if ctx.distributed else method
     method.train()
@@ -303,13 +324,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     def step(index: int, micro_step: int) -> dict[str, torch.Tensor]:
         if micro_step == 0:  # the method's own randomness (masks, splits): one stream per step and process
             generator.manual_seed(mix_seed(cfg.seed, index, ctx.rank))
-        if augment is not None:
-            encoded_batch = next(loader)
-            batch, labels = augment(encoded_batch.images(), encoded_batch.seeds, device), encoded_batch.labels
-        else:
-            batch, labels = next(loader)
+        batch = next_batch(index, micro_step)
         with autocast(device):
-            return model(to_device((batch, labels) if method.needs_labels else batch, device), generator)
+            return model(batch, generator)
 
     def before_update(index: int) -> None:
         if cfg.clip_grad > 0:

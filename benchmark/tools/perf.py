@@ -29,7 +29,10 @@ beside it (``perf.json``: the command, the machine, the library versions, the da
     speed for that method (from ``steps``, the largest arch measured): ``pipeline_vs_model`` below
     1 means the loader cannot feed the model, by that factor. With torchvision's ``decode_jpeg``
     the single-crop methods' decoding and augmentation can run on the device instead
-    (``decode_on_device``); that path is measured too.
+    (``decode_on_device``); that path is measured too. And every method's views made in whole
+    batches from a set held on the device (``images_on_device``, :mod:`benchmark.data.batch_views`):
+    at a scale of the miniature from 28 px greyscale items, else from images of 8/7 of the input
+    size, as an ImageNet crop is cut.
 ``scaling``
     Step time of one method and of the bare ViT as the batch grows (at ``--img-size``) and as the
     number of tokens grows (image sizes at ``--batch-size``): the cost curve.
@@ -71,7 +74,7 @@ from benchmark.methods import METHODS, build_method, method_class
 from benchmark.methods.base import PretrainMethod, supports_device_decode, synthetic_batch
 from benchmark.models.flops import count_flops
 from benchmark.models.vit import create_vit
-from benchmark.report.perf_section import BARE, PARTS, PIL_IN_WORKERS
+from benchmark.report.perf_section import BARE, IN_MEMORY, PARTS, PIL_IN_WORKERS
 from benchmark.training.optim import build_optimizer
 from benchmark.training.runtime import autocast, compile_blocks, fast_float32_matmul, is_transformer_block, pick_device
 from benchmark.utils.device import to_device
@@ -428,6 +431,42 @@ def run_pipeline(methods: list[str], img_size: int, batch_size: int, workers: li
     return rows
 
 
+def run_views(methods: list[str], arch: str, img_size: int, batch_size: int, steps: int, warmup: int,
+              device: torch.device, method_args: dict[str, dict[str, Any]] | None = None, source: int | None = None,
+              channels: int = 3, held: int = 4096) -> list[dict[str, Any]]:
+    """Each method's views made for whole batches from ``held`` random images of ``source`` px
+    held on ``device`` (the random parameters drawn on the CPU, as in training): images per second."""
+    from benchmark.data.batch_views import BatchViews, DeviceImages
+    from benchmark.errors import ConfigError
+
+    source = source or round(img_size * 8 / 7)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (held, channels, source, source), generator=generator, dtype=torch.uint8)
+    store = DeviceImages(pixels.to(device), torch.full((held,), source), torch.full((held,), source),
+                         torch.zeros(held, dtype=torch.int64, device=device))
+    aug = Augmentation(img_size)
+    rows = []
+    for name in methods:
+        args = (METHOD_ARGS if method_args is None else method_args).get(name, {})
+        method = method_class(name)(create_vit(arch, img_size), **args)
+        try:
+            views = BatchViews(method.view_specs(aug), labels=method.needs_labels)
+        except ConfigError as err:
+            print(f"[perf] views {name}: no batched form ({err})", file=sys.stderr)
+            continue
+
+        def make(views: BatchViews = views) -> None:
+            views(store, torch.randint(0, held, (batch_size,), generator=generator), generator)
+
+        (seconds, iqr), = timed([make], device, steps, warmup)
+        rows.append({"part": "pipeline", "method": name, "variant": f"{IN_MEMORY} on {device.type}", "img_size": img_size,
+                     "batch_size": batch_size, "workers": 0, "img_per_s": batch_size / seconds,
+                     "iqr_img_per_s": batch_size * iqr / seconds**2})
+        print(f"[perf] views {name:<11} in memory on {device.type} from {source} px: {batch_size / seconds:10.1f} img/s",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def compare_pipeline(rows: list[dict[str, Any]]) -> None:
     """Adds to each pipeline row the model's training speed for its method (eager, the largest
     arch measured in this run) and ``pipeline_vs_model`` = pipeline / model: at least 1 means the
@@ -560,7 +599,11 @@ def main(argv: list[str] | None = None) -> int:
                           args.profile, method_args, on_row=lambda done: write_table(done, out, meta))
         write_table(rows, out, meta)  # each part's rows are kept as soon as they exist
     if "pipeline" in args.parts:
-        rows += run_pipeline(args.methods, args.img_size, batch, workers, args.rounds, device)
+        if not args.scale:  # the JPEG loader: the paper's data; the miniature's sets are held in memory
+            rows += run_pipeline(args.methods, args.img_size, batch, workers, args.rounds, device)
+        miniature = bool(args.scale)  # Fashion-MNIST's 28 px greyscale items
+        rows += run_views(args.methods, args.archs[-1], args.img_size, batch, steps, warmup, device, method_args,
+                          source=28 if miniature else None, channels=1 if miniature else 3)
         compare_pipeline(rows)
         write_table(rows, out, meta)
     if "scaling" in args.parts:

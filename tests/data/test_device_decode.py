@@ -14,10 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from torchvision.io import read_file
-from torchvision.transforms.v2 import functional as F
 
 from benchmark.data.augment import Augmentation
-from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded, jitter
+from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import ImageFiles, mix_seed, open_image
 from benchmark.errors import DataError
 from benchmark.methods import method_class
@@ -78,20 +77,6 @@ def test_a_batch_is_a_function_of_its_seeds(tmp_path) -> None:
     assert torch.equal(first, again)
     other = _batch(root, aug, [mix_seed(1, 0, i) for i in range(6)])
     assert all(not torch.equal(a, b) for a, b in zip(first, other))
-
-
-def test_batched_jitter_is_torchvision_s_per_image() -> None:
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(5, 3, 8, 8, generator=gen)
-    factors = 0.6 + 0.8 * torch.rand(5, 3, generator=gen)
-    order = torch.stack([torch.randperm(3, generator=gen) for _ in range(5)])
-    ops = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation]
-    expected = []
-    for image, factor, sequence in zip(images, factors, order):
-        for op in sequence.tolist():
-            image = ops[op](image, float(factor[op]))
-        expected.append(image)
-    assert torch.allclose(jitter(images, factors, order), torch.stack(expected), atol=1e-6)
 
 
 def test_items_are_undecoded_bytes_with_their_seed_and_label(tmp_path) -> None:

@@ -91,14 +91,18 @@ def test_a_failed_run_blocks_what_needs_it_and_the_rest_goes_on(tmp_path, monkey
     assert set(_results(tmp_path / "r")) == {"floor"}
 
 
-def test_each_job_gets_its_share_of_the_cores_or_a_gpu(monkeypatch) -> None:
+def test_each_job_gets_its_share_of_the_cores_and_a_gpu_shared_round_robin(monkeypatch) -> None:
     monkeypatch.setattr("benchmark.driver.jobs.cpu_cores", lambda: 16)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert slot_environment(4, 2, gpus=0) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
     assert slot_environment(2, 1, gpus=8)["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert slot_environment(2, 1, gpus=2)["CUDA_VISIBLE_DEVICES"] == "5"
-    assert check_jobs(3, gpus=2) == "--jobs 3 gives each run a GPU of its own, but 2 GPUs are visible"
+    # more runs than GPUs: they take the GPUs in turn, several to a GPU
+    assert [slot_environment(3, k, gpus=2)["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["3", "5", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert {slot_environment(4, k, gpus=1)["CUDA_VISIBLE_DEVICES"] for k in range(4)} == {"0"}
+    assert check_jobs(3, gpus=2) is None
     assert check_jobs(0, gpus=0) == "--jobs must be at least 1, got 0"
     assert check_jobs(4, gpus=0) is None
 

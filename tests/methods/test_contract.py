@@ -2,7 +2,8 @@
 model of its registry): a step's loss is finite and its gradient reaches the encoder that trains;
 a short pre-training on the synthetic images lowers the loss; the export is the checkpoint's
 encoder and loads strictly into timm's ViT; a run stopped after its first checkpoint and resumed
-ends with the same weights, bit for bit, as one that was never stopped."""
+ends with the same weights, bit for bit, as one that was never stopped, with the per-image loader
+and with the images held on the device (``images_on_device``)."""
 
 from __future__ import annotations
 
@@ -61,14 +62,15 @@ def test_export_is_the_checkpoints_encoder_and_loads_strictly(method: str, pretr
     assert encoder.keys() == state.keys() and all(torch.equal(encoder[k], state[k]) for k in state)
 
 
+@pytest.mark.parametrize("images_on_device", [False, True], ids=["loader", "images-on-device"])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_a_resumed_run_ends_as_the_uninterrupted_one(method: str, synthetic_root, tmp_path, contract_runs,
-                                                     pretrain_to_first_checkpoint) -> None:
+def test_a_resumed_run_ends_as_the_uninterrupted_one(method: str, images_on_device: bool, synthetic_root, tmp_path,
+                                                     contract_runs, pretrain_to_first_checkpoint) -> None:
     # drop_path > 0: the run depends on the global RNG stream, which the resumed run must continue.
     cfg = PretrainConfig(data_root=str(synthetic_root / "classification" / "train"), method=method,
                          method_args=dict(contract_runs[method][0]), arch="vit-smoke", img_size=64, steps=6,
                          batch_size=8, blr=1e-3, warmup_steps=2, drop_path=0.1, crop_scale_min=0.5,
-                         checkpoint_every=2, log_every=1, seed=3)
+                         checkpoint_every=2, log_every=1, seed=3, images_on_device=images_on_device)
     whole = load_file(str(pretrain(cfg, tmp_path / "whole")))
     pretrain_to_first_checkpoint(cfg, tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "checkpoint.pth", weights_only=True)["step"] == 2

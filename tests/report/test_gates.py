@@ -31,10 +31,14 @@ def _results(finetuned: float, floor: float) -> pd.DataFrame:
                           "run_key": f"key{i}"} for i, (m, d, s, v) in enumerate(rows)])
 
 
-def _choice(runs: Path, chosen: float, grid: list[float]) -> None:
-    path = runs / "select" / "select-x" / "choice.json"
+def _choice(runs: Path, chosen: float, grid: list[float], means: list[float] | None = None, runs_each: int = 1,
+            scale: str = "mini", name: str = "select-x") -> None:
+    path = runs / "select" / name / "choice.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"chosen": {"blr": chosen}, "scores": [{"values": {"blr": g}} for g in grid]}))
+    (path.parent / "run.json").write_text(json.dumps({"tags": {"scale": scale}}))
+    means = means or [70.0 + (g == chosen) for g in grid]
+    path.write_text(json.dumps({"chosen": {"blr": chosen}, "scores": [{"values": {"blr": g}, "mean": m, "runs": runs_each}
+                                                                      for g, m in zip(grid, means)]}))
 
 
 def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
@@ -44,7 +48,7 @@ def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
     curves = monitor_curves(tmp_path, {"mini"})
     assert [(c.method, c.steps, c.knn) for c in curves] == [("splitmask", [0, 100, 200], [50.0, 60.0, 66.0]),
                                                            ("dino", [0, 100, 200], [50.0, 55.0, 58.0])]
-    lines, failures = gate_lines(_results(82.0, 79.0), curves, tmp_path)
+    lines, failures = gate_lines(_results(82.0, 79.0), curves, tmp_path, "mini")
     assert failures == {"learned": frozenset(), "no collapse": frozenset(), "floor": frozenset(), "grids": frozenset()}
     text = "\n".join(lines)
     assert "splitmask on fashion-mnist-100% 50.0 -> 66.0" in text
@@ -59,8 +63,8 @@ def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
 def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:
     _pretraining(tmp_path, "a", "splitmask", [50.0, 49.0])             # did not rise
     _pretraining(tmp_path, "b", "dino", [50.0, 12.0], entropy=math.log(1024) - 0.01)  # collapsed
-    _choice(tmp_path, 3e-2, [3e-3, 1e-2, 3e-2])                          # at the top edge
-    lines, failures = gate_lines(_results(75.0, 79.0), monitor_curves(tmp_path, {"mini"}), tmp_path)
+    _choice(tmp_path, 3e-2, [3e-3, 1e-2, 3e-2], [60.0, 65.0, 70.0])     # at the top edge, by 5 points
+    lines, failures = gate_lines(_results(75.0, 79.0), monitor_curves(tmp_path, {"mini"}), tmp_path, "mini")
     # the pre-trainings that failed, by method and data; the rest: the whole section
     fell = frozenset({("splitmask", "fashion-mnist-100%"), ("dino", "fashion-mnist-100%")})
     assert failures == {"learned": fell, "no collapse": frozenset({("dino", "fashion-mnist-100%")}), "floor": EVERY,
@@ -69,6 +73,7 @@ def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:
     assert "**FAIL** learned" in text and "dino on fashion-mnist-100%: k-NN 12.0, near chance" in text
     assert "did not rise: splitmask on fashion-mnist-100%, dino on fashion-mnist-100%." in text
     assert "teacher entropy 6.92 of ln 1024 = 6.93" in text and "at an edge: blr = 0.03 of [0.003, 0.01, 0.03]" in text
+    assert "+5.0 points over 0.01, beyond the noise 2.0" in text  # splitmask's two seeds: 74.5, 75.5
 
 
 def test_a_finding_on_a_failed_gate_says_so(tmp_path) -> None:
@@ -93,7 +98,7 @@ def test_the_floor_gate_weighs_each_run_once(tmp_path) -> None:
     rows = _results(79.0, 80.0).assign(artifact="mini_table6")
     shared = rows[rows.run_key == "key1"]
     rows = pd.concat([rows, shared.assign(artifact="mini_fig2"), shared.assign(artifact="mini_seeds")])
-    lines, failures = gate_lines(rows, [], tmp_path)
+    lines, failures = gate_lines(rows, [], tmp_path, "mini")
     assert failures["floor"] == EVERY
     assert "splitmask (fashion-mnist-100%), 79.0 vs the pixel floors" in "\n".join(lines)
 
@@ -155,7 +160,7 @@ def test_the_floor_gate_says_whether_its_margin_exceeds_the_seed_noise(tmp_path)
         results = pd.DataFrame([{"method": m, "pretrain_data": "fashion-mnist-100%" if m == "splitmask" else "none",
                                  "downstream": d, "metric": "top1", "value": v, "scale": "mini", "run_key": f"k{i}"}
                                 for i, (m, d, v) in enumerate(rows)])
-        return next(line for line in gate_lines(results, [], tmp_path)[0] if "floor:" in line)
+        return next(line for line in gate_lines(results, [], tmp_path, "mini")[0] if "floor:" in line)
 
     close = floor_line([80.3, 79.6, 79.5], [79.4, 79.4, 79.8])  # the miniature's supervised fine-tuning, 2026-12-01
     assert "**pass** floor" in close and "+0.3 points vs pixels-logistic: within the seed noise" in close
@@ -168,9 +173,10 @@ def test_a_pixel_k_of_1_is_inside_its_grid_whatever_its_record_says(tmp_path) ->
     for name, chosen, flagged in (("a", 1.0, True), ("b", 20.0, True)):  # the records of runs made before the rule
         path = tmp_path / "pixels" / name / "result.json"
         path.parent.mkdir(parents=True)
+        (path.parent / "run.json").write_text(json.dumps({"tags": {"scale": "mini"}}))
         path.write_text(json.dumps({"config": {"choice": {"setting": "k", "chosen": chosen, "grid": [1.0, 3.0, 20.0],
                                                           "at_edge": flagged}}}))
-    lines, failures = gate_lines(_results(82.0, 79.0), [], tmp_path)
+    lines, failures = gate_lines(_results(82.0, 79.0), [], tmp_path, "mini")
     assert failures["grids"] == EVERY and "at an edge: pixels k = 20 of [1.0, 3.0, 20.0]" in "\n".join(lines)
     assert "pixels k = 1 " not in "\n".join(lines)
 
@@ -221,3 +227,58 @@ def test_the_dense_finding_rests_on_its_own_pre_trainings_and_not_on_the_classif
     assert "Rests on failed gates" not in dense_line()
     _pretraining(tmp_path, "b", "splitmask", [50.0, 49.0])  # did not rise
     assert "Rests on failed gates: learned:" in dense_line()
+
+
+def test_a_sweeps_edge_counts_only_beyond_the_seed_noise(tmp_path) -> None:
+    # the case: supervised's sweep picked 1e-3 over 3e-3 by 0.6 points on another CPU; with a
+    # seed noise of 0.4 (three seeds of each fine-tuning) the margin for two single runs is 2 x 0.4 x sqrt(2)
+    rows = [("splitmask", "fashion-mnist-100%", v) for v in (76.0, 76.4, 76.8)]
+    rows += [("random-init", "none", v) for v in (73.6, 74.0, 74.4)]
+    results = pd.DataFrame([{"method": m, "pretrain_data": d, "downstream": "fashion-mnist-1k-finetune", "metric": "top1",
+                             "value": v, "scale": "mini", "run_key": f"k{i}"} for i, (m, d, v) in enumerate(rows)])
+    _choice(tmp_path, 1e-3, [1e-3, 3e-3, 1e-2], [80.6, 80.0, 79.5], name="a")
+    lines, failures = gate_lines(results, [], tmp_path, "mini")
+    text = "\n".join(lines)
+    assert failures["grids"] == frozenset() and "**pass** grids" in text
+    assert "blr = 0.001 of [0.001, 0.003, 0.01] at the edge by +0.6 points over 0.003, within the noise 1.1" in text
+    _choice(tmp_path, 3e-2, [3e-3, 1e-2, 3e-2], [70.0, 75.0, 78.0], name="b")  # 3 points: beyond it
+    lines, failures = gate_lines(results, [], tmp_path, "mini")
+    assert failures["grids"] == EVERY and "blr = 0.03 of [0.003, 0.01, 0.03] (+3.0 points over 0.01" in "\n".join(lines)
+    # at a scale where no fine-tuning ran several seeds, the noise is unknown: every edge counts
+    one_seed = results.drop_duplicates(["method"])
+    _choice(tmp_path, 1e-3, [1e-3, 3e-3], [80.1, 80.0], scale="mini-gpu", name="c")
+    lines, failures = gate_lines(one_seed.assign(scale="mini-gpu"), [], tmp_path, "mini-gpu")
+    assert failures["grids"] == EVERY and "(no seed noise measured at this scale)" in "\n".join(lines)
+    assert "0.03" not in "\n".join(lines)  # the mini scale's choices are not this scale's
+
+
+def test_a_scale_that_claims_trained_models_gates_flat_curves_and_its_ceiling(tmp_path) -> None:
+    _pretraining(tmp_path, "a", "splitmask", [50.0, 60.0, 70.0, 74.0, 75.0, 75.5], scale="mini-gpu")  # +0.5: flat
+    _pretraining(tmp_path, "b", "dino", [50.0, 52.0, 56.0, 60.0, 64.0, 68.0], entropy=3.0, scale="mini-gpu")  # +4: rising
+    ceiling = pd.DataFrame([{"method": "supervised-all-labels", "pretrain_data": "none", "metric": "top1", "value": v,
+                             "downstream": "fashion-mnist-all-finetune", "scale": "mini-gpu", "run_key": f"c{v}"}
+                            for v in (88.0, 89.0)])
+    results = pd.concat([_results(82.0, 79.0).assign(scale="mini-gpu"), ceiling])
+    lines, failures = gate_lines(results, monitor_curves(tmp_path, {"mini-gpu"}), tmp_path, "mini-gpu")
+    text = "\n".join(lines)
+    assert failures["flattened"] == frozenset({("dino", "fashion-mnist-100%")}) and failures["ceiling"] == EVERY
+    assert "splitmask on fashion-mnist-100% +0.5, dino on fashion-mnist-100% +4.0" in text
+    assert "**FAIL** ceiling: supervised training from random init on all 50,000 labels, 88.5 ± 0.7 (n=2)" in text
+    lines, failures = gate_lines(results.assign(value=results.value + 3), [], tmp_path, "mini-gpu")
+    assert failures["ceiling"] == frozenset()
+    # the CPU miniature claims no trained models: neither gate is asked of it
+    lines, failures = gate_lines(results.assign(scale="mini"), monitor_curves(tmp_path, {"mini-gpu"}), tmp_path, "mini")
+    assert "flattened" not in failures and "ceiling" not in failures
+
+
+def test_each_scale_of_the_miniature_has_its_own_findings_never_pooled(tmp_path) -> None:
+    from benchmark.report.findings import mini_findings
+
+    cpu = _results(75.0, 79.0).assign(artifact="mini_table6", arch="vit-mini")
+    gpu = _results(85.0, 79.0).assign(artifact="mini_table6", arch="vit-mini", scale="mini-gpu",
+                                      run_key=lambda t: "g" + t.run_key)
+    text = "\n".join(mini_findings(pd.concat([cpu, gpu]), tmp_path))
+    cpu_part, gpu_part = text.split("### Scale mini-gpu")
+    assert "### Scale mini: 2,000 pre-training steps of 32 images" in cpu_part
+    assert "labels unused): 75.0 ± 0.7 (n=2) *below the floor*" in cpu_part and "85.0" not in cpu_part
+    assert "labels unused): 85.0 ± 0.7 (n=2), +10.0 points" in gpu_part and "75.0 ± 0.7" not in gpu_part

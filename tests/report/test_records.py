@@ -92,11 +92,42 @@ def test_the_miniatures_artifacts_without_runs_are_named_with_how_to_run_them() 
 
     from benchmark.report.build import MISSING, missing_mini_line
 
-    def table(*means: str) -> pd.DataFrame:
-        return pd.DataFrame({"scale": ["mini"] * len(means), "ours_mean": list(means)})
+    def table(*means: str, scale: str = "mini") -> pd.DataFrame:
+        return pd.DataFrame({"scale": [scale] * len(means), "ours_mean": list(means)})
 
-    line = missing_mini_line({"mini_table6": table("76.0", "74.2"), "mini_fig2": table("76.0", MISSING),
-                              "mini_dense": table(MISSING), "table6": table(MISSING)})
-    assert line[0].startswith("Not yet run at the current settings") and "`mini_fig2`, `mini_dense`;" in line[0]
-    assert "mini_table6" not in line[0] and "`table6`" not in line[0]
-    assert missing_mini_line({"mini_table6": table("76.0")}) == []
+    tables = {"mini_table6": table("76.0", "74.2"), "mini_fig2": table("76.0", MISSING),
+              "mini_dense": table(MISSING), "table6": table(MISSING)}
+    line = missing_mini_line(tables, ["mini"])
+    assert line[0].startswith("At scale mini, not yet run at the current settings") and "`mini_fig2`, `mini_dense`;" in line[0]
+    assert "mini_table6" not in line[0] and "`table6`" not in line[0] and "--scale mini`" in line[0]
+    assert missing_mini_line({"mini_table6": table("76.0")}, ["mini"]) == []
+    # each scale of the miniature that ran says what it lacks, in a line of its own
+    both = {"mini_table6": pd.concat([table("76.0"), table(MISSING, scale="mini-gpu")]), "mini_fig2": table(MISSING)}
+    lines = [line for line in missing_mini_line(both, ["mini", "mini-gpu"]) if line]
+    assert lines[0].startswith("At scale mini,") and "`mini_fig2`" in lines[0] and "mini_table6" not in lines[0]
+    assert lines[1].startswith("At scale mini-gpu,") and "`mini_table6`" in lines[1] and "mini_fig2" not in lines[1]
+
+
+def test_a_run_two_scales_plan_alike_counts_at_each_that_ran(tmp_path) -> None:
+    import time
+
+    from benchmark.driver.run import locate, order_runs
+    from benchmark.experiments.registry import plan_runs
+    from benchmark.report.build import collect
+    from benchmark.utils.results import write_result
+
+    def finish(scale: str, name_part: str, value: float) -> None:
+        runs = order_runs(plan_runs("mini_table6", scale))
+        keys, dirs = locate(runs, tmp_path)
+        run = next(r for r in runs if name_part in r.name)
+        write_json(dirs[run.name] / "run.json", {"name": run.name, "kind": run.kind, "key": keys[run.name],
+                                                 "tags": run.tags, "config": {}})
+        write_result(dirs[run.name], run.kind, {"top1": value}, {"seed": 0}, seed=0, started=time.time())
+
+    # the logistic-regression floor: the same config, so the same run, at mini and at mini-gpu
+    finish("mini", "pixels-logistic", 79.4)
+    assert set(collect(tmp_path).scale) == {"mini"}  # mini-gpu ran nothing: its tables are not filled
+    finish("mini-gpu", "finetune-random-init", 77.3)
+    rows = collect(tmp_path)
+    floor = rows[rows.method == "pixels-logistic"]
+    assert set(floor.scale) == {"mini", "mini-gpu"} and set(floor.value) == {79.4} and floor.run_key.nunique() == 1

@@ -10,17 +10,23 @@ Registration uses ``force=True``, so a re-import (importlib.reload, test runners
 
 from __future__ import annotations
 
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_CONSTRUCTORS
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_CONSTRUCTORS
-from mmseg.registry import MODELS as MMSEG_MODELS
-from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
+try:
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_CONSTRUCTORS
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_CONSTRUCTORS
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
+except ModuleNotFoundError as err:
+    # A machine without the mm stack (a GPU machine with torch alone) still plans, prices and runs
+    # every other kind; a dense run there stops at its start, naming the missing package.
+    MISSING: str | None = err.name
+else:
+    MISSING = None
+    from benchmark.downstream.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
+    from benchmark.downstream.mm.optim import ViTLayerDecayOptimizerConstructor, register
 
-from benchmark.downstream.mm.backbone import ViTPyramid, checkpoint_spec, vit_embed_dim
-from benchmark.downstream.mm.optim import ViTLayerDecayOptimizerConstructor, register
+    for _registry in (MMDET_MODELS, MMSEG_MODELS):
+        _registry.register_module(name="ViTPyramid", module=ViTPyramid, force=True)
+    register((MMENGINE_CONSTRUCTORS, MMDET_CONSTRUCTORS, MMSEG_CONSTRUCTORS))
 
-for _registry in (MMDET_MODELS, MMSEG_MODELS):
-    _registry.register_module(name="ViTPyramid", module=ViTPyramid, force=True)
-register((MMENGINE_CONSTRUCTORS, MMDET_CONSTRUCTORS, MMSEG_CONSTRUCTORS))
-
-__all__ = ["ViTLayerDecayOptimizerConstructor", "ViTPyramid", "checkpoint_spec", "vit_embed_dim"]
+    __all__ = ["ViTLayerDecayOptimizerConstructor", "ViTPyramid", "checkpoint_spec", "vit_embed_dim"]
