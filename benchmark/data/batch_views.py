@@ -96,8 +96,11 @@ class DeviceImages:
         reader = _Decoded(dataset, indices, skip_log)
         loader = DataLoader(reader, batch_size=LOAD_BATCH, num_workers=workers, collate_fn=list)
         arrays: list[np.ndarray] = []
+        nbytes = 0
         for chunk in loader:
             arrays.extend(chunk)
+            nbytes += sum(a.nbytes for a in chunk)
+            _check_size(nbytes, max_gib, dataset)  # a set too large stops while it is read, not after
             if len(arrays) % (20 * LOAD_BATCH) < LOAD_BATCH:
                 print(f"[data] read {len(arrays)}/{len(indices)} images into memory", file=sys.stderr, flush=True)
         heights = torch.tensor([a.shape[0] for a in arrays])

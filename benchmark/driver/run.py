@@ -249,14 +249,12 @@ def default_jobs(scale: str, launcher: str, gpus: int, cores: int) -> int:
 
 
 def default_scale(subset: str, gpus: int) -> str:
-    """``--scale`` when not given: the subset's own name where it is a scale; for the miniature's
-    subsets ``mini-gpu`` where a GPU is visible (its runs to convergence) and ``mini`` on a CPU;
-    else ``smoke``."""
-    if subset in SCALES:
-        return subset
-    if subset.startswith("mini"):
+    """``--scale`` when not given: for the miniature's subsets (``mini``, ``mini-all``, ``mini_*``)
+    ``mini-gpu`` where a GPU is visible (trained further) and ``mini`` on a CPU; another subset
+    named as a scale (``mini-quick``, ``smoke``) that scale; else ``smoke``."""
+    if subset == "mini" or (subset.startswith("mini") and subset not in SCALES):
         return "mini-gpu" if gpus else "mini"
-    return "smoke"
+    return subset if subset in SCALES else "smoke"
 
 
 def conflicting_options(args: argparse.Namespace) -> str | None:

@@ -60,8 +60,9 @@ class ReportError(SuiteError):
 
 
 def collect(runs_dir: Path) -> pd.DataFrame:
-    """One row per metric of every finished evaluation below ``runs_dir``. A ``result.json`` or
-    ``run.json`` that cannot be read is skipped with one line saying so."""
+    """One row per metric of every finished evaluation below ``runs_dir`` (``run_scale``: the scale
+    whose plan made the run, where ``scale`` may be another that plans it alike). A ``result.json``
+    or ``run.json`` that cannot be read is skipped with one line saying so."""
     rows = []
     ran = _scales_that_ran(runs_dir)
     for result_path in sorted(runs_dir.rglob("result.json")):
@@ -90,8 +91,10 @@ def collect(runs_dir: Path) -> pd.DataFrame:
                         rows.append({**_tag_values({**tags, "scale": scale}), "artifact": artifact, "metric": metric,
                                      "value": result["metrics"][metric], "seed": result["seed"],
                                      "created": result["created"], "run_key": run["key"],
-                                     "lr_schedule": result.get("lr_schedule", EARLIER_SCHEDULE)})
-    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key", "lr_schedule"])
+                                     "lr_schedule": result.get("lr_schedule", EARLIER_SCHEDULE),
+                                     "run_scale": str(tags.get("scale"))})
+    return pd.DataFrame(rows, columns=["artifact", *KEYS, "value", "seed", "created", "run_key", "lr_schedule",
+                                       "run_scale"])
 
 
 def _scales_that_ran(runs_dir: Path) -> set[str]:
@@ -429,7 +432,7 @@ def missing_mini_line(tables: dict[str, pd.DataFrame], scales: list[str]) -> lis
         if missing:
             lines += [f"At scale {scale}, not yet run at the current settings, so absent from its findings (their "
                       f"tables show \"{MISSING}\"): {', '.join(f'`{name}`' for name in missing)}; each runs with "
-                      f"`./run_all.sh --subset NAME --scale {scale}`, all of them with `--subset mini-all`.", ""]
+                      f"`./run_all.sh --subset NAME --scale {scale}`, all of them with `--subset mini-all --scale {scale}`.", ""]
     return lines
 
 

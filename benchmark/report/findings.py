@@ -301,8 +301,9 @@ def mini_findings(results: pd.DataFrame, runs_dir: Path) -> list[str]:
     """The REPORT.md section on the miniature (empty when no miniature run has happened): one part
     per scale of it that ran, each with its own gates and findings (the scales train for different
     lengths: their numbers are never pooled)."""
-    # a scale whose own fine-tunings ran (not one that only shares another's runs, such as the pixel floors)
-    present = set(results[results.downstream == FINETUNE].scale.astype(str))
+    # a scale whose plan made runs of its own (not one that only shares another's, such as the pixel floors)
+    own = results if "run_scale" not in results else results[results.run_scale.astype(str) == results.scale.astype(str)]
+    present = set(own.scale.astype(str))
     scales = [scale for scale in MINI_SCALES if scale in present]
     if not scales:
         return []

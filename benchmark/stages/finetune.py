@@ -243,16 +243,16 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
               f"{len(subset)} labelled images", file=sys.stderr)
 
     # timm's training transform without RandAugment: the single crop of pre-training, with its jitter
-    crops = Augmentation(cfg.img_size, (cfg.crop_scale_min, 1.0), 0.4 if cfg.rand_augment is None else 0.0, cfg.hflip)
+    train_aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, 1.0), 0.4 if cfg.rand_augment is None else 0.0, cfg.hflip)
     start = checkpoint.start * batch
     if cfg.images_on_device:
         held = DeviceImages.from_dataset(train_set, subset, device, workers=workers, skip_log=out / SKIPPED)
-        next_batch = DeviceBatches(held, BatchViews(single_crop_spec(crops), labels=True), cfg.seed, micro,
+        next_batch = DeviceBatches(held, BatchViews(single_crop_spec(train_aug), labels=True), cfg.seed, micro,
                                    start=start, rank=ctx.rank, num_replicas=ctx.world_size)
     else:
         train_tf = create_transform(
             input_size=cfg.img_size, is_training=True, auto_augment=cfg.rand_augment, re_prob=0.0, hflip=cfg.hflip,
-            scale=crops.crop_scale, color_jitter=crops.color_jitter if cfg.rand_augment is None else None,
+            scale=train_aug.crop_scale, color_jitter=train_aug.color_jitter if cfg.rand_augment is None else None,
         )
         data = SeededTransform(train_set, train_tf, cfg.seed, subset, skip_log=out / SKIPPED)
         sampler = EpochSampler(len(data), cfg.seed, start=start, rank=ctx.rank, num_replicas=ctx.world_size)

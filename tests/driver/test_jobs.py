@@ -153,11 +153,13 @@ def test_sigterm_to_the_driver_checkpoints_every_running_run_and_a_rerun_resumes
     assert list((tmp_path / "r").glob("finetune/*/result.json"))
 
 
-def test_the_miniature_runs_two_jobs_by_default_on_a_multicore_cpu_only() -> None:
+def test_the_miniature_runs_two_jobs_by_default_on_a_multicore_cpu_and_several_per_gpu() -> None:
+    from benchmark.driver.jobs import RUNS_PER_GPU
+
     assert driver.default_jobs("mini", "inprocess", gpus=0, cores=2) == 2
     assert driver.default_jobs("mini-quick", "inprocess", gpus=0, cores=16) == 2
     assert driver.default_jobs("mini", "inprocess", gpus=0, cores=1) == 1      # one core: nothing to share
-    assert driver.default_jobs("mini", "inprocess", gpus=1, cores=16) == 1     # a GPU: one run at a time on it
+    assert driver.default_jobs("mini", "inprocess", gpus=1, cores=16) == RUNS_PER_GPU  # small runs share a GPU
     assert driver.default_jobs("smoke", "inprocess", gpus=0, cores=2) == 1     # other scales: as before
     assert driver.default_jobs("mini", "torchrun", gpus=0, cores=2) == 1
 
@@ -173,3 +175,16 @@ def test_the_run_heading_the_costliest_chain_starts_first() -> None:
     cost = {"pre-short": 5.0, "pre-long": 20.0, "quick0": 3.0, "quick1": 3.0, "quick2": 3.0}
     order = [r.name for r in longest_chain_first([*quick, short_pre, long_pre, *after], lambda r: cost.get(r.name, 2.0))]
     assert order == ["pre-long", "pre-short", "quick0", "quick1", "quick2", "ft-pre-short", "ft-pre-long"]
+
+
+def test_the_miniature_defaults_to_its_gpu_scale_and_several_runs_per_gpu_where_a_gpu_is_visible() -> None:
+    from benchmark.driver.jobs import RUNS_PER_GPU
+    from benchmark.driver.run import default_jobs, default_scale
+
+    assert default_scale("mini", gpus=1) == "mini-gpu" and default_scale("mini_seeds", gpus=2) == "mini-gpu"
+    assert default_scale("mini", gpus=0) == "mini" and default_scale("smoke", gpus=1) == "smoke"
+    assert default_scale("mini-quick", gpus=1) == "mini-quick"  # a scale named as the subset stays itself
+    assert default_jobs("mini-gpu", "inprocess", gpus=2, cores=16) == 2 * RUNS_PER_GPU
+    assert default_jobs("mini", "inprocess", gpus=0, cores=2) == 2
+    assert default_jobs("paper", "inprocess", gpus=8, cores=64) == 1
+    assert default_jobs("mini-gpu", "torchrun", gpus=1, cores=16) == 1

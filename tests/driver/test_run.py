@@ -189,3 +189,24 @@ def test_the_dry_run_says_why_a_count_is_unknown_in_the_commands_terms(capsys) -
     out = capsys.readouterr().out
     assert "dataset_sizes" not in out
     assert "a data set given by its path: the dry run knows the image counts of the named data sets only" in out
+
+
+def test_a_machine_without_the_mm_stack_plans_and_prices_every_other_run(tmp_path) -> None:
+    """A GPU machine with torch alone (no MMDetection, MMSegmentation, mmcv): the driver imports every
+    stage, the dense one included, and plans and prices the miniature; only the dense runs need the stack."""
+    import subprocess
+    import sys
+
+    from benchmark import REPO
+
+    code = ("import sys\n"
+            "for name in ('mmdet', 'mmseg', 'mmcv', 'mmengine'):\n"
+            "    sys.modules[name] = None  # as if not installed\n"
+            "from benchmark.downstream import mm\n"
+            "assert mm.MISSING.startswith('mmdet'), mm.MISSING\n"
+            "from benchmark.driver.run import main\n"
+            "sys.exit(main(['--subset', 'mini', '--scale', 'mini-gpu', '--dry-run', '--runs-dir', sys.argv[1]]))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "plan: 30 runs for --subset mini --scale mini-gpu" in done.stdout

@@ -29,7 +29,7 @@ def _finetunes(scale: str, artifact: str) -> list:
     return [r for r in plan_runs(artifact, scale) if r.kind == "finetune" and artifact in r.tags["artifacts"]]
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale: str) -> None:
     """Random init, supervised and every self-supervised method: the same data, labels fraction,
     test split and recipe (the learning rate chosen on val, by the shared sweep or the
@@ -77,7 +77,7 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
         assert method_args.get("tokenizer", "kmeans") == "kmeans" and "tokenizer_weights" not in method_args
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_each_pre_training_takes_the_shared_settings_and_only_its_methods_delta(scale: str) -> None:
     """A method's own setting (BYOL's rate, supervised pre-training's crops) reaches that method's
     pre-trainings at every fraction and image type, and no other method's."""
@@ -89,7 +89,8 @@ def test_each_pre_training_takes_the_shared_settings_and_only_its_methods_delta(
         for key in ("blr", "crop_scale_min"):
             assert run.config[key] == delta.get(key, spec.pretrain[key]), (run.name, key)
     byol = [r for r in pretrain if r.tags["method"] == "byol"]
-    assert len(byol) == len(FRACTIONS) and {r.config["blr"] for r in byol} == {1e-3} != {spec.pretrain["blr"]}
+    own = spec.pretrain_by_method["byol"]["blr"]
+    assert len(byol) == len(FRACTIONS) and {r.config["blr"] for r in byol} == {own} != {spec.pretrain["blr"]}
 
 
 def test_every_evaluation_of_the_miniature_sees_the_whole_item_as_the_floors_do() -> None:
@@ -112,7 +113,7 @@ def test_every_evaluation_of_the_miniature_sees_the_whole_item_as_the_floors_do(
     assert crops == {("finetune", 1.0), ("probe", 1.0), ("pretrain", 1.0)}
 
 
-@pytest.mark.parametrize("scale", ["smoke", "mini", "mini-quick", "small", "paper"])
+@pytest.mark.parametrize("scale", ["smoke", "mini", "mini-quick", "mini-gpu", "small", "paper"])
 def test_every_planned_training_warms_up_for_less_than_its_length(scale: str) -> None:
     """A warm-up as long as the run never lets the learning rate reach its peak (the all-labels
     ceiling once warmed up for 3 epochs of its 1)."""
@@ -154,6 +155,23 @@ def test_mini_seeds_is_table6_at_three_seeds_sharing_seed_0_and_the_pre_training
     new = [r for r in plan_runs("mini_seeds", "mini") if r.name not in default]
     assert new and {r.kind for r in new} == {"finetune", "pixels"}  # no pre-training of its own
     assert "mini_seeds" in SUBSETS["mini-all"] and "mini_seeds" not in SUBSETS["mini"]
+
+
+def test_at_mini_gpu_each_seed_of_table6_fine_tunes_a_pre_training_of_its_own_seed() -> None:
+    """The GPU miniature's Table 6 varies the pre-training seed with the fine-tuning seed; seed 0's
+    pre-trainings are the default plan's, and the CPU miniature keeps sharing them."""
+    runs = {r.name: r for r in plan_runs("mini_seeds", "mini-gpu")}
+    pretrain = [r for r in runs.values() if r.kind == "pretrain"]
+    assert sorted({r.config["seed"] for r in pretrain}) == list(SEEDS)
+    assert len(pretrain) == len(SEEDS) * 4  # splitmask, beit, dino, supervised
+    default = {r.name for r in plan_runs("mini", "mini-gpu")}
+    assert {r.name for r in pretrain if r.config["seed"] == 0} <= default
+    assert all(r.name.endswith(f"-p{r.config['seed']}") for r in pretrain if r.config["seed"])
+    for run in runs.values():
+        if run.kind == "finetune" and run.config["checkpoint"] is not None and "sweep" not in run.name:
+            source = runs[run.config["checkpoint"]["ref"]]
+            assert source.config["seed"] == run.config["seed"], run.name
+    assert not [r for r in plan_runs("mini_seeds", "mini") if r.kind == "pretrain" and r.config["seed"]]
 
 
 def test_the_learning_rate_is_swept_on_val_only_shared_or_per_initialisation() -> None:
@@ -331,7 +349,7 @@ def _pretrainings(scale: str, data: str) -> dict[str, object]:
             if r.kind == "pretrain" and r.tags["pretrain_data"] == data}
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_table1_pre_trains_on_the_scenes_exactly_as_on_the_items(scale: str) -> None:
     """The scenes pre-trainings read the scenes data run's train folder (a plain folder, after the
     data run in the plan's order) and are the items' pre-trainings, those of the default plan,
@@ -354,7 +372,7 @@ def test_table1_pre_trains_on_the_scenes_exactly_as_on_the_items(scale: str) -> 
         assert scenes[method].name == items[method].name.replace("fashion-mnist-100pct", "fashion-mnist-scenes")
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_the_scenes_data_run_draws_its_items_from_fashion_mnist(scale: str) -> None:
     runs = [r for r in plan_runs("mini_table1", scale) if r.kind == "data"]
     assert len(runs) == 1 and runs[0].name == "scenes-fashion-mnist"
@@ -365,7 +383,7 @@ def test_the_scenes_data_run_draws_its_items_from_fashion_mnist(scale: str) -> N
     assert TRAIN_IMAGES["fashion-mnist-scenes"] == SCENE_COUNTS["mini"][0]  # the epochs tag counts the mini scale's
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_table1_fine_tunes_every_initialisation_with_table6s_recipe(scale: str) -> None:
     """Items, scenes and random init: the Table 6 fine-tuning (same data, labels, split, val-chosen
     lr, seeds); only the checkpoint differs, and each checkpoint is a pre-training of the plan."""
@@ -421,7 +439,7 @@ def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(t
 # --------------------------------------------------------------------------- the dense legs on the scenes
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
 def test_the_dense_legs_run_on_the_scenes_from_the_plans_own_pre_trainings(scale: str) -> None:
     """Mask R-CNN and UperNet read the COCO and ADE20k folders of the scenes' data run; SplitMask and
     BEiT (its own artifact) come pre-trained on the scenes and on the items (Table 1's very runs),

@@ -210,3 +210,28 @@ def test_the_section_shows_each_machine_and_what_a_cut_run_left_out(tmp_path) ->
     assert "input pipeline at the default worker count: not measured in this run" in gpu
     assert "holds the parts steps, pipeline only (scaling: not measured in this run)" in cpu
     assert "`tables/perf_gpu.csv`" in gpu and "`tables/perf.csv`" in cpu
+
+
+def test_the_views_held_in_memory_are_measured_against_each_methods_step_and_judged_on_a_hopper_only() -> None:
+    """``--scale``'s pipeline part: each method's batched views from 28 px greyscale items, set
+    beside that method's step (the ratio the 1.5x goal reads); the goal is judged on an H100/H200."""
+    from benchmark.experiments.mini import SCALE_PRETRAININGS
+    from benchmark.report.perf_section import goals
+    from benchmark.tools.perf import compare_pipeline, run_views
+
+    arch, img_size, _, method_args = SCALE_PRETRAININGS["mini-gpu"]
+    cpu = torch.device("cpu")
+    rows = run_steps(["dino", "mae"], [arch], img_size, batch_size=8, steps=1, warmup=0, device=cpu, method_args=method_args)
+    rows += run_views(["dino", "mae"], arch, img_size, 8, steps=1, warmup=0, device=cpu, method_args=method_args,
+                      source=28, channels=1, held=64)
+    compare_pipeline(rows)
+    views = {r["method"]: r for r in rows if r["part"] == "pipeline"}
+    assert set(views) == {"dino", "mae"} and all(r["variant"] == "views in memory on cpu" for r in views.values())
+    for method, row in views.items():
+        step = next(r for r in rows if r["part"] == "steps" and r["method"] == method)
+        assert row["pipeline_vs_model"] == pytest.approx(row["img_per_s"] / step["img_per_s"])
+    table = pd.DataFrame(rows).assign(pipeline_vs_model=lambda t: t.pipeline_vs_model.where(t.method != "mae", 1.2))
+    on_h200 = "\n".join(goals(table, {"device": "NVIDIA H200"}))
+    assert "views in memory on cpu, mae:" in on_h200 and "1.2x (goal ≥ 1.5x): **not met**" in on_h200
+    on_cpu = "\n".join(goals(table, {"device": "cpu"}))
+    assert "the goal is for an H100 or H200, this run was on cpu" in on_cpu
