@@ -70,8 +70,25 @@ fi
 
 say "stage 3/4: mmcv 2.1.0 with compiled ops (about 10 minutes on 2 cores the first time)"
 "${pip[@]}" -q mmengine
-MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-  "${pip[@]}" --no-build-isolation mmcv
+# Its CUDA ops too where a GPU and a CUDA compiler are present (for this GPU's architecture); else
+# the CPU ops, and on a GPU the dense runs use torchvision's RoIAlign and NMS instead
+# (benchmark/downstream/mm/ops.py). A CUDA build must not reuse pip's cached CPU wheel.
+cuda_arch="$(python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability() if torch.cuda.is_available() else "")' 2>/dev/null || true)"
+if [[ -n "$cuda_arch" ]] && command -v nvcc >/dev/null 2>&1; then
+  if python -c 'import sys; from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() in ("", "not available"))' 2>/dev/null; then
+    say "mmcv's CUDA ops are installed"
+  else
+    say "a GPU (compute capability $cuda_arch) and nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'): compiling mmcv's CUDA ops for it"
+    started=$SECONDS
+    MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$cuda_arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "${pip[@]}" --no-build-isolation --no-cache-dir --force-reinstall --no-deps mmcv
+    say "mmcv with CUDA ops built in $((SECONDS - started)) s"
+  fi
+else
+  [[ -n "$cuda_arch" ]] && say "a GPU but no nvcc: mmcv's CPU ops only; the dense runs use torchvision's RoIAlign and NMS on the GPU"
+  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    "${pip[@]}" --no-build-isolation mmcv
+fi
 
 say "stage 4/4: the project and its remaining dependencies"
 "${pip[@]}" -q -e "$_sslbench_root[test]"

@@ -1,6 +1,6 @@
-"""Checks the GPU paths of the pre-training engine on the machine it runs on.
+"""Checks the GPU paths of the suite on the machine it runs on.
 
-    python scripts/gpu_check.py OUT_DIR [--methods ...] [--arch vit-s16] [--steps 60]
+    python scripts/gpu_check.py OUT_DIR [--methods ...] [--arch vit-s16] [--steps 60] [--skip-resume] [--skip-chain]
 
 CI has no GPU, so this is what a user (or a developer with a GPU machine) runs before a long job:
 
@@ -9,7 +9,13 @@ CI has no GPU, so this is what a user (or a developer with a GPU machine) runs b
    and its loss falls (the mean of the last fifth of the logged losses is below the first fifth);
 2. a SplitMask run killed after a checkpoint and resumed ends with the same encoder weights as
    an uninterrupted run (reported as bitwise equal, or as the largest difference when cuBLAS or
-   an atomic-add kernel makes the GPU non-deterministic).
+   an atomic-add kernel makes the GPU non-deterministic);
+3. the whole chain through the driver (``--subset smoke --launcher torchrun``, synthetic data):
+   pre-training, conversion, Mask R-CNN and UperNet for a few iterations, fine-tuning and the
+   report; every planned run finishes and the dense runs write their metrics (with mmcv's CUDA
+   ops, or with torchvision's where this mmcv has none: the line says which);
+4. with two GPUs or more: the same pre-training in two processes logs the same losses as in one
+   process with the same global batch (to the GPU's floating point).
 
 It writes ``OUT_DIR/gpu_check.json`` with one record per check and exits non-zero if a check
 failed. Synthetic data (``--scale mini``) is generated under ``OUT_DIR/data`` on first use.
@@ -107,6 +113,49 @@ def check_resume(data: Path, out: Path, arch: str, steps: int, batch_size: int) 
             "ok": max_diff <= 1e-3 * scale}
 
 
+def check_chain(out: Path) -> dict:
+    """The smoke plan through the driver under torchrun, then its report."""
+    runs, report = out / "chain" / "runs", out / "chain" / "report"
+    log = out / "chain.log"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    cmd = [sys.executable, "-m", "benchmark.run", "--subset", "smoke", "--scale", "smoke", "--launcher", "torchrun",
+           "--runs-dir", str(runs), "--report-dir", str(report)]
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode
+    results = {}
+    for path in sorted(runs.glob("*/*/result.json")):
+        metrics = json.loads(path.read_text()).get("metrics", {})
+        results[path.parent.name] = {k: round(float(v), 3) for k, v in metrics.items()}
+    dense = {name: m for name, m in results.items() if "bbox_mAP" in m or "mIoU" in m}
+    from benchmark.downstream.mm.ops import needed
+
+    return {"check": "chain", "returncode": rc, "wall_s": round(time.time() - started, 1), "results": results,
+            "dense_ops": "torchvision's (this mmcv has no CUDA ops)" if needed(True) else "mmcv's CUDA ops",
+            "report": (report / "REPORT.md").is_file(), "log": str(log),
+            "ok": rc == 0 and len(dense) >= 2 and (report / "REPORT.md").is_file()}
+
+
+def check_ddp(data: Path, out: Path, arch: str, steps: int, batch_size: int) -> dict:
+    """Two processes against one with the same global batch: the same logged losses."""
+    runs = {}
+    for nproc in (1, 2):
+        cfg = _config(data, "splitmask", arch, steps, batch_size, num_workers=4)
+        run = out / "ddp" / f"nproc{nproc}"
+        cfg_path = run.with_suffix(".json")
+        cfg_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(json.dumps(cfg))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "benchmark.pretrain", "--config", str(cfg_path), "--out", str(run)]
+        with open(out / "ddp.log", "a") as fh:
+            if subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
+                return {"check": "ddp", "ok": False, "error": f"{nproc} process(es) failed; see {out / 'ddp.log'}"}
+        runs[nproc] = [r["loss"] for r in read_log(run) if "loss" in r]
+    diff = max(abs(a - b) for a, b in zip(runs[1], runs[2]))
+    return {"check": "ddp", "steps": steps, "global_batch": batch_size, "max_loss_diff": diff,
+            "losses_1": runs[1][:5], "losses_2": runs[2][:5], "ok": len(runs[1]) == len(runs[2]) and diff < 1e-2}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -115,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--skip-resume", action="store_true")
+    parser.add_argument("--skip-chain", action="store_true", help="not the smoke plan through the driver (check 3)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: no GPU visible (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -128,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     checks = [lambda m=m: check_method(data, out, m, args.arch, args.steps, args.batch_size) for m in args.methods]
     if not args.skip_resume:
         checks.append(lambda: check_resume(data, out, args.arch, 40, 64))
+    if not args.skip_chain:
+        checks.append(lambda: check_chain(out))
+    if torch.cuda.device_count() >= 2:
+        checks.append(lambda: check_ddp(data, out, args.arch, 20, 64))
     for check in checks:
         record = check()
         records.append(record)

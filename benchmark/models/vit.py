@@ -54,13 +54,24 @@ def downstream_kwargs(arch: str) -> dict[str, Any]:
 def spec_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     """Extra :func:`create_vit` arguments recorded in a model spec beyond arch and img_size: an optional
     ``"rel_pos_bias": "per-block"`` (a beit-* checkpoint with one table per block, e.g. an imported
-    fine-tuned BEiT release); ``"shared"`` or absent is the arch's own layout."""
+    fine-tuned BEiT release; ``"shared"`` or absent is the arch's own layout), and its pooling
+    (:func:`pool_kwargs`)."""
     layout = spec.get("rel_pos_bias", "shared")
-    if layout == "shared":
-        return {}
     if layout == "per-block" and is_beit(str(spec.get("arch", ""))):
-        return dict(PER_BLOCK_REL_POS)
-    raise ValueError(f"model spec {spec}: rel_pos_bias {layout!r} is not 'shared' or 'per-block' of a beit-* arch")
+        return {**PER_BLOCK_REL_POS, **pool_kwargs(spec)}
+    if layout != "shared":
+        raise ValueError(f"model spec {spec}: rel_pos_bias {layout!r} is not 'shared' or 'per-block' of a beit-* arch")
+    return pool_kwargs(spec)
+
+
+def pool_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """The pooling a model spec records: ``"global_pool": "avg"`` (MAE's fine-tuned releases: the mean
+    of the patch tokens, then ``fc_norm``, timm's own option) or, absent, ``"token"`` (the class token
+    after the final norm: every encoder the suite trains)."""
+    pool = spec.get("global_pool", "token")
+    if pool not in ("token", "avg"):
+        raise ValueError(f"model spec {spec}: global_pool {pool!r} is not 'token' or 'avg'")
+    return {"global_pool": "avg"} if pool == "avg" else {}
 
 
 def patch_size(arch: str) -> int:

@@ -37,7 +37,7 @@ from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import CheckpointError, ConfigError
-from benchmark.models.checkpoints.export import read_checkpoint
+from benchmark.models.checkpoints.export import checkpoint_pool_kwargs, read_checkpoint
 from benchmark.models.checkpoints.geometry import adapt_state_dict
 from benchmark.models.flops import vit_flops
 from benchmark.models.vit import ARCHS, create_vit, downstream_kwargs, patch_size
@@ -208,7 +208,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
 
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
     model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path,
-                       **downstream_kwargs(cfg.arch))
+                       **downstream_kwargs(cfg.arch), **checkpoint_pool_kwargs(cfg.checkpoint))
     if cfg.checkpoint:
         load_pretrained(model, cfg.checkpoint, cfg.arch)
     model.to(device)

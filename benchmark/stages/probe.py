@@ -67,6 +67,7 @@ from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subse
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import ConfigError
 from benchmark.methods.base import pooled_features
+from benchmark.models.checkpoints.export import checkpoint_pool_kwargs
 from benchmark.models.flops import vit_flops
 from benchmark.models.vit import ARCHS, create_vit, downstream_kwargs
 from benchmark.stages import cost
@@ -152,7 +153,8 @@ class ProbeConfig:
 
 def build_encoder(cfg: ProbeConfig) -> nn.Module:
     """The headless ViT of ``cfg`` (checkpoint loaded, or random), frozen: eval mode, no grad."""
-    encoder = create_vit(cfg.arch, cfg.img_size, num_classes=0, **downstream_kwargs(cfg.arch))
+    encoder = create_vit(cfg.arch, cfg.img_size, num_classes=0, **downstream_kwargs(cfg.arch),
+                         **checkpoint_pool_kwargs(cfg.checkpoint))
     if cfg.checkpoint:
         load_pretrained(encoder, cfg.checkpoint, cfg.arch)
     return freeze(encoder)

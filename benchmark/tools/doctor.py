@@ -40,10 +40,34 @@ def _check_mmcv_ops() -> None:
     RoIAlign((2, 2), 1.0)(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0]]))
 
 
+def _check_gpu_ops() -> None:
+    """Mask R-CNN's RoIAlign and NMS on a CUDA tensor: mmcv's own where it was built with CUDA ops,
+    else torchvision's, which the dense runs then use (benchmark.downstream.mm.ops)."""
+    import torch
+    from mmcv.ops import RoIAlign, nms
+
+    from benchmark.downstream.mm.ops import mmcv_cuda_ops
+
+    if not mmcv_cuda_ops():
+        raise RuntimeError("mmcv was built without CUDA ops (the dense runs fall back to torchvision's RoIAlign and NMS)")
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device="cuda")
+    nms(boxes, torch.tensor([1.0], device="cuda"), 0.5)
+    RoIAlign((2, 2), 1.0)(torch.zeros(1, 1, 4, 4, device="cuda"), torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0]], device="cuda"))
+
+
 def _check_setuptools() -> None:
     major = int(metadata.version("setuptools").split(".")[0])
     if major >= 81:
         raise RuntimeError(f"setuptools {major} has no pkg_resources")
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
 
 
 def run_doctor() -> int:
@@ -76,6 +100,10 @@ def run_doctor() -> int:
         ("pkg_resources", _check_setuptools,
          "mmcv and mmengine's mmdet::/mmseg:: configs need pkg_resources: pip install 'setuptools>=77.0.3,<81'"),
     ]
+    if _gpu_visible():
+        checks.append(("mmcv GPU ops", _check_gpu_ops,
+                       "mmcv's RoIAlign and NMS do not run on this GPU: rebuild mmcv with its CUDA ops here (delete .venv "
+                       "and run bash scripts/bootstrap.sh on this machine, with nvcc on the PATH)"))
     for name, check, fix in checks:
         try:
             check()

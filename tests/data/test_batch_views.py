@@ -2,9 +2,9 @@
 the CPU: their random parameters follow the per-image transforms' distributions (crop area and
 aspect, positions, the centre-crop fallback, flip rate, jitter ranges and order), each operation
 equals torchvision's on the same parameters, whole views match the PIL path in distribution, a
-batch is a function of its rows and seed, pre-training learns with it and fine-tuning resumes bit
-for bit with it (every method's pre-training resumes bit for bit with it too:
-tests/methods/test_contract.py)."""
+batch is a function of its rows and seed, and pre-training learns with it (every method's
+pre-training and fine-tuning resume bit for bit with it: tests/methods/test_contract.py,
+tests/stages/test_finetune.py)."""
 
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ from benchmark.errors import ConfigError
 from benchmark.methods import build_method
 from benchmark.methods.views import TwoViews
 from benchmark.models.vit import create_vit
-from benchmark.stages.finetune import FinetuneConfig, finetune
 from benchmark.stages.pretrain import PretrainConfig, pretrain
-from benchmark.training.log import RunLog
 from benchmark.utils.io import read_log
 
 N = 4000          # draws per distribution comparison
@@ -212,31 +210,3 @@ def test_supervised_with_randaugment_has_no_batched_form() -> None:
     model = build_method("supervised", create_vit("vit-mini", 32), num_classes=10)
     with pytest.raises(ConfigError, match="rand_augment"):
         model.view_specs(Augmentation(32))
-
-
-class Interrupted(Exception):
-    pass
-
-
-def test_finetuning_on_the_device_resumes_bit_for_bit(make_fashion_mnist, tmp_path, monkeypatch) -> None:
-    root = make_fashion_mnist(tmp_path / "fm", train=240, test=40)
-    cfg = FinetuneConfig(data_root=str(root), dataset="fashion-mnist", arch="vit-mini", img_size=32, epochs=3,
-                         batch_size=32, blr=1e-3, warmup_epochs=1, rand_augment=None, mixup=0.8, cutmix=1.0,
-                         drop_path=0.1, checkpoint_every=4, log_every=1, images_on_device=True)
-    whole = finetune(cfg, tmp_path / "whole")
-    real_step = RunLog.step
-
-    def stop_after_step_6(self, step, *args, **kwargs):
-        real_step(self, step, *args, **kwargs)
-        if step == 6:
-            raise Interrupted
-
-    monkeypatch.setattr(RunLog, "step", stop_after_step_6)
-    with pytest.raises(Interrupted):
-        finetune(cfg, tmp_path / "cut")
-    assert torch.load(tmp_path / "cut" / "checkpoint.pth", weights_only=True)["step"] == 4
-    monkeypatch.setattr(RunLog, "step", real_step)
-    assert finetune(cfg, tmp_path / "cut") == whole
-    a = torch.load(tmp_path / "whole" / "checkpoint.pth", weights_only=True)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pth", weights_only=True)["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -2,6 +2,7 @@
 code on fixed inputs. Run once, outside the test suite, on checkouts of the three repositories:
 
     python tests/golden/record.py --beit UNILM/beit --mae MAE --dino DINO [--out tests/golden]
+    python tests/golden/record.py --mae MAE --only mae_vit      # one file (each needs its repository)
 
 Nothing of their code is copied here: each function is imported from its own file and called.
 The only changes are to the environment, for code written against 2021-2022 libraries: numpy's
@@ -18,9 +19,11 @@ import importlib.util
 import json
 import math
 import random
+import re
 import sys
 import tempfile
 import types
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,21 @@ DINO_LOSS = dict(out_dim=8, batch=3, ncrops=4, warmup_teacher_temp=0.04, teacher
 BEIT_MASKS = dict(grid=14, samples=20000, min_num_patches=16, budgets=(75, 118), seed=0)
 MAE_INPUTS = dict(batch=2, channels=3, img=16, patch=4, mask_ratio=0.75, mask_batch=4, mask_patches=16, seed=0)
 POS_EMBED = ((16, 4), (32, 5))  # (embed_dim, grid_size)
+# MAE's fine-tuned ViT (models_vit.VisionTransformer, global_pool=True) at vit-smoke's width, depth and
+# heads on 32 px images (2 x 2 patches), its weights drawn by seeded_state (no file to store)
+MAE_VIT = dict(embed_dim=192, depth=4, num_heads=3, patch=16, img=32, num_classes=10, batch=3, seed=0)
+
+
+def seeded_state(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
+    """Weights for a state of these keys and shapes, the same wherever they are drawn: one generator
+    over the keys in sorted order, LayerNorm weights near 1 and every other tensor small normal draws
+    (large enough that the blocks mix the tokens). tests/models/test_import_formats.py draws them too."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key in sorted(shapes):
+        noise = torch.randn(shapes[key], generator=generator)
+        state[key] = 1 + 0.1 * noise if re.search(r"norm\d?\.weight$", key) else 0.05 * noise
+    return state
 
 
 def load(name: str, path: Path) -> types.ModuleType:
@@ -126,6 +144,25 @@ def record_mae(mae: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def record_mae_vit(mae: Path) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """The feature and logits of MAE's fine-tuned model (``global_pool=True``: the mean of the patch
+    tokens, then ``fc_norm``) on seeded images, with the keys and shapes of its state dict."""
+    models_vit = load("mae_models_vit", mae / "models_vit.py")
+    c = MAE_VIT
+    model = models_vit.VisionTransformer(
+        global_pool=True, img_size=c["img"], patch_size=c["patch"], embed_dim=c["embed_dim"], depth=c["depth"],
+        num_heads=c["num_heads"], mlp_ratio=4, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_classes=c["num_classes"])
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(seeded_state(shapes, c["seed"]))
+    model.eval()
+    images = torch.randn(c["batch"], 3, c["img"], c["img"], generator=torch.Generator().manual_seed(c["seed"] + 1))
+    with torch.no_grad():
+        features = model.forward_features(images)
+        logits = model.head(features)
+    return {"mae_vit_images": images, "mae_vit_features": features, "mae_vit_logits": logits}, shapes
+
+
 def record_dino(dino: Path) -> dict[str, torch.Tensor]:
     import torch.distributed as dist
 
@@ -163,9 +200,11 @@ def record_dino(dino: Path) -> dict[str, torch.Tensor]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--beit", type=Path, required=True, help="microsoft/unilm's beit/ folder")
-    parser.add_argument("--mae", type=Path, required=True, help="facebookresearch/mae")
-    parser.add_argument("--dino", type=Path, required=True, help="facebookresearch/dino")
+    parser.add_argument("--beit", type=Path, help="microsoft/unilm's beit/ folder")
+    parser.add_argument("--mae", type=Path, help="facebookresearch/mae")
+    parser.add_argument("--dino", type=Path, help="facebookresearch/dino")
+    parser.add_argument("--only", nargs="+", choices=["beit", "mae", "dino", "mae_vit"],
+                        help="the files to record (default: all four)")
     parser.add_argument("--commits", default="{}", help='JSON {"beit": sha, "mae": sha, "dino": sha}')
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
@@ -173,17 +212,29 @@ def main() -> int:
     commits = json.loads(args.commits)
     inputs = {"beit": {"lr": LR, "cases": BEIT_CASES, "masks": BEIT_MASKS},
               "mae": {"lr": MAE_LR, "inputs": MAE_INPUTS, "pos_embed": POS_EMBED},
-              "dino": {"lr": LR, "schedules": DINO_SCHEDULES, "loss": DINO_LOSS}}
+              "dino": {"lr": LR, "schedules": DINO_SCHEDULES, "loss": DINO_LOSS},
+              "mae_vit": {"model": MAE_VIT}}
     sources = {"beit": "microsoft/unilm beit/utils.py (cosine_scheduler), beit/masking_generator.py (MaskingGenerator)",
                "mae": "facebookresearch/mae util/lr_sched.py (adjust_learning_rate), util/pos_embed.py "
                       "(get_2d_sincos_pos_embed), models_mae.py (random_masking, patchify, forward_loss)",
-               "dino": "facebookresearch/dino utils.py (cosine_scheduler), main_dino.py (DINOLoss)"}
-    for name, record, path in (("beit", record_beit, args.beit), ("mae", record_mae, args.mae),
-                               ("dino", record_dino, args.dino)):
-        tensors = {k: v.detach().contiguous() for k, v in record(path).items()}
-        meta = {"source": sources[name], "commit": commits.get(name, "unknown"), "inputs": json.dumps(inputs[name]),
-                "torch": torch.__version__, "numpy": np.__version__}
-        save_file(tensors, str(args.out / f"{name}.safetensors"), metadata=meta)
+               "dino": "facebookresearch/dino utils.py (cosine_scheduler), main_dino.py (DINOLoss)",
+               "mae_vit": "facebookresearch/mae models_vit.py (VisionTransformer, global_pool=True: forward_features, head)"}
+    recorders = {"beit": (record_beit, args.beit), "mae": (record_mae, args.mae), "dino": (record_dino, args.dino),
+                 "mae_vit": (record_mae_vit, args.mae)}
+    for name in args.only or list(recorders):
+        record, path = recorders[name]
+        if path is None:
+            parser.error(f"recording {name} needs its repository (--{name.split('_')[0]})")
+        recorded = record(path)
+        tensors, extra = recorded if isinstance(recorded, tuple) else (recorded, None)
+        meta = {"source": sources[name], "commit": commits.get(name.split("_")[0], "unknown"),
+                "inputs": json.dumps(inputs[name]), "torch": torch.__version__, "numpy": np.__version__}
+        if extra is not None:
+            import timm
+
+            meta.update(shapes=json.dumps(extra), timm=timm.__version__)
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(args.out / f"{name}.safetensors"),
+                  metadata=meta)
         print(f"wrote {args.out / f'{name}.safetensors'}: {len(tensors)} tensors")
     return 0
 

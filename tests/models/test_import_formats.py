@@ -259,9 +259,10 @@ def test_import_is_exact_and_gives_the_source_features(name: str, release_files,
         torch.testing.assert_close(src.norm(_features(model, x)), _features(src, x), rtol=0, atol=1e-6)
         assert torch.equal(result.state["fc_norm.weight"], torch.ones(DIM)) and result.notes
     elif name == "mae-finetuned":
-        # fc_norm becomes the final norm: our encoder normalises every token with the release's fc_norm
-        torch.testing.assert_close(_features(model, x), src.fc_norm(_features(src, x)), rtol=0, atol=1e-6)
-        assert torch.equal(result.state["norm.weight"], src.fc_norm.weight) and "fc_norm" in result.notes[0]
+        # the release's pooling kept: fc_norm of the mean of the patch tokens, its pooled feature exactly
+        assert result.spec["global_pool"] == "avg" and "global_pool" in result.notes[0]
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(pooled, src.forward_head(src.forward_features(x), pre_logits=True), rtol=0, atol=1e-6)
     else:
         torch.testing.assert_close(_features(model, x), _features(src, x), rtol=0, atol=1e-6)
 
@@ -461,3 +462,45 @@ def test_a_forced_mae_or_dino_import_of_a_plain_timm_state_says_so(release_files
         assert any(note.startswith(f"no {source.upper()}-specific key in the file (a plain timm state dict)")
                    for note in result.notes), result.notes
     assert not import_checkpoint(release_files["mae"], source="mae").notes  # an MAE release shows its decoder
+
+
+def test_an_mae_fine_tuned_release_gives_the_official_models_feature(tmp_path) -> None:
+    """Golden values from MAE's own models_vit.VisionTransformer(global_pool=True) (tests/golden/README.md):
+    the same weights imported (auto-detected) give its feature, fc_norm of the mean of the patch tokens,
+    to float precision, and its head on that feature its classes. The class token after a final
+    norm, as MAE's fine-tuned releases were imported before, gives another feature."""
+    import importlib.util
+    import json
+
+    from safetensors import safe_open
+
+    from benchmark.methods.base import pooled_features
+    from benchmark.models.checkpoints.export import save_encoder_state
+    from benchmark.models.vit import spec_kwargs
+
+    golden = Path(__file__).resolve().parents[1] / "golden"
+    spec = importlib.util.spec_from_file_location("golden_record", golden / "record.py")
+    record = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(record)
+    with safe_open(str(golden / "mae_vit.safetensors"), framework="pt") as fh:
+        shapes, values = json.loads(fh.metadata()["shapes"]), {k: fh.get_tensor(k) for k in fh.keys()}
+    release = record.seeded_state(shapes, record.MAE_VIT["seed"])  # the weights the official model ran with
+    torch.save({"model": release, "epoch": 99}, tmp_path / "mae_finetuned.pth")
+    imported = import_checkpoint(tmp_path / "mae_finetuned.pth")
+    assert imported.source == "mae" and imported.spec == {"arch": "vit-smoke", "img_size": 32, "global_pool": "avg"}
+    save_encoder_state(imported.state, imported.spec, tmp_path / "encoder.safetensors")
+    encoder = create_vit("vit-smoke", 32, num_classes=0, **spec_kwargs(imported.spec)).eval()
+    encoder.load_state_dict(imported.state, strict=True)
+    with torch.no_grad():
+        feature = pooled_features(encoder, values["mae_vit_images"])
+        logits = feature @ release["head.weight"].T + release["head.bias"]
+    torch.testing.assert_close(feature, values["mae_vit_features"], rtol=0, atol=1e-5)
+    assert torch.equal(logits.argmax(1), values["mae_vit_logits"].argmax(1))
+    # the earlier import (fc_norm as the final norm, the class token): not the official feature
+    token = create_vit("vit-smoke", 32, num_classes=0).eval()
+    earlier = {("norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else k): v for k, v in imported.state.items()}
+    token.load_state_dict(earlier, strict=True)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(pooled_features(token, values["mae_vit_images"]),
+                                                       values["mae_vit_features"])
+    assert cosine.max() < 0.95

@@ -58,12 +58,15 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("head_init", ["random", "linear-probe"])
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch, head_init) -> None:
+@pytest.mark.parametrize("head_init, images_on_device", [("random", False), ("linear-probe", False), ("random", True)])
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch, head_init,
+                                                     images_on_device) -> None:
     # Mixup/CutMix (numpy's RNG), RandAugment (per-image seeds) and drop path (torch's global RNG)
     # are all on: a resumed run must repeat each of them (LP-FT's head comes from the checkpoint).
+    # With the images held on the device, its crops (drawn per step) replace RandAugment.
     cfg = _config(synthetic_root / "classification", epochs=2, mixup=0.8, cutmix=1.0,
-                  rand_augment="rand-m9-mstd0.5-inc1", log_every=1, checkpoint_every=5, head_init=head_init)
+                  rand_augment=None if images_on_device else "rand-m9-mstd0.5-inc1", log_every=1, checkpoint_every=5,
+                  head_init=head_init, images_on_device=images_on_device)
     whole = finetune(cfg, tmp_path / "whole")
 
     real_step = RunLog.step

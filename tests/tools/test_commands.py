@@ -21,6 +21,22 @@ def test_doctor_prints_its_table_without_warnings_in_it() -> None:
     assert "torchvision ops" in proc.stdout and "Warning" not in proc.stdout, proc.stdout
 
 
+def test_doctor_on_a_gpu_checks_the_dense_ops_there_and_names_the_fix(monkeypatch, capsys) -> None:
+    """Where a GPU is visible, the doctor runs RoIAlign and NMS on it; an mmcv without CUDA ops (this
+    machine's, which the check then meets) is one problem line naming the rebuild, and exit 1. On
+    a machine without a GPU the check is not made (the doctor's table above)."""
+    import torch
+
+    from benchmark.tools import doctor
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "a GPU")
+    assert doctor.run_doctor() == 1
+    out = capsys.readouterr().out
+    assert "mmcv GPU ops     FAILED" in out and "built without CUDA ops" in out
+    assert "- mmcv's RoIAlign and NMS do not run on this GPU: rebuild mmcv with its CUDA ops here" in out
+
+
 def test_run_all_help_needs_no_installation(tmp_path) -> None:
     """./run_all.sh --help answers at once, with the system's Python, and installs nothing."""
     env = {**os.environ, "SSLBENCH_VENV": str(tmp_path / "venv"), "PYTHON": sys.executable}

@@ -38,7 +38,7 @@ from timm.layers import resample_abs_pos_embed
 from benchmark.errors import CheckpointError
 from benchmark.models.checkpoints.export import check_keys, read_checkpoint, read_spec
 from benchmark.models.checkpoints.geometry import adapt_state_dict, resize_rel_pos_table
-from benchmark.models.vit import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit
+from benchmark.models.vit import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit, pool_kwargs
 
 _SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
 
@@ -144,8 +144,9 @@ class ViTPyramid(BaseModule):
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.checkpoint = str(checkpoint) if checkpoint else None
+        spec = checkpoint_spec(self.checkpoint) if self.checkpoint else {}
+        pooling = pool_kwargs(spec)  # a checkpoint's pooling (MAE's fine-tuned fc_norm): its keys, unused here
         if arch is None or img_size is None:
-            spec = checkpoint_spec(self.checkpoint) if self.checkpoint else {}
             if arch is None:
                 if "arch" not in spec:
                     raise ValueError("ViTPyramid: arch=None needs a checkpoint that names its arch")
@@ -163,11 +164,11 @@ class ViTPyramid(BaseModule):
             if len(size) != 2 or min(size) < 16:
                 raise ValueError(f"ViTPyramid: input_size must be a size or (h, w) of at least 16 px, got {input_size}")
             self.input_size: tuple[int, int] | None = size
-            self.vit = create_vit(arch, size, num_classes=0, drop_path_rate=drop_path_rate, **PER_BLOCK_REL_POS)
+            self.vit = create_vit(arch, size, num_classes=0, drop_path_rate=drop_path_rate, **PER_BLOCK_REL_POS, **pooling)
         else:
             self.input_size = None
             self.vit = create_vit(
-                arch, self.img_size, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True
+                arch, self.img_size, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True, **pooling
             )
         self._rel_pos_index: dict[tuple[Any, ...], torch.Tensor] = {}
         depth = len(self.vit.blocks)

@@ -13,6 +13,8 @@ each switch is logged as one warning line in the run's log (:func:`single_proces
 everywhere in the config (backbone
 pyramid, neck, heads), and mixed precision (``AmpOptimWrapper``) -> fp32 ``OptimWrapper`` without
 CUDA. A total batch smaller than the recipe's ``auto_scale_lr.base_batch_size`` is only logged.
+On a GPU with an mmcv built without its CUDA ops, RoIAlign and NMS switch to torchvision's kernels
+(:mod:`benchmark.downstream.mm.ops`), logged the same way.
 
 Bad input (missing data, a COCO annotation file with missing fields or boxes outside their image,
 ADE20k labels out of range, unknown checkpoint format, mismatching checkpoint, a mistyped
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark import REPO
+from benchmark.downstream.mm import ops
 from benchmark.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -569,6 +572,8 @@ def prepare(
         notes.append(f"resuming from the latest checkpoint in {work_dir}: {latest.name}")
     cfg.experiment_name = f"{task.kind}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_COUNTER)}"
     notes += single_process_fallbacks(cfg)
+    if ops.needed(_has_accelerator()):  # an mmcv built without CUDA ops, on a GPU: torchvision's kernels
+        notes += ops.torchvision_ops(cfg)
     return Prepared(task, cfg, work_dir, int(seed), ckpt, started, notes)
 
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from benchmark.errors import CheckpointError
-from benchmark.models.vit import ARCHS, create_vit, spec_kwargs
+from benchmark.models.vit import ARCHS, create_vit, pool_kwargs, spec_kwargs
 from benchmark.utils.io import load_failure, save_safetensors, torch_save
 
 ENCODER_FORMAT = "sslbench.encoder/1"
@@ -133,6 +133,11 @@ def read_spec(path: str | Path) -> tuple[dict[str, Any], str]:
     return _load_mm(Path(path), mmap=True)["meta"]["model"], fmt
 
 
+def checkpoint_pool_kwargs(path: str | Path | None) -> dict[str, Any]:
+    """The :func:`create_vit` pooling arguments of the model a checkpoint belongs to (none for random init)."""
+    return pool_kwargs(read_spec(path)[0]) if path else {}
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """Reads an mm backbone checkpoint or an encoder export: (timm-keyed state, model spec, format).
 
@@ -153,9 +158,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 @functools.lru_cache(maxsize=32)
-def _reference_shapes(arch: str, img_size: int, layout: str) -> dict[str, tuple[int, ...]]:
+def _reference_shapes(arch: str, img_size: int, layout: str, pool: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the headless timm model of a spec, built on the meta device (no memory)."""
-    spec = {"arch": arch, "img_size": img_size, "rel_pos_bias": layout}
+    spec = {"arch": arch, "img_size": img_size, "rel_pos_bias": layout, "global_pool": pool}
     with torch.device("meta"):
         model = create_vit(arch, img_size, num_classes=0, **spec_kwargs(spec))
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("head.")}
@@ -166,7 +171,8 @@ def reference_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     if spec.get("arch") not in ARCHS:
         raise CheckpointError(f"model spec {spec}: unknown arch {spec.get('arch')!r}; expected one of {sorted(ARCHS)}")
     try:
-        return dict(_reference_shapes(spec["arch"], int(spec.get("img_size", 224)), spec.get("rel_pos_bias", "shared")))
+        return dict(_reference_shapes(spec["arch"], int(spec.get("img_size", 224)), spec.get("rel_pos_bias", "shared"),
+                                      spec.get("global_pool", "token")))
     except ValueError as err:
         raise CheckpointError(str(err)) from None
 

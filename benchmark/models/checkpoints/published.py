@@ -32,7 +32,8 @@ SOURCES = ("timm", "deit", "mae", "dino", "beit", "mmpretrain")
 DROPPED: dict[str, tuple[str, ...]] = {
     "timm": ("head.*",),  # classifier
     "deit": ("head.*",),  # classifier (a distilled DeiT's dist_token / head_dist is refused, see below)
-    # fine-tuned head; pre-training decoder and mask token. A fine-tuned release's fc_norm becomes norm (_map_state).
+    # fine-tuned head; pre-training decoder and mask token. A fine-tuned release keeps its fc_norm and pools
+    # as it did (model spec global_pool "avg").
     "mae": ("head.*", "decoder_*", "mask_token"),
     "dino": ("head.*",),  # DINO projection head of a full training checkpoint
     # fine-tuned head; pre-training mask token and visual-token head; relative position indices (buffers
@@ -214,11 +215,9 @@ def _map_state(
     if source == "dino":
         kept = _rename(kept, lambda k: k[len("backbone."):] if k.startswith("backbone.") else k, what)
     elif source == "mae" and _is_global_pool_finetuned(kept):
-        kept = _rename(kept, lambda k: "norm." + k[len("fc_norm."):] if k.startswith("fc_norm.") else k, what)
         notes.append(
-            "fc_norm (MAE's fine-tuning, global_pool=True) kept as the final norm (norm.*): it is the checkpoint's "
-            "only final LayerNorm, trained on these blocks' outputs; our ViTs normalise every token with it and pool "
-            "the class token, where MAE's fine-tuned model averaged the patch tokens before normalising"
+            "MAE's fine-tuned model (global_pool=True): its feature is fc_norm of the mean of the patch tokens, "
+            "so the encoder pools that way too (timm's global_pool='avg', recorded in its model spec)"
         )
     elif source == "mmpretrain":
         kept = _rename(kept, _mmpretrain_key, what)
@@ -341,6 +340,8 @@ def import_checkpoint(
     spec = model_spec(arch, infer_img_size(mapped, arch))
     if beit and any(BLOCK_TABLE.match(k) for k in mapped):
         spec["rel_pos_bias"] = "per-block"
+    if source == "mae" and _is_global_pool_finetuned(mapped):
+        spec["global_pool"] = "avg"
     check_keys(mapped, spec, f"{what} ({label})")
     return Imported(mapped, spec, label, dropped, notes)
 

@@ -1,0 +1,74 @@
+"""torchvision's RoIAlign and NMS in place of mmcv's (benchmark.downstream.mm.ops), for an mmcv
+without CUDA ops on a GPU: on CPU tensors they give exactly what mmcv's own ops give, a config is
+switched wherever it names them, and a detection trained with them scores as one with mmcv's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mmcv.ops import RoIAlign, batched_nms, nms
+
+from benchmark import REPO
+from benchmark.downstream.mm.ops import TORCHVISION_NMS, torchvision_nms, torchvision_ops
+
+
+def _boxes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(count, 2, generator=generator) * 100
+    wh = 5 + torch.rand(count, 2, generator=generator) * 40
+    return torch.cat([xy, xy + wh], dim=1), torch.rand(count, generator=generator)
+
+
+@pytest.mark.parametrize("output_size, scale, sampling", [(7, 0.25, 0), (14, 0.125, 0), (7, 0.5, 2)])
+def test_torchvisions_roi_align_gives_mmcvs_output(output_size, scale, sampling) -> None:
+    features = torch.randn(2, 16, 32, 40, generator=torch.Generator().manual_seed(0))
+    boxes, _ = _boxes(30, 1)
+    rois = torch.cat([torch.arange(30).remainder(2).float().unsqueeze(1), boxes], dim=1)
+    ours = RoIAlign(output_size, scale, sampling, aligned=True, use_torchvision=True)(features, rois)
+    theirs = RoIAlign(output_size, scale, sampling, aligned=True)(features, rois)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"score_threshold": 0.3}, {"max_num": 10}, {"score_threshold": 0.5, "max_num": 5}])
+def test_torchvision_nms_keeps_what_mmcvs_keeps(options) -> None:
+    boxes, scores = _boxes(200, 2)
+    dets, keep = torchvision_nms(boxes, scores, 0.5, **options)
+    their_dets, their_keep = nms(boxes, scores, 0.5, **options)
+    assert torch.equal(keep, their_keep) and torch.allclose(dets, their_dets)
+    assert 0 < len(keep) < 200
+
+
+def test_a_config_is_switched_wherever_it_names_the_ops_and_batched_nms_finds_ours() -> None:
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(REPO / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"))
+    notes = [line for key in list(cfg.keys()) for line in torchvision_ops(cfg[key])]
+    roi = [cfg.model.roi_head.bbox_roi_extractor.roi_layer, cfg.model.roi_head.mask_roi_extractor.roi_layer]
+    assert all(layer.use_torchvision for layer in roi)
+    nms_cfgs = [cfg.model.test_cfg.rpn.nms, cfg.model.test_cfg.rcnn.nms, cfg.model.train_cfg.rpn_proposal.nms]
+    assert {c.type for c in nms_cfgs} == {TORCHVISION_NMS} and notes and "RoIAlign" in notes[0]
+    boxes, scores = _boxes(300, 3)
+    labels = torch.arange(300).remainder(3)
+    ours = batched_nms(boxes, scores, labels, {"type": TORCHVISION_NMS, "iou_threshold": 0.5})
+    theirs = batched_nms(boxes, scores, labels, {"type": "nms", "iou_threshold": 0.5})
+    assert torch.equal(ours[1], theirs[1]) and torch.allclose(ours[0], theirs[0])
+    assert torchvision_ops({"model": {"backbone": {"type": "ViTPyramid"}}}) == []  # nothing to switch: no note
+
+
+@pytest.mark.slow
+def test_detection_trained_with_torchvisions_ops_scores_as_with_mmcvs(synthetic_root: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from benchmark.downstream.mm.runner import DETECT, prepare, run
+
+    options = {"train_cfg.max_epochs": 2, "train_cfg.val_interval": 2}
+    config = REPO / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"
+    assert not any("torchvision" in note for note in prepare(DETECT, None, config, synthetic_root / "coco",
+                                                             tmp_path / "plain", 0, options).notes)  # CPU: mmcv's own
+    theirs = run(DETECT, None, config, synthetic_root / "coco", tmp_path / "mmcv", 0, options)
+    monkeypatch.setenv("SSLBENCH_MM_OPS", "torchvision")
+    notes = prepare(DETECT, None, config, synthetic_root / "coco", tmp_path / "forced", 0, options).notes
+    assert any(note.startswith("forced by SSLBENCH_MM_OPS=torchvision: 2 RoIAlign layers and 3 NMS") for note in notes)
+    ours = run(DETECT, None, config, synthetic_root / "coco", tmp_path / "torchvision", 0, options)
+    assert ours == theirs and set(ours) >= {"bbox_mAP", "segm_mAP"}
