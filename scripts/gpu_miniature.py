@@ -86,6 +86,8 @@ def _launch(config: dict[str, Any], out: Path, env: dict[str, str]) -> subproces
 
 def _steady_rate(run: Path, batch_size: int) -> float | None:
     """Images per second between the run's first and last logged steps (its start-up left out)."""
+    if not (run / "log.jsonl").is_file():  # the run failed at its start: its .log says why
+        return None
     steps = [r for r in read_log(run) if "img_per_s" in r]
     if len(steps) < 2:
         return None
@@ -111,6 +113,23 @@ def share(out: Path, data_root: str, methods: list[str], counts: list[int], step
                                            "wall_s": round(time.time() - started, 1)}
             print(f"[share] {method} x{count}: {total and round(total)} img/s in all, each {rates}", flush=True)
     return result
+
+
+def share_table(result: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``share`` part's rows as ``tables/perf_share_gpu.csv`` holds them: images per second of
+    N runs side by side, in all, per run, and against one run."""
+    rows = []
+    for key, record in result.items():
+        if " x" not in key or not record.get("img_per_s_total"):
+            continue
+        method, count = key.rsplit(" x", 1)
+        each = record["img_per_s_each"]
+        rows.append({"method": method, "runs": int(count), "img_per_s_total": round(record["img_per_s_total"]),
+                     "img_per_s_each_mean": round(sum(each) / len(each)), "wall_s": record["wall_s"], **meta})
+    for row in rows:
+        one = next((r for r in rows if r["method"] == row["method"] and r["runs"] == 1), None)
+        row["speedup_vs_one"] = round(row["img_per_s_total"] / one["img_per_s_total"], 2) if one else None
+    return rows
 
 
 def trials(out: Path, data_root: str, methods: list[str], blrs: list[float], steps: int, jobs: int,
@@ -184,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             print(result["error"], file=sys.stderr, flush=True)
         result["seconds"] = round(time.time() - started, 1)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        if name == "share":
+            import pandas as pd
+
+            config = pretrain_configs(args.data_root)[args.share_methods[0]]
+            meta = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                    "arch": config["arch"], "batch_size": config["batch_size"],
+                    "steps": args.share_steps, "date": time.strftime("%Y-%m-%d"),
+                    "command": "python scripts/gpu_miniature.py OUT " + " ".join(sys.argv[2:] if argv is None else argv[1:])}
+            pd.DataFrame(share_table(result, meta)).to_csv(out / "share.csv", index=False)
     return 1 if failed else 0
 
 

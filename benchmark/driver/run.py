@@ -1,6 +1,6 @@
 """The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
 
-    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|small|paper] [--runs-dir runs]
+    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|mini-gpu|small|paper] [--runs-dir runs]
                             [--data-root DATA] [--dry-run]
                             [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...] [--jobs N]
 
@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at the same time, each in its own process with cores/N threads (on a GPU machine, the GPUs in "
                              "turn: several runs share a GPU where N exceeds them); "
-                             "independent runs only (default: 2 for the miniature on a CPU with 2 or more cores, else 1)")
+                             "independent runs only (default for the miniature: 2 on a CPU with 2 or more cores, "
+                             f"{RUNS_PER_GPU} per GPU on a GPU machine; else 1)")
     parser.add_argument("--slurm-partition")
     parser.add_argument("--slurm-nodes", type=int, default=None)
     parser.add_argument("--slurm-timeout-min", type=int, default=None)
@@ -315,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         args.subset = MINIATURE_OF[args.subset]
     scale = args.scale or default_scale(args.subset, visible_gpus())
     if args.scale is None and scale == "mini-gpu":
-        print(f"a GPU is visible: --subset {args.subset} runs at --scale mini-gpu (the miniature trained to convergence, "
-              "with several runs sharing the GPU); --scale mini runs the CPU's half-hour version")
+        print(f"a GPU is visible: --subset {args.subset} runs at --scale mini-gpu (the miniature trained further, "
+              "several runs sharing the GPU); --scale mini runs the CPU's half-hour version")
     if args.jobs is None:
         args.jobs = default_jobs(scale, args.launcher, visible_gpus(), cpu_cores())
     try:

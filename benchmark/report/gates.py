@@ -18,8 +18,9 @@ REPORT.md (a finding that rests on a failed gate says so beside it):
   **flattened**, every pre-training's online k-NN gained less than ``flat_within`` points over the
   last fifth of its steps, and **ceiling**, supervised training on all labels reaches ``ceiling_min``.
 
-The curves (``plots/mini_pretrain_curves.png``): the monitor's k-NN against the step for each
-method, one panel per pre-training subset, the random-init features as the flat reference line.
+The curves (``plots/<scale>_pretrain_curves.png``, one figure per scale of the miniature): the
+monitor's k-NN against the step for each method, one panel per pre-training subset, the random-init
+features as the flat reference line.
 """
 
 from __future__ import annotations
