@@ -422,11 +422,11 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
 
 
 def missing_mini_line(tables: dict[str, pd.DataFrame], scales: list[str]) -> list[str]:
-    """Per scale of the miniature that ran (not its CI version): its artifacts with planned rows that
-    no run has filled (at the current settings: a run made with others has another key and is not
-    among the records), and how to run them."""
+    """Per scale of the miniature that ran: its artifacts with planned rows that no run has filled
+    (at the current settings: a run made with others has another key and is not among the records),
+    and how to run them."""
     lines = []
-    for scale in (s for s in scales if s != "mini-quick"):
+    for scale in scales:
         missing = [name for name, table in tables.items() if name.startswith("mini")
                    and (table[table.scale.astype(str) == scale].ours_mean == MISSING).any()]
         if missing:
