@@ -1,15 +1,19 @@
 """Fashion-MNIST (Zalando Research, MIT licence), read from its official idx files.
 
 60,000 train and 10,000 test greyscale 28x28 images of 10 clothing classes, as distributed:
-``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not. The files are found in
-the data set's root folder (``--data-root``/fashion-mnist for the driver) or, when that folder does
-not hold them, in Debian's ``dataset-fashion-mnist`` package (:data:`DEBIAN_DIR`), which
-``scripts/bootstrap.sh`` installs where it can.
+``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not, in the data set's root
+folder, which is read as given: a root that lacks one of the four files, or is not a folder, is a
+one-line :class:`~benchmark.errors.DataError`, never replaced by another copy. Debian's
+``dataset-fashion-mnist`` package (:data:`DEBIAN_DIR`, which ``scripts/bootstrap.sh`` installs
+where it can) is the root only where none was named: this module's CLI without ``--root``, and
+the driver without ``--data-root`` (:func:`benchmark.experiments.datasets.dataset_dir`), whose
+configs then name it.
 
 Splits (``python -m benchmark.data.fashion_mnist --root ROOT`` prints them):
 
 - ``val``: :data:`VAL_SIZE` images carved from the official train split, stratified by class and
-  fixed (:data:`VAL_SEED`): every choice of a setting is made on it;
+  fixed (:data:`VAL_SEED`): every choice of a setting is made on it (a sixth of the train images
+  where they are fewer than 60,000: a set too small to give every class a val image is refused);
 - ``train``: the other 50,000 official train images (pre-training sees them without labels,
   fine-tuning and probing a class-balanced fraction of their labels);
 - ``test``: the official 10,000 test images, for the tables only.
@@ -40,9 +44,9 @@ FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 VAL_SIZE, VAL_SEED = 10_000, 0
 IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only one Fashion-MNIST uses
-HOW_TO_GET = ("install Debian's package (apt-get install dataset-fashion-mnist, which puts them in "
-              f"{DEBIAN_DIR}) or place the official files {', '.join(n + '.gz' for pair in FILES.values() for n in pair)} "
-              "(gzipped or not) in that folder")
+HOW_TO_GET = (f"expected the official files {', '.join(n + '.gz' for pair in FILES.values() for n in pair)} "
+              "(gzipped or not) in that folder; Debian's package has them (apt-get install dataset-fashion-mnist "
+              f"puts them in {DEBIAN_DIR})")
 
 
 def find_file(root: Path, stem: str) -> Path | None:
@@ -58,13 +62,15 @@ def holds_files(root: Path) -> bool:
 
 
 def locate(root: str | Path) -> Path:
-    """The folder that holds the four files: ``root`` itself, else the Debian package's folder; a
-    one-line DataError saying how to get them when neither does."""
+    """``root``, where it holds the four files; a one-line DataError naming what it lacks (and
+    saying how to get the files) otherwise. A root is never replaced by another copy."""
     root = Path(root)
-    for candidate in (root, DEBIAN_DIR):
-        if holds_files(candidate):
-            return candidate
-    raise DataError(f"{root}: no Fashion-MNIST idx files here or in {DEBIAN_DIR}; {HOW_TO_GET}")
+    if not root.is_dir():
+        raise DataError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}; {HOW_TO_GET}")
+    for stem in (stem for pair in FILES.values() for stem in pair):
+        if find_file(root, stem) is None:
+            raise DataError(f"{root / stem}[.gz]: no such file; {HOW_TO_GET}")
+    return root
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -120,12 +126,21 @@ def _read_pair(image_path: Path, label_path: Path, stamp: tuple) -> tuple[np.nda
     return images, labels
 
 
-def split_train(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) indices of the official train split: ``VAL_SIZE`` stratified val images, fixed."""
+def split_train(labels: np.ndarray, source: str | Path = "the train labels") -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of the official train split: ``VAL_SIZE`` stratified val images, fixed
+    (a sixth of the images where that is fewer). Labels too few to give each of their classes a
+    val image and a train image are a one-line DataError naming ``source`` (their file)."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
     val_size = min(VAL_SIZE, len(labels) // 6)  # tiny test files keep a train split
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    classes = int((counts > 0).sum())
+    rarest = int(counts[counts > 0].min()) if classes else 0
+    if val_size < max(classes, 1) or rarest < 2:
+        raise DataError(f"{source}: {len(labels)} train images are too few to split: the fixed val split (a sixth "
+                        f"of them) holds an image of each of their {classes} classes, which takes at least "
+                        f"{6 * max(classes, 1)} images and every class twice (the rarest has {rarest})")
     train, val = train_test_split(index, test_size=val_size, stratify=labels, random_state=VAL_SEED)
     return np.sort(train), np.sort(val)
 
@@ -141,7 +156,7 @@ class FashionMNIST(Dataset):
         self.folder = locate(root)
         images, labels = read_part(self.folder, "test" if split == "test" else "train")
         if split != "test":
-            rows = split_train(labels)[0 if split == "train" else 1]
+            rows = split_train(labels, find_file(self.folder, FILES["train"][1]))[0 if split == "train" else 1]
             images, labels = images[rows], labels[rows]
         self.images = images
         self.targets = [int(t) for t in labels]

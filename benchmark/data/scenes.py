@@ -29,6 +29,11 @@ Layout below ``OUT`` (``python -m benchmark.data.scenes --out OUT --seed N``)::
                                                          split the source indices of each scene's items
                                                          (train: into the official train file; val: test)
 
+Every part is staged beside its place (``.coco.XXXXXXXX.tmp``) and renamed into place once all are
+written; ``scenes.json`` comes last. Until it is there, ``.scenes.unfinished.json`` names the run's
+settings, so that a run killed at any point is this tool's to finish: the same command again
+removes what the killed run left (staged parts, replaced parts, temporary files) and writes the set.
+
 The same seed gives byte-identical files. Each scene draws from its own generator, seeded from
 ``(seed, split, index)``, so changing one count leaves every other scene alone.
 """
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +70,7 @@ from benchmark.errors import EXIT_BAD_INPUT, ConfigError, DataError, SuiteError,
 from benchmark.utils.io import remove_if_empty, write_json
 
 MANIFEST = "scenes.json"
+UNFINISHED = ".scenes.unfinished.json"  # a run's settings, from its start until its manifest is written
 GENERATOR = "benchmark.data.scenes"
 VERSION = 1
 PARTS = ("coco", "ade20k", "unlabelled")
@@ -70,6 +78,11 @@ BACKGROUND_MAX = 40  # brightest background grey: well below the items' typical 
 PROGRESS_EVERY = 500  # scenes between progress lines
 _SCENES_TAG = 4  # after synthetic's data-set tags 1..3, so no scene shares a generator with them
 _SPLIT_TAG = {"train": 0, "val": 1}
+# What a run killed half-way leaves beside the parts: staged parts (``.coco.XXXXXXXX.tmp``, see
+# synthetic.staged_dir), parts being replaced (``.coco.XXXXXXXX.old``) and files being written
+# (``.scenes.json.XXXXXXXX.tmp``, see utils.io.atomic_path): names no other writer uses.
+_NAMES = "|".join(map(re.escape, (*PARTS, MANIFEST, UNFINISHED)))
+_LEFTOVER = re.compile(rf"\.(?:{_NAMES})\.[a-z0-9_]+\.(?:tmp|old)")
 
 Item = tuple[np.ndarray, int]  # a 28x28 uint8 image and its class index
 Placement = tuple[int, int, int]  # left x, top y, side (px) of the resized item
@@ -211,11 +224,28 @@ def settings(seed: int, options: Options, train_scenes: int, val_scenes: int) ->
             "counts": {"train": train_scenes, "val": val_scenes}}
 
 
+def leftovers(out: Path) -> list[Path]:
+    """What runs of this tool that were killed half-way left in ``out`` (see :data:`_LEFTOVER`)."""
+    return sorted(p for p in Path(out).iterdir() if _LEFTOVER.fullmatch(p.name)) if Path(out).is_dir() else []
+
+
+def clear_leftovers(out: Path) -> int:
+    """Removes :func:`leftovers` of ``out``; returns how many there were."""
+    found = leftovers(out)
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return len(found)
+
+
 def make_scenes(out: Path, seed: int, data_root: str | Path = fm.DEBIAN_DIR, train_scenes: int = 2000,
                 val_scenes: int = 500, options: Options = Options(),
                 progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Writes ``coco/``, ``ade20k/``, ``unlabelled/`` and then ``scenes.json`` into ``out`` (other
-    files there stay); returns the manifest. A failure leaves ``out`` as it was."""
+    files there stay, what a killed run left is removed); returns the manifest. A failure leaves
+    ``out`` as it was; a kill leaves :data:`UNFINISHED`, and a run with the same settings finishes."""
     for name, value in (("seed", seed), ("train_scenes", train_scenes), ("val_scenes", val_scenes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
@@ -226,10 +256,15 @@ def make_scenes(out: Path, seed: int, data_root: str | Path = fm.DEBIAN_DIR, tra
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest = settings(seed, options, train_scenes, val_scenes)
+    earlier = (out / UNFINISHED).exists()  # a killed run's: its parts may be half swapped in
     manifest |= {"classes": list(CLASSES), "label_values": {"0": "background", **{str(i + 1): c for i, c in enumerate(CLASSES)}},
                  "sources": {"train": "official train split less the val carve-out", "val": "official test split"},
                  "items": {}}
+    swapping = False
     try:
+        write_json(out / UNFINISHED, settings(seed, options, train_scenes, val_scenes))  # first: out is ours from here
+        if cleared := clear_leftovers(out):
+            progress(f"[scenes] removed {cleared} unfinished part(s) that a run stopped half-way left in {out}")
         with ExitStack() as stack:  # every part is staged; all are renamed into place only once all are written
             stages = {part: stack.enter_context(staged_dir(out / part)) for part in PARTS}
             (stages["coco"] / "annotations").mkdir()
@@ -238,11 +273,15 @@ def make_scenes(out: Path, seed: int, data_root: str | Path = fm.DEBIAN_DIR, tra
                     raise DataError(f"{folder}: no Fashion-MNIST images for the {split} scenes")
                 manifest["items"][split] = _write_split(stages, seed, split, count, source, pools[split], options, progress)
             (out / MANIFEST).unlink(missing_ok=True)  # the parts it describes are about to change
+            swapping = True
     except BaseException:
-        if created:
-            remove_if_empty(out)
+        if not swapping and not earlier:  # out holds what it held before: nothing unfinished
+            (out / UNFINISHED).unlink(missing_ok=True)
+            if created:
+                remove_if_empty(out)
         raise
     write_json(out / MANIFEST, manifest)
+    (out / UNFINISHED).unlink(missing_ok=True)
     return manifest
 
 
@@ -262,7 +301,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=Options.size, help="canvas side in px (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help=f"write into a directory not made by this tool, or made with other options "
-                        f"(replaces only {', '.join(p + '/' for p in PARTS)} and {MANIFEST} there)")
+                        f"(replaces only {', '.join(p + '/' for p in PARTS)} and {MANIFEST} there, and removes "
+                        "what a run of this tool stopped half-way left)")
     return p
 
 
@@ -272,17 +312,19 @@ def _refusal(out: Path, wanted: dict[str, Any], overwrite: bool) -> tuple[int, s
         return EXIT_BAD_INPUT, f"error: --out {out} exists and is not a directory"
     if not out.is_dir() or overwrite:
         return None
-    manifest = read_manifest(out, MANIFEST, GENERATOR)
-    if manifest is None:
-        if any(out.iterdir()):
+    manifest = read_manifest(out, MANIFEST, GENERATOR)  # a finished set: its parts are whole
+    unfinished = read_manifest(out, UNFINISHED, GENERATOR) if manifest is None else None
+    if manifest is None and unfinished is None:
+        if any(not _LEFTOVER.fullmatch(p.name) for p in out.iterdir()):
             return EXIT_BAD_INPUT, (f"error: --out {out} is a non-empty directory not made by this tool; "
                                     "pass --overwrite to use it")
         return None
-    differ = [key for key in wanted if manifest.get(key) != wanted[key]]
-    if not differ and all((out / part).is_dir() for part in PARTS):
+    differ = [key for key in wanted if (manifest or unfinished).get(key) != wanted[key]]
+    if manifest is not None and not differ and all((out / part).is_dir() for part in PARTS):
         return 0, f"scenes (seed {wanted['seed']}, same options) are already in {out}; nothing written"
     if differ:
-        return EXIT_BAD_INPUT, (f"error: --out {out} holds scenes made with other settings (different "
+        held = "scenes made" if manifest is not None else "the unfinished scenes of a run stopped half-way, made"
+        return EXIT_BAD_INPUT, (f"error: --out {out} holds {held} with other settings (different "
                                 f"{' and '.join(differ)}); pass --overwrite to replace them")
     return None
 
@@ -299,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         refusal = _refusal(args.out, settings(args.seed, options, args.train_scenes, args.val_scenes), args.overwrite)
         if refusal is not None:
             code, message = refusal
+            if code == 0:  # the finished set stays; what a run killed after writing it left goes
+                clear_leftovers(args.out)
+                (args.out / UNFINISHED).unlink(missing_ok=True)
             print(message, file=sys.stderr if code else sys.stdout)
             return code
         make_scenes(args.out, args.seed, args.data_root, args.train_scenes, args.val_scenes, options,

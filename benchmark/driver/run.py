@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
-from benchmark.driver.jobs import RUNS_PER_GPU, check_jobs, cpu_cores, longest_chain_first, run_concurrently
+from benchmark.driver.jobs import POLL_S, RUNS_PER_GPU, check_jobs, cpu_cores, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
@@ -38,9 +38,10 @@ from benchmark.experiments.datasets import data_markers, missing_datasets, resol
 from benchmark.experiments.mini import MINIATURE_OF
 from benchmark.experiments.model import Run, is_ref
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
+from benchmark.models.checkpoints.export import is_whole
 from benchmark.stages.kinds import RunKind, run_kind, run_kinds
 from benchmark.utils.io import write_json
-from benchmark.utils.lock import Busy, exclusive
+from benchmark.utils.lock import Busy, exclusive, in_use_by
 from benchmark.utils.tree import KEEP, rebuild
 
 DEFAULT_RUNS = REPO / "runs"
@@ -102,7 +103,10 @@ def locate(runs: list[Run], runs_dir: Path) -> tuple[dict[str, str], dict[str, P
 
 
 def is_done(run: Run, run_dir: Path) -> bool:
-    return (run_dir / run_kind(run.kind).done_file(run.config)).is_file()
+    """Whether the run's done file is there, and whole where it is an encoder export (one cut short,
+    by a full disk or a copy, runs again, and the stage exports it anew)."""
+    done = run_dir / run_kind(run.kind).done_file(run.config)
+    return done.is_file() and (done.suffix != ".safetensors" or is_whole(done))
 
 
 def make_launcher(args: argparse.Namespace) -> Launcher:
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = report_dir_for(runs_dir, args.report_dir)
     try:
         with exclusive(runs_dir, "runs directory", wait=args.wait):
+            wait_for_runs_in_use([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])], dirs)
             to_run = [r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])]
             plan_started = time.time()
             failed = (run_plan if args.jobs == 1 else run_plan_concurrently)(args, runs, keys, dirs, blocked)
@@ -384,13 +389,31 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.report.build import rebuild
 
         try:
-            rebuild(runs_dir, report_dir)
+            rebuild(runs_dir, report_dir, wait=True)  # after another report writing there, not instead of it
             print(f"report: {report_dir / 'REPORT.md'}")
         except SuiteError as err:
             print(f"error: the report was not rebuilt: {error_line(err)}", file=sys.stderr)
     for name, why in failed.items():
         print(f"  {name}: {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def wait_for_runs_in_use(runs: list[Run], dirs: dict[str, Path]) -> None:
+    """Waits for the runs that another process still holds (a driver killed alone leaves its runs
+    going), each named with that process in one line. Afterwards the plan treats them as any other:
+    those that finished are done, the others start again here and resume."""
+    in_use = {run.name: who for run in runs if (who := in_use_by(dirs[run.name]))}
+    for run in runs:
+        if run.name in in_use:
+            print(f"{run.kind} {run.name}: still running in {in_use[run.name]}; waiting for it to end", flush=True)
+    try:
+        while any(in_use_by(dirs[name]) for name in in_use):
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        message = (f"interrupted by Ctrl-C while waiting for {', '.join(in_use)}, which go on in their own processes; "
+                   "run the same command again")
+        print(message, file=sys.stderr)
+        raise Preempted(message, EXIT_INTERRUPTED) from None
 
 
 def invocation_record(args: argparse.Namespace, scale: str, ran: list[Run], dirs: dict[str, Path],

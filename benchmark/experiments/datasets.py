@@ -1,13 +1,17 @@
 """The real data sets by name: a marker in a config (:func:`data`) for a data set that lives under
 the user's ``--data-root`` (or, for a data set that a system package ships, in the package's folder:
-:data:`SYSTEM_COPIES`), the layout each must have (:data:`DATASETS`), and what a missing one
-blocks (:func:`missing_datasets`). docs/datasets.md describes the layouts."""
+:data:`SYSTEM_COPIES`, but only where no data root was named), the layout each must have
+(:data:`DATASETS`), and what a missing one blocks (:func:`missing_datasets`). A marker becomes
+the path that is read, so a run's config and result name the data it read. docs/datasets.md
+describes the layouts."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from benchmark import REPO
 from benchmark.data.fashion_mnist import DEBIAN_DIR as FASHION_MNIST_DEBIAN_DIR
 from benchmark.data.fashion_mnist import FILES as FASHION_MNIST_FILES
 from benchmark.experiments.model import Run
@@ -80,16 +84,19 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
                   f"for {', '.join(DOMAINS)}",
                   [p for d in DOMAINS for p in (d, f"{d}_train.txt", f"{d}_test.txt")]),
     "fashion-mnist": ("Fashion-MNIST's official idx files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (gzipped or "
-                      "not); without them there, Debian's dataset-fashion-mnist package is used "
-                      "(apt-get install dataset-fashion-mnist)",
+                      "not); where no --data-root is named and ./data holds no fashion-mnist folder, Debian's "
+                      "dataset-fashion-mnist package is used (apt-get install dataset-fashion-mnist)",
                       [f"{stem}.gz" for pair in FASHION_MNIST_FILES.values() for stem in pair]),
     "dall-e": ("the DALL-E dVAE encoder converted once with `python -m benchmark.tokenizers convert-dalle encoder.pkl "
                "dalle_encoder.safetensors --trust-pickle`", ["dalle_encoder.safetensors"]),
 }
 
 
-# Data sets that a system package installs: used where DATA_ROOT/<name> does not hold them.
+# Data sets that a system package installs: used where no data root was named (the default one,
+# DEFAULT_DATA_ROOT) and it has no folder of the data set. A root or folder the user named is read
+# as given, or reported missing; never swapped for the system copy.
 SYSTEM_COPIES: dict[str, Path] = {"fashion-mnist": FASHION_MNIST_DEBIAN_DIR}
+DEFAULT_DATA_ROOT = REPO / "data"  # the driver's --data-root when neither it nor $SSLBENCH_DATA is given
 
 
 def _present(path: Path) -> bool:
@@ -98,12 +105,16 @@ def _present(path: Path) -> bool:
 
 
 def dataset_dir(name: str, data_root: str | Path) -> Path | None:
-    """Where the data set ``name`` is complete: ``data_root/<name>``, else its system copy; None if
-    neither holds it."""
+    """Where the data set ``name`` is read from: ``data_root/<name>`` where it is complete; its
+    system copy where ``data_root`` is the default one (nothing was named) and has no
+    ``<name>`` folder; else None (missing)."""
     paths = DATASETS[name][1]
-    for folder in (Path(data_root) / name, SYSTEM_COPIES.get(name)):
-        if folder is not None and all(_present(folder / p) for p in paths):
-            return folder
+    folder, system = Path(data_root) / name, SYSTEM_COPIES.get(name)
+    if all(_present(folder / p) for p in paths):
+        return folder
+    unnamed = Path(os.path.abspath(data_root)) == DEFAULT_DATA_ROOT and not folder.exists()
+    if system is not None and unnamed and all(_present(system / p) for p in paths):
+        return system
     return None
 
 
@@ -122,8 +133,8 @@ def find_data(value: Any) -> list[str]:
 
 
 def resolve_data(config: Any, data_root: str | Path) -> Any:
-    """``config`` with every data marker replaced by the path ``data_root/<name>/<path>`` (or the
-    data set's system copy where ``data_root`` does not hold it: :func:`dataset_dir`)."""
+    """``config`` with every data marker replaced by the path ``data_root/<name>/<path>``, or by
+    the data set's system copy where :func:`dataset_dir` reads that instead: the path read."""
     def replace(node: Any) -> Any:
         if not is_marker(node):
             return KEEP

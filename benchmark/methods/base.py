@@ -18,6 +18,10 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The pre-training 
 - ``weight_decay_at(step, total_steps, base)``: the weight decay of the decayed parameters at
   ``step`` (a schedule, such as DINO's); the config's value throughout by default;
 - ``clip_gradients(max_norm)``: gradient clipping (global norm by default; DINO per parameter).
+
+A method's keyword arguments (a pre-training's ``method_args``) are checked before it is built, as a
+stage config's fields are (:func:`benchmark.training.config.check_kwargs`): the names, the types of
+their annotations, and the ranges the class declares in ``RULES`` (argument -> ``Rule``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from benchmark.data.augment import Augmentation, ViewSpec, single_crop_spec, single_crop_transform
+from benchmark.training.config import Rule
 
 METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
 
@@ -50,6 +55,7 @@ class PretrainMethod(nn.Module):
     # True for methods that learn from labels (supervised): the pre-training stage then reads an ImageFolder
     # and passes ``(images, labels)`` to forward, with ``num_classes`` among the method's arguments.
     needs_labels: ClassVar[bool] = False
+    RULES: ClassVar[dict[str, Rule]] = {}  # argument -> its range (training.config.check_kwargs)
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

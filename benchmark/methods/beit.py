@@ -34,7 +34,8 @@ from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
 from benchmark.methods.base import PretrainMethod, register_method
-from benchmark.methods.masking import VisualTokenTargets, blockwise_mask
+from benchmark.methods.masking import VISUAL_TARGETS, VisualTokenTargets, blockwise_mask
+from benchmark.training.config import at_least, in_unit, one_of, optional, positive
 from benchmark.utils.device import to_device
 
 # BEiT's run_beit_pretraining.py: --num_mask_patches 75 on the 14x14 grid of 224 px images.
@@ -44,6 +45,11 @@ BEIT_MASK_RATIO = 75 / 196
 @register_method
 class BEiT(VisualTokenTargets, PretrainMethod):
     name = "beit"
+    RULES = {
+        "mask_ratio": in_unit(one=False), "vocab_size": at_least(2), "tokenizer": one_of(VISUAL_TARGETS),
+        "tokenizer_seed": at_least(0), "min_mask_patches": at_least(1), "max_mask_patches": optional(at_least(1)),
+        "mask_min_aspect": positive(),
+    }
 
     def __init__(
         self,

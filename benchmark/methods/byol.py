@@ -27,7 +27,8 @@ from benchmark.data.augment import Augmentation, ViewSpec
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import byol_loss
-from benchmark.methods.views import REFERENCE_BLUR_SIGMA, TwoViews
+from benchmark.methods.views import REFERENCE_BLUR_SIGMA, SIGMA_RANGE, TwoViews
+from benchmark.training.config import at_least, in_unit
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -38,6 +39,10 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 @register_method
 class BYOL(PretrainMethod):
     name = "byol"
+    RULES = {
+        "proj_dim": at_least(1), "proj_hidden": at_least(1), "pred_hidden": at_least(1),
+        "momentum": in_unit(zero=True), "blur_sigma": SIGMA_RANGE,
+    }
 
     def __init__(
         self,

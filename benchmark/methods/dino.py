@@ -51,7 +51,8 @@ from benchmark.data.augment import Augmentation, ViewSpec
 from benchmark.methods.base import PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import dino_loss, teacher_probs
-from benchmark.methods.views import REFERENCE_BLUR_SIGMA, MultiCrop
+from benchmark.methods.views import REFERENCE_BLUR_SIGMA, SCALE_RANGE, SIGMA_RANGE, MultiCrop
+from benchmark.training.config import at_least, in_unit, one_of, optional, positive
 from benchmark.utils.schedule import cosine_schedule
 
 
@@ -120,6 +121,15 @@ def default_local_size(img_size: int, patch_size: int) -> int:
 @register_method
 class DINO(PretrainMethod):
     name = "dino"
+    RULES = {
+        "out_dim": at_least(1), "head_hidden": at_least(1), "head_bottleneck": at_least(1), "head_layers": at_least(1),
+        "global_crops": at_least(1), "local_crops": at_least(0), "global_scale": optional(SCALE_RANGE),
+        "local_scale": SCALE_RANGE, "local_size": optional(at_least(1)), "student_temp": positive(),
+        "teacher_temp": positive(), "warmup_teacher_temp": positive(), "warmup_teacher_temp_steps": at_least(0),
+        "center_momentum": in_unit(zero=True), "momentum_teacher": in_unit(zero=True),
+        "freeze_last_layer_steps": optional(at_least(0)), "weight_decay_end": optional(at_least(0)),
+        "export": one_of(("teacher", "student")), "blur_sigma": SIGMA_RANGE,
+    }
 
     def __init__(
         self,

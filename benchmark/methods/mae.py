@@ -29,6 +29,7 @@ from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weigh
 from benchmark.methods.losses import masked_mse
 from benchmark.methods.masking import RandomMask, random_mask
 from benchmark.methods.tokenizers import pixel_patches
+from benchmark.training.config import at_least, in_unit, positive
 
 
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -53,6 +54,10 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
 @register_method
 class MAE(PretrainMethod):
     name = "mae"
+    RULES = {
+        "mask_ratio": in_unit(one=False), "decoder_dim": at_least(1), "decoder_depth": at_least(0),
+        "decoder_heads": at_least(1), "decoder_mlp_ratio": positive(),
+    }
 
     def __init__(
         self,

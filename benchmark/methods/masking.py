@@ -149,6 +149,9 @@ def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Gen
     return RandomMask(order, restore, mask, keep)
 
 
+VISUAL_TARGETS = (*sorted(TOKENIZERS), *LEARNED_TOKENIZERS, "pixels")  # a method's ``tokenizer`` argument
+
+
 class VisualTokenTargets:
     """Mixin for a :class:`~benchmark.methods.base.PretrainMethod` that predicts the masked
     patches' visual tokens (BEiT, SplitMask): from a patch codebook, from the DALL-E dVAE, or,
@@ -167,9 +170,8 @@ class VisualTokenTargets:
 
     def init_visual_tokens(self, vocab_size: int, tokenizer: str, tokenizer_seed: int,
                            tokenizer_weights: str | None = None) -> None:
-        choices = sorted(TOKENIZERS) + list(LEARNED_TOKENIZERS) + ["pixels"]
-        if tokenizer not in choices:
-            raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {choices}")
+        if tokenizer not in VISUAL_TARGETS:
+            raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {list(VISUAL_TARGETS)}")
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
         self.vocab_size = int(vocab_size)

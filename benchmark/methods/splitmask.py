@@ -20,7 +20,8 @@ from timm.models.vision_transformer import Block
 
 from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.losses import info_nce
-from benchmark.methods.masking import VisualTokenTargets
+from benchmark.methods.masking import VISUAL_TARGETS, VisualTokenTargets
+from benchmark.training.config import Rule, at_least, one_of, optional, positive
 from benchmark.utils.device import to_device
 
 
@@ -35,6 +36,12 @@ def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Gene
 @register_method
 class SplitMask(VisualTokenTargets, PretrainMethod):
     name = "splitmask"
+    RULES = {
+        "vocab_size": at_least(2), "tokenizer": one_of(VISUAL_TARGETS),
+        "keep_ratio": Rule(lambda v: 0 < v <= 0.5, "in (0, 0.5] (each of the two disjoint subsets holds that share)"),
+        "decoder_depth": at_least(0), "decoder_dim": optional(at_least(1)), "decoder_heads": optional(at_least(1)),
+        "temperature": positive(), "contrastive_weight": at_least(0), "tokenizer_seed": at_least(0),
+    }
 
     def __init__(
         self,

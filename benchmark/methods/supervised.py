@@ -17,12 +17,17 @@ from timm.loss import SoftTargetCrossEntropy
 from benchmark.data.augment import Augmentation, ViewSpec, single_crop_spec
 from benchmark.errors import ConfigError
 from benchmark.methods.base import PretrainMethod, register_method
+from benchmark.training.config import at_least, augment_policy, in_unit, optional
 
 
 @register_method
 class Supervised(PretrainMethod):
     name = "supervised"
     needs_labels = True
+    RULES = {
+        "num_classes": at_least(1), "mixup": at_least(0), "cutmix": at_least(0), "smoothing": in_unit(zero=True, one=False),
+        "rand_augment": optional(augment_policy()), "random_erase": in_unit(zero=True),
+    }
 
     def __init__(
         self,

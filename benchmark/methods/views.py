@@ -29,12 +29,22 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from benchmark.data.augment import ViewSpec
+from benchmark.training.config import Rule
 
 # BYOL's and DINO's blur, in pixels of their 224 px global views (96 px local crops cut from a
 # fifth of the image see about the same pixels per object). On smaller images the same range blurs
 # far more of the object: scale it with blur_sigma_for.
 REFERENCE_BLUR_SIGMA = (0.1, 2.0)
 REFERENCE_VIEW_SIZE = 224
+
+
+def _pair(v: object) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[0] <= v[1]
+
+
+# The rules of the views' arguments (method RULES): a crop's scale range, a blur's sigma range.
+SCALE_RANGE = Rule(lambda v: _pair(v) and 0 < v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1")
+SIGMA_RANGE = Rule(lambda v: _pair(v) and v[0] > 0, "[low, high] with 0 < low <= high (pixels)")
 
 
 def blur_sigma_for(img_size: int) -> tuple[float, float]:

@@ -163,11 +163,19 @@ def machine_part(table: pd.DataFrame, meta: dict[str, Any], stem: str, titled: b
     missing = [part for part in PARTS if part not in measured]
     sizes = "the paper's sizes" if meta.get("scale", "paper") == "paper" else f"the {meta['scale']} scale"
     lines = [f"### On {meta['device']}, {sizes}", ""] if titled else []
+    runs = meta.get("runs") or []
+    if len(runs) > 1:  # a table that runs of parts merged into (benchmark.tools.perf.merge)
+        how = (f"Measured on {meta['device']} ({meta['cpu_cores']} CPU cores) in {len(runs)} runs, each row by the run "
+               "its `measured` column dates: " + "; ".join(
+                   f"`{run.get('command')}` on {run.get('date')} (torch {run.get('torch')}, timm {run.get('timm')}; "
+                   f"batch {run.get('batch_size')}, medians of {run.get('steps')} timed steps after {run.get('warmup')})"
+                   for run in runs) + "; spread = interquartile range.")
+    else:
+        how = (f"Measured on {meta['device']} ({meta['cpu_cores']} CPU cores, torch {meta['torch']}, timm {meta['timm']}) "
+               f"on {meta['date']} with `{meta['command']}`: batch {meta['batch_size']}, medians of {meta['steps']} timed "
+               f"steps after {meta['warmup']}, spread = interquartile range.")
     lines += [
-        f"Measured on {meta['device']} ({meta['cpu_cores']} CPU cores, torch {meta['torch']}, timm {meta['timm']}) on "
-        f"{meta['date']} with `{meta['command']}`: batch {meta['batch_size']}, medians of {meta['steps']} timed steps "
-        f"after {meta['warmup']}, spread = interquartile range. Table `tables/{stem}.csv`, plot `plots/{stem}.png`; "
-        "the method is in `benchmark/perf.py`."
+        f"{how} Table `tables/{stem}.csv`, plot `plots/{stem}.png`; the method is in `benchmark/perf.py`."
         + (f" This table holds the parts {', '.join(measured)} only ({', '.join(missing)}: not measured in this run)."
            if missing else ""), "",
         "Goals (issue 7), checked against this run:", "", *goals(table, meta), "",

@@ -45,7 +45,7 @@ from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.stages.select import apply_choice
-from benchmark.training.checkpoint import TrainingCheckpoint
+from benchmark.training.checkpoint import TrainingCheckpoint, evaluate_again, finished
 from benchmark.training.config import (
     at_least,
     config_from_dict,
@@ -63,7 +63,7 @@ from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler
 from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
-from benchmark.utils.results import write_result
+from benchmark.utils.results import RESULT_FILE, load_result, write_result
 
 SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 HEAD_INITS = ("random", "linear-probe")
@@ -212,6 +212,10 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     if cfg.checkpoint:
         load_pretrained(model, cfg.checkpoint, cfg.arch)
     model.to(device)
+    # Only once the input is checked (bad input is an error, even where the run is done):
+    done = finished(out, RESULT_FILE, cfg, "finetune", lambda path: load_result(path)["metrics"], evaluate_again(out))
+    if done is not None:
+        return done
 
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
     batch = min(cfg.batch_size, len(subset))  # global

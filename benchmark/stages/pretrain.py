@@ -42,17 +42,17 @@ from benchmark.data.folders import (
     skipped_images,
 )
 from benchmark.data.loader import make_loader, resolve_workers
-from benchmark.errors import ConfigError, DataError
+from benchmark.errors import CheckpointError, ConfigError, DataError, error_line
 from benchmark.methods import METHODS, method_class
 from benchmark.methods.base import supports_device_decode
 from benchmark.methods.flops import pretrain_flops_per_image
-from benchmark.models.checkpoints.export import save_encoder
+from benchmark.models.checkpoints.export import check_export, encoder_state_dict, save_encoder
 from benchmark.models.vit import ARCHS, create_vit, model_spec, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.stages.monitor import KnnMonitor
-from benchmark.training.checkpoint import TrainingCheckpoint, check_finished_config
+from benchmark.training.checkpoint import CHECKPOINT, TrainingCheckpoint, finished, load_state
 from benchmark.training.config import (
     at_least,
     check_kwargs,
@@ -225,6 +225,20 @@ def fit_cache(cfg: PretrainConfig, images: Dataset, fitted: list[int], out: Path
     return (folder if writable else out) / f"{root.name}-fit-{digest.hexdigest()[:16]}"
 
 
+def whole_export(path: Path) -> Path:
+    """``path``, the export of a finished run, once checked to hold the encoder of the run's
+    checkpoint (where that checkpoint can be read); :class:`CheckpointError` if not."""
+    try:
+        model = load_state(path.parent / CHECKPOINT, mmap=True)["model"]
+    except CheckpointError:  # no checkpoint (or none readable) to compare with: the export's own checks
+        model = None
+    prefix = "encoder."  # the method's encoder (Method.encoder), whose head the export leaves out
+    encoder = None if model is None else {k[len(prefix):]: v for k, v in model.items()
+                                          if k.startswith(prefix) and not k.startswith(prefix + "head.")}
+    check_export(path, encoder)
+    return path
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> Path:
     """Runs (or resumes, or skips if finished) a pre-training; returns the encoder export.
 
@@ -233,9 +247,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     """
     out = Path(out_dir)
     validate(cfg)
-    if (out / ENCODER).is_file():
-        check_finished_config(out, cfg)
-        print(f"[pretrain] {out / ENCODER} exists; nothing to do", file=sys.stderr)
+    # A finished run's export must hold its checkpoint's encoder; a damaged one is written again:
+    # the run resumes from its checkpoint, at its last step, and exports.
+    redo = (f"exporting it again from {out / CHECKPOINT}" if (out / CHECKPOINT).is_file() else
+            f"{out / CHECKPOINT} is gone: pre-training again")
+    if finished(out, ENCODER, cfg, "pretrain", whole_export, redo):
         return out / ENCODER
     # The method and the data are checked first: bad input stops the run before it writes anything.
     try:
@@ -343,7 +359,12 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if ctx.is_main and skipped:
         print(f"[pretrain] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)
     if ctx.is_main:
-        save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
+        export = save_encoder(method.encoder, model_spec(cfg.arch, cfg.img_size), out / ENCODER)
+        try:  # done only once the export reads back as the encoder
+            check_export(export, encoder_state_dict(method.encoder))
+        except CheckpointError as err:
+            export.unlink()
+            raise CheckpointError(f"{error_line(err)}; removed it: run the same command again to export again") from None
     barrier(ctx)
     return out / ENCODER
 

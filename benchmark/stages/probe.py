@@ -74,7 +74,7 @@ from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.finetune import load_pretrained
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.training.checkpoint import TrainingCheckpoint
+from benchmark.training.checkpoint import TrainingCheckpoint, evaluate_again, finished
 from benchmark.training.config import (
     Rule,
     at_least,
@@ -94,7 +94,7 @@ from benchmark.training.optim import build_scheduler
 from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.io import torch_save
-from benchmark.utils.results import write_result
+from benchmark.utils.results import RESULT_FILE, load_result, write_result
 
 MODES = ("linear", "knn")
 LARS_FAMILY = ("lars", "larc", "nlars", "nlarc")
@@ -494,10 +494,16 @@ def probe(cfg: ProbeConfig, out_dir: str | Path, resume: bool = True) -> dict[st
     started = time.time()
     validate(cfg)
     out = Path(out_dir)
-    # The linear probe writes config.json once its checkpoint, if any, is found to be of this config.
-    device, ctx = start_run(cfg, out, save_config=cfg.mode == "knn")
+    device, ctx = start_run(cfg, out, save_config=False)
     train_set, val_set = load_splits(cfg.dataset, cfg.data_root, cfg.eval_split)
     encoder = build_encoder(cfg).to(device)
+    # Only once the input is checked (bad input is an error, even where the run is done):
+    done = finished(out, RESULT_FILE, cfg, "probe", lambda path: load_result(path)["metrics"], evaluate_again(out))
+    if done is not None:
+        return done
+    # The linear probe writes config.json once its checkpoint, if any, is found to be of this config.
+    if cfg.mode == "knn" and ctx.is_main:
+        write_config(out / "config.json", cfg)
     if cfg.mode == "linear":
         metrics, head = linear_probe(cfg, encoder, train_set, val_set, device, out, ctx, resume)
         if ctx.is_main:

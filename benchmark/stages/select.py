@@ -16,7 +16,6 @@ would make the tables report a best case, not a held-out estimate.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
 from benchmark.stages.cost import no_compute
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.training.config import read_json
+from benchmark.training.config import read_json, with_values
 from benchmark.utils.io import write_json
 from benchmark.utils.results import load_result
 
@@ -66,17 +65,22 @@ def select(config: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def apply_choice(cfg: T, choice_path: str | Path) -> T:
-    """``cfg`` (a config dataclass) with the fields of a choice.json replaced; a chosen key the
-    config does not have is a ConfigError."""
+    """``cfg`` (a config dataclass) with the fields of a choice.json replaced, every chosen value
+    checked as the config file's own are (:func:`~benchmark.training.config.with_values`);
+    any refusal is one ConfigError naming the choice file."""
+    where = f"hparams_from {choice_path}"
     try:
-        chosen = json.loads(Path(choice_path).read_text())["chosen"]
-    except (OSError, json.JSONDecodeError, KeyError) as err:
-        raise ConfigError(f"hparams_from {choice_path}: not a choice file ({err})") from None
-    fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    unknown = set(chosen) - fields
-    if unknown:
-        raise ConfigError(f"hparams_from {choice_path}: {sorted(unknown)} are not fields of {type(cfg).__name__}")
-    return dataclasses.replace(cfg, **chosen)  # type: ignore[type-var]
+        record = json.loads(Path(choice_path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: not a choice file ({err})") from None
+    chosen = record.get("chosen") if isinstance(record, dict) else None
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{where}: not a choice file (expected a JSON object whose 'chosen' is an object of "
+                          f"config fields, as benchmark.select writes; got {json.dumps(record)[:80]})")
+    try:
+        return with_values(cfg, chosen)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

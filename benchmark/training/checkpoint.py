@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 
-from benchmark.errors import CheckpointError, ConfigError, DiskFull
-from benchmark.utils.io import load_failure, torch_save
+from benchmark.errors import CheckpointError, ConfigError, DiskFull, SuiteError, error_line
+from benchmark.utils.io import disk_full, load_failure, torch_save
 
 CHECKPOINT = "checkpoint.pth"
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "step", "rng", "config")
 # Config fields that change how fast a run goes, not what it computes: a run resumes across them.
 # (decode_on_device is not one: its crops are drawn differently from the PIL path's.)
 RUNTIME_FIELDS = {"num_workers", "compile"}
+T = TypeVar("T")
 
 
 def save_state(path: Path, **state: Any) -> None:
@@ -30,17 +33,15 @@ def save_state(path: Path, **state: Any) -> None:
         torch_save(state, path)
     except DiskFull as err:
         before = "the previous checkpoint is unchanged" if path.is_file() else "there is no earlier checkpoint"
-        full = DiskFull(f"{path}: no space left on device while writing the step {state.get('step')} checkpoint; "
-                        f"{before}: free some space, then run the same command again to resume")
-        full.errno = err.errno
-        raise full from None
+        raise disk_full(err, f"{path}: no space left on device while writing the step {state.get('step')} checkpoint; "
+                             f"{before}: free some space, then run the same command again to resume") from None
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:
     """A training checkpoint (:func:`save_state`), read with ``weights_only=True``; a one-line
-    :class:`CheckpointError` for anything else."""
+    :class:`CheckpointError` for anything else. With ``mmap`` the tensors stay on disk until touched."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # zip, unpickling and storage errors of many types
         raise CheckpointError(f"{path}: not a readable training checkpoint ({load_failure(err)}); move it away, "
                               "or use --resume never to start over") from None
@@ -66,6 +67,30 @@ def check_finished_config(out: Path, config: Any) -> None:
     changed = differing_fields(saved, config) if isinstance(saved, dict) else []
     if changed:
         raise ConfigError(f"{out} holds a finished run of another config (differs in {changed}); use another --out")
+
+
+def finished(out: Path, done: str, config: Any, stage: str, check: Callable[[Path], T], redo: str) -> T | None:
+    """What ``check(out / done)`` returns if ``out`` holds a finished run of ``config`` ("nothing to
+    do", on stderr); None if not. A ``done`` file that fails ``check`` (a :class:`SuiteError`: a
+    truncated or damaged file) is one line that ends in ``redo``, and the run goes on (from its
+    checkpoint) to write it again. A finished run of another config is refused."""
+    path = out / done
+    if not path.is_file():
+        return None
+    check_finished_config(out, config)
+    try:
+        found = check(path)
+    except SuiteError as err:
+        print(f"[{stage}] {error_line(err)}; {redo}", file=sys.stderr)
+        return None
+    print(f"[{stage}] {path} exists; nothing to do", file=sys.stderr)
+    return found
+
+
+def evaluate_again(out: Path) -> str:
+    """How an evaluation whose ``result.json`` is damaged writes it again (:func:`finished`'s ``redo``)."""
+    checkpoint = out / CHECKPOINT
+    return f"evaluating again from {checkpoint}" if checkpoint.is_file() else "evaluating again"
 
 
 def restore_training(path: Path, config: Any, model: nn.Module, optimizer: torch.optim.Optimizer,

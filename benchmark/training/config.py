@@ -5,6 +5,12 @@ A config class lists its ranges as ``RULES`` (field -> :class:`Rule`), the pairs
 not give together as ``EXCLUSIVE``, and the relations between fields in a ``relations()`` method
 returning what is wrong. Each refusal is one :class:`ConfigError` line naming the field, the value
 and what is allowed (and the file, where the config came from one: :func:`read_config`).
+
+Beside a class's own rules: every number anywhere in a config is finite and fits in 64 bits (JSON's
+``Infinity`` and a seed of 2**70 are refused, not met later as an overflow), and a field that means
+the same in every stage config has one rule for all of them (:data:`FIELD_RULES`). A method's
+arguments (``method_args``) are checked the same way against the method's own ``RULES``, declared
+where the method is defined (:func:`check_kwargs`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import dataclasses
 import difflib
 import inspect
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,10 +32,14 @@ C = TypeVar("C")
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a field may hold: ``test(value)`` is true for an allowed value, ``allowed`` says so in words."""
+    """What a field may hold: ``test(value)`` is true for an allowed value, ``allowed`` says so in
+    words (a function giving the words where they depend on the machine: :func:`device_name`)."""
 
     test: Callable[[Any], bool]
-    allowed: str
+    allowed: str | Callable[[], str]
+
+    def says(self) -> str:
+        return self.allowed() if callable(self.allowed) else self.allowed
 
 
 def at_least(low: float) -> Rule:
@@ -51,8 +62,41 @@ def one_of(choices: Any) -> Rule:
 
 
 def device_name() -> Rule:
-    return Rule(lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
-                "auto, cpu, cuda or cuda:N")
+    """auto, cpu, or a GPU this machine has (cuda, cuda:N): a run never starts on a device it cannot use."""
+    def usable(v: str) -> bool:
+        if v in ("auto", "cpu"):
+            return True
+        index = 0 if v == "cuda" else int(v[5:]) if v.startswith("cuda:") and v[5:].isdigit() else None
+        return index is not None and index < _gpus()
+
+    def allowed() -> str:
+        gpus = _gpus()
+        have = "it has none" if not gpus else f"cuda:0 to cuda:{gpus - 1}" if gpus > 1 else "cuda:0"
+        return f"auto, cpu, cuda or cuda:N for a GPU this machine has ({have})"
+
+    return Rule(usable, allowed)
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def augment_policy() -> Rule:
+    """An augmentation policy string that timm's ``create_transform(auto_augment=...)`` parses:
+    RandAugment (``rand-m9-mstd0.5-inc1``), AugMix (``augmix-...``) or an AutoAugment policy."""
+    def parses(v: str) -> bool:
+        from timm.data import create_transform
+
+        try:
+            create_transform(input_size=32, is_training=True, auto_augment=v)
+        except (AssertionError, ValueError, KeyError, IndexError, TypeError):
+            return False
+        return True
+
+    return Rule(parses, "a policy timm parses, e.g. rand-m9-mstd0.5-inc1 (RandAugment: rand, then -m<magnitude>, "
+                        "-n<operations>, -mstd<magnitude noise>, -inc<0|1>, ...), augmix-m5 or original")
 
 
 def workers() -> Rule:
@@ -61,17 +105,60 @@ def workers() -> Rule:
 
 
 def optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.test(v), f"null or {rule.allowed}")
+    return Rule(lambda v: v is None or rule.test(v), lambda: f"null or {rule.says()}")
+
+
+# Fields that mean the same in every stage config: checked wherever a config has one, after the
+# class's own RULES (which may narrow them).
+FIELD_RULES: dict[str, Rule] = {
+    "epochs": Rule(lambda v: v is None or v > 0, "positive (a run of zero length is not a result)"),
+    "rand_augment": optional(augment_policy()),
+}
+
+INT_LIMIT = 2**63  # what torch, numpy and the checkpoints hold: a signed 64-bit integer
+
+
+def number_problem(value: Any) -> str | None:
+    """What is wrong with a number no run can use (NaN, an infinity, an integer beyond 64 bits);
+    None for any other value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "should be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT <= value < INT_LIMIT:
+        return "should be a 64-bit integer (below 2**63 in size)"
+    return None
+
+
+def check_numbers(value: Any, where: str) -> None:
+    """Raises :class:`ConfigError` for the first number in ``value`` (nested lists and objects
+    included) that :func:`number_problem` refuses, naming its place below ``where``."""
+    problem = number_problem(value)
+    if problem:
+        raise ConfigError(f"{where} = {value!r}: {problem}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_numbers(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_numbers(item, f"{where}[{i}]")
+
+
+def check_rules(rules: dict[str, Rule], values: dict[str, Any], where: str) -> None:
+    """Raises :class:`ConfigError` for the first of ``values`` whose rule refuses it."""
+    for field, rule in rules.items():
+        if field in values and not rule.test(values[field]):
+            raise ConfigError(f"{where}{field} = {values[field]!r}: should be {rule.says()}")
 
 
 def validate(config: Any) -> None:
-    """Raises :class:`ConfigError` for the first field outside its range (the config class's
-    ``RULES``) or relation (its ``relations()``)."""
+    """Raises :class:`ConfigError` for the first field that is not a usable number
+    (:func:`number_problem`), is outside its range (the config class's ``RULES``, then
+    :data:`FIELD_RULES`) or relation (its ``relations()``)."""
     name = type(config).__name__
-    for field, rule in getattr(config, "RULES", {}).items():
-        value = getattr(config, field)
-        if not rule.test(value):
-            raise ConfigError(f"{name}.{field} = {value!r}: should be {rule.allowed}")
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for field, value in values.items():
+        check_numbers(value, f"{name}.{field}")
+    check_rules(getattr(config, "RULES", {}), values, f"{name}.")
+    check_rules(FIELD_RULES, values, f"{name}.")
     relations = getattr(config, "relations", None)
     problems = relations() if relations else []
     if problems:
@@ -105,18 +192,39 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     return config
 
 
+def with_values(config: C, changes: dict[str, Any]) -> C:
+    """``config`` with the fields ``changes`` replaced, checked as a config file is
+    (:func:`config_from_dict`: types, ranges, relations, the ``EXCLUSIVE`` pairs among the fields
+    that differ from their defaults)."""
+    given = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING or value != default:
+            given[f.name] = value
+    return config_from_dict(type(config), {**given, **changes})
+
+
 def check_kwargs(fn: Any, values: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
-    """Rejects keys of ``values`` that ``fn`` (a class: its ``__init__``) takes no argument of,
-    suggesting the nearest one, before anything is built."""
+    """Checks the keyword arguments ``values`` of ``fn`` (a class: its ``__init__``) before anything
+    is built, as :func:`config_from_dict` checks a config: a key ``fn`` takes no argument of (the
+    nearest one suggested), a value of another type than the argument's annotation, a number no
+    run can use, and a value that ``fn.RULES`` (argument -> :class:`Rule`, declared beside ``fn``)
+    refuses."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    names = [n for n in params if n not in skip and n != "self"]
-    for key in values:
-        if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names = [n for n in params if n not in skip and n != "self"]
+        for key in values:
+            if key not in names:
+                near = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+    for key, value in values.items():
+        annotation = params[key].annotation if key in params else inspect.Parameter.empty
+        if isinstance(annotation, str) and not _type_ok(value, annotation):
+            raise ConfigError(f"{where}: {key}={value!r} should be of type {annotation}")
+        check_numbers(value, f"{where}: {key}")
+    check_rules(getattr(fn, "RULES", {}), values, f"{where}: ")
 
 
 def _type_ok(value: Any, annotation: str) -> bool:

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.utils.io import write_text
+from benchmark.errors import DiskFull
+from benchmark.utils.io import append_line, disk_full, log_lines, write_text
 
 
 class RunLog:
     """A JSON-lines log (one object per line) plus a one-line progress display on stderr with
-    loss, learning rate, images/s and time left."""
+    loss, learning rate, images/s and time left. Each record is written whole or not at all; on a
+    full disk :class:`DiskFull` says so, and the log stays as it was."""
 
     def __init__(self, path: Path, total_steps: int, start_step: int, desc: str, every: int = 10) -> None:
         self.path = path
@@ -23,10 +25,23 @@ class RunLog:
         self.images = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
-            # A resumed run repeats the steps after its checkpoint: drop their old records.
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= start_step]
+            # A resumed run repeats the steps after its checkpoint: drop their old records, and any
+            # torn line a kill or a full disk left.
+            lines = log_lines(path)
+            torn = sum(record is None for _, record in lines)
+            if torn:
+                print(f"[{desc}] {path}: dropped {torn} torn line(s), left by a write that did not finish", file=sys.stderr)
+            kept = [line for line, record in lines if record is not None and record.get("step", 0) <= start_step]
             write_text(path, "".join(f"{line}\n" for line in kept))
-        self.fh = open(path, "a")
+        self.fh = open(path, "ab", buffering=0)
+
+    def _write(self, record: dict) -> None:
+        try:
+            append_line(self.fh, self.path, json.dumps(record) + "\n")
+        except DiskFull as err:
+            raise disk_full(err, f"{self.path}: no space left on device while logging step {record['step']}; the log "
+                                 "holds the steps before it: free some space, then run the same command again to "
+                                 "resume") from None
 
     def step(self, step: int, batch_size: int, **scalars: float) -> None:
         self.images += batch_size
@@ -38,8 +53,7 @@ class RunLog:
         left = (self.total - done) * elapsed / max(done - self.start, 1)
         record = {"step": done, "time": round(elapsed, 3), "img_per_s": round(rate, 2),
                   **{k: float(v) for k, v in scalars.items()}}
-        self.fh.write(json.dumps(record) + "\n")
-        self.fh.flush()
+        self._write(record)
         shown = " ".join(f"{k} {float(v):.4g}" for k, v in scalars.items())
         print(f"[{self.desc}] step {done}/{self.total} {shown} | {rate:.1f} img/s | ETA {_fmt_time(left)}",
               file=sys.stderr, flush=True)
@@ -47,8 +61,7 @@ class RunLog:
     def record(self, step: int, **values: float) -> None:
         """A record of its own at ``step`` (steps done), e.g. the online monitor's score."""
         record = {"step": step, "time": round(time.time() - self.t0, 3), **{k: float(v) for k, v in values.items()}}
-        self.fh.write(json.dumps(record) + "\n")
-        self.fh.flush()
+        self._write(record)
         shown = " ".join(f"{k} {float(v):.4g}" for k, v in values.items())
         print(f"[{self.desc}] step {step}/{self.total} {shown}", file=sys.stderr, flush=True)
 

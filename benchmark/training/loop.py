@@ -40,19 +40,15 @@ Hook = Callable[[int], None]
 Monitor = Callable[[], dict[str, float]]
 
 
-def _non_finite(value: float, step: int, checkpoint: Path) -> NonFiniteLoss:
-    return NonFiniteLoss(f"the loss is {value} at step {step}; stopping. The last good checkpoint is {checkpoint} "
-                         "(lower the learning rate or raise the warm-up, then resume)")
-
-
 class FiniteGuard:
     """Watches the loss for NaN and inf without making the host wait for the GPU at every step:
     the first non-finite loss and its step stay on the loss's device, and :meth:`check` (called
     before a log line or a checkpoint is written) reads them and raises :class:`NonFiniteLoss`.
-    Steps after the first bad one may run before the check; nothing they produce is saved."""
+    Steps after the first bad one may run before the check; nothing they produce is saved.
+    ``saved`` is the step of the run's last checkpoint (None before its first), which the error names."""
 
-    def __init__(self, checkpoint: Path) -> None:
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Path, saved: int | None = None) -> None:
+        self.checkpoint, self.saved = checkpoint, saved
         self.first: torch.Tensor | None = None  # (step, loss) of the first non-finite loss; step -1: none yet
 
     def watch(self, loss: torch.Tensor, step: int) -> None:
@@ -72,10 +68,15 @@ class FiniteGuard:
             flag = torch.tensor([float(step >= 0)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             if flag.item() > 0 and step < 0:
-                raise NonFiniteLoss(f"another process's loss is not finite; stopping. The last good checkpoint is "
-                                    f"{self.checkpoint}")
+                raise NonFiniteLoss(f"another process's loss is not finite; stopping. {self._last_good()}")
         if step >= 0:
-            raise _non_finite(value, int(step), self.checkpoint)
+            raise NonFiniteLoss(f"the loss is {value} at step {int(step)}; stopping. {self._last_good()}")
+
+    def _last_good(self) -> str:
+        if self.saved is None:  # the file may hold an earlier run (--resume never), not this one
+            return "No checkpoint was written yet (lower the learning rate or raise the warm-up, then run again)"
+        return (f"The last good checkpoint is {self.checkpoint}, of step {self.saved} (a lower learning rate or a "
+                "longer warm-up is another config, which does not resume from it: start again with --resume never)")
 
 
 def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size: int, what: str, desc: str, out: Path,
@@ -87,7 +88,7 @@ def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size:
     ("pre-training"), ``desc`` in the progress line; ``ddp`` is the DDP wrapper, if any."""
     optimizer, scheduler = checkpoint.optimizer, checkpoint.scheduler
     log = RunLog(out / "log.jsonl", total, checkpoint.start, desc=desc, every=log_every) if ctx.is_main else None
-    guard = FiniteGuard(checkpoint.path)
+    guard = FiniteGuard(checkpoint.path, saved=checkpoint.start if checkpoint.resumed else None)
     monitor = monitor if log is not None and monitor_every > 0 else None
     stop = StopSignal().install()
     try:
@@ -125,8 +126,10 @@ def train(step: Step, checkpoint: TrainingCheckpoint, *, total: int, batch_size:
                 log.step(index, batch_size)
             if monitor is not None and ((index + 1) % monitor_every == 0 or index + 1 == total):
                 log.record(index + 1, **monitor())
-            if ctx.is_main and (checkpointing or stopping):
-                checkpoint.save(index + 1)
+            if checkpointing or stopping:
+                if ctx.is_main:
+                    checkpoint.save(index + 1)
+                guard.saved = index + 1
             if stopping:
                 raise stopped(what, stop, index + 1, total, checkpoint.path)
     finally:

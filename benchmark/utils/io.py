@@ -4,6 +4,7 @@ Every writer goes through :func:`atomic_path`: the data goes to a hidden tempora
 target (``.NAME.XXXX.tmp``), is flushed to disk (``fsync``) and only then renamed over the target
 (``os.replace``, atomic on POSIX). A crash or a full disk leaves the previous version of the file
 (or none) in place, never a partial one; a full disk raises :class:`DiskFull`, naming the file.
+The one file written in place, a run's JSON-lines log, grows by whole lines (:func:`append_line`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from benchmark.errors import DiskFull
 
 # A full disk, a full quota, or a file-size limit (ulimit -f): the write stopped for want of room.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(err: OSError, message: str) -> DiskFull:
+    """The :class:`DiskFull` for ``err`` (a full disk, quota or file-size limit), saying ``message``."""
+    full = DiskFull(message)
+    full.errno = err.errno
+    return full
 
 
 def _umask() -> int:
@@ -46,10 +54,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)  # frees the space a partial write took
         if isinstance(err, OSError) and err.errno in _FULL and not isinstance(err, DiskFull):
-            full = DiskFull(f"{path}: no space left on device; not written (an earlier version of the file, if any, "
-                            f"is unchanged; {err.strerror})")
-            full.errno = err.errno
-            raise full from None
+            raise disk_full(err, f"{path}: no space left on device; not written (an earlier version of the file, if "
+                                 f"any, is unchanged; {err.strerror})") from None
         raise
 
 
@@ -61,6 +67,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def append_line(fh: Any, path: str | os.PathLike, line: str) -> None:
+    """Appends ``line`` to ``fh`` (``path`` opened with ``open(path, "ab", buffering=0)``) whole or
+    not at all: a write the disk cannot finish is cut off again, so that the file never ends in a
+    torn line, and a full disk raises :class:`DiskFull`."""
+    start = fh.seek(0, os.SEEK_END)
+    data = memoryview(line.encode())
+    try:
+        while data:
+            data = data[fh.write(data):]  # a write may stop short at the disk's (or ulimit -f's) end
+    except OSError as err:
+        os.ftruncate(fh.fileno(), start)
+        if err.errno in _FULL:
+            raise disk_full(err, f"{path}: no space left on device; the line was not written ({err.strerror})") from None
+        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -103,14 +125,39 @@ def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata:
     OSError that :func:`atomic_path` reports, not safetensors' own error type)."""
     from safetensors.torch import save
 
-    write_bytes(path, save(tensors, metadata=metadata))
+    write_bytes(path, _sorted_metadata(save(tensors, metadata=metadata)))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes whose header lists the metadata in sorted order: safetensors writes it from
+    a Rust HashMap, whose order changes from process to process, and with it the file's sha256."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes, with spaces
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a run's ``log.jsonl`` (written by ``benchmark.training.log.RunLog``), in order.
     Here, without torch, so that the report can read logs too."""
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in log_lines(Path(run_dir) / "log.jsonl") if record is not None]
+
+
+def log_lines(path: str | os.PathLike) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each line of a JSON-lines log with its record; None for a line that holds no whole record
+    (the torn end of a write that a kill or a full disk cut short)."""
+    lines = []
+    for line in Path(path).read_bytes().decode(errors="replace").splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            lines.append((line, record if isinstance(record, dict) else None))
+    return lines
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

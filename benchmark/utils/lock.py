@@ -1,5 +1,6 @@
-"""Locks that keep two processes off the same runs directory or run directory: a second driver, or
-a second command on a run directory in use, says who holds it and stops (or waits).
+"""Locks that keep two processes off the same runs directory, run directory or report directory: a
+second driver, a second command on a run directory in use, or a second report, says who holds it
+and stops (or waits).
 
 The lock is ``fcntl.flock`` on the directory itself, which the operating system releases when the
 holder exits, however it exits: a killed run never leaves a stale lock behind. While it holds the
@@ -70,6 +71,22 @@ def exclusive(folder: str | os.PathLike, what: str, wait: bool = False, poll_s: 
             info.unlink(missing_ok=True)
     finally:
         os.close(fd)  # releases the lock
+
+
+def in_use_by(folder: str | os.PathLike) -> str | None:
+    """Who holds the lock of ``folder`` now (as a refusal names it), or None while it is free or
+    missing. Takes nothing: a free lock is released at once."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(Path(folder) / LOCK_FILE)
+    finally:
+        os.close(fd)
+    return None
 
 
 def main_process() -> bool:

@@ -1,5 +1,5 @@
 """Fashion-MNIST from its official idx files: tiny valid and broken files written by the tests,
-the splits the suite uses, the Debian package's folder as the fallback, and the real package."""
+the splits the suite uses, the Debian package's folder where no data root was named, and the real package."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import benchmark.data.fashion_mnist as fm
 from benchmark.data.classification import load_classification, load_splits
 from benchmark.errors import DataError
+from benchmark.experiments import datasets
 from benchmark.experiments.datasets import SYSTEM_COPIES, dataset_dir, missing_datasets, resolve_data
 from benchmark.experiments.model import Run
 
@@ -78,20 +79,23 @@ def test_a_missing_data_set_says_how_to_get_it(tmp_path, no_debian_copy) -> None
     assert "apt-get install dataset-fashion-mnist" in text and "train-images-idx3-ubyte.gz" in text and "\n" not in text
 
 
-def test_the_debian_folder_is_used_where_the_data_root_does_not_hold_the_files(tmp_path, monkeypatch,
-                                                                                make_fashion_mnist) -> None:
+def test_the_debian_folder_is_used_only_where_no_data_root_was_named(tmp_path, monkeypatch, make_fashion_mnist) -> None:
     package = make_fashion_mnist(tmp_path / "usr-share-datasets-fashion-mnist")
     monkeypatch.setattr(fm, "DEBIAN_DIR", package)
     monkeypatch.setitem(SYSTEM_COPIES, "fashion-mnist", package)
-    data_root = tmp_path / "data"
-    assert fm.FashionMNIST(data_root / "fashion-mnist", "train").folder == package
-    assert dataset_dir("fashion-mnist", data_root) == package
+    default = tmp_path / "data"  # the driver's data root when none is named
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_ROOT", default)
+    assert dataset_dir("fashion-mnist", default) == package
     run = Run("r", "finetune", {"data_root": {"data": "fashion-mnist", "path": ""}})
-    assert missing_datasets([run], data_root) == {}
-    assert resolve_data(run.config, data_root) == {"data_root": str(package)}
+    assert missing_datasets([run], default) == {}
+    assert resolve_data(run.config, default) == {"data_root": str(package)}  # the config names the data read
+    # a root that was named is read as given, never replaced
+    with pytest.raises(DataError, match="no such directory"):
+        fm.FashionMNIST(default / "fashion-mnist", "train")
+    assert dataset_dir("fashion-mnist", tmp_path / "named") is None
     # files under the data root win, uncompressed ones too
-    own = make_fashion_mnist(data_root / "fashion-mnist", gz=False)
-    assert dataset_dir("fashion-mnist", data_root) == own
+    own = make_fashion_mnist(default / "fashion-mnist", gz=False)
+    assert dataset_dir("fashion-mnist", default) == own
     assert fm.FashionMNIST(own, "train").folder == own
 
 

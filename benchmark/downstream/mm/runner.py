@@ -18,7 +18,7 @@ On a GPU with an mmcv built without its CUDA ops, RoIAlign and NMS switch to tor
 
 Bad input (missing data, a COCO annotation file with missing fields or boxes outside their image,
 ADE20k labels out of range, unknown checkpoint format, mismatching checkpoint, a mistyped
-``--cfg-options`` key) raises :class:`InputError` or :class:`benchmark.errors.CheckpointError`;
+``--cfg-options`` key, a training of zero length) raises :class:`InputError` or :class:`benchmark.errors.CheckpointError`;
 the CLIs print one line and exit 2.
 
 An interrupted run started again on its work dir resumes from its latest whole checkpoint and ends
@@ -335,6 +335,20 @@ def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None) -
     return cfg
 
 
+def check_train_length(cfg: Any, config: str | Path, cfg_options: dict[str, Any] | None = None) -> None:
+    """Refuses a training of zero length (a result of an untrained model): ``train_cfg``'s
+    ``max_epochs`` / ``max_iters`` must be whole numbers of at least 1. The message names the
+    ``--cfg-options`` pair that set the value, else the config file."""
+    train_cfg = cfg.get("train_cfg") or {}
+    for key in ("max_epochs", "max_iters"):
+        value = train_cfg.get(key) if isinstance(train_cfg, dict) else None
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            continue
+        option = f"train_cfg.{key}"
+        where = f"--cfg-options {option}={value}" if option in (cfg_options or {}) else f"{config}: {option} = {value!r}"
+        raise InputError(f"{where}: should be a whole number of at least 1 (a training of zero length is not a result)")
+
+
 def check_option_key(cfg: Any, key: str) -> None:
     """Rejects a dotted ``--cfg-options`` key that looks like a typo: a part missing from the
     config where a close name exists (the nearest is suggested). A new key with no near name is
@@ -545,6 +559,7 @@ def prepare(
     classes = task.classes(data_root)  # data first: the cheapest check
     src, spec, fmt = resolve_checkpoint(ckpt)
     cfg = load_config(config, cfg_options)
+    check_train_length(cfg, config, cfg_options)
     notes: list[str] = []
     config_arch = cfg.model.get("backbone", {}).get("arch")
     embed_dim = _configure_backbone(cfg, src, spec, set(cfg_options or {}))  # checks arch before converting

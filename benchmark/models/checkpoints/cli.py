@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from benchmark.errors import EXIT_BAD_INPUT, SuiteError, error_line
+from benchmark.errors import EXIT_BAD_INPUT, InputError, SuiteError, error_line
 from benchmark.models.checkpoints.export import save_encoder_state, to_mm
 from benchmark.models.checkpoints.published import SOURCES, dropped_summary, import_checkpoint
 from benchmark.models.vit import ARCHS
+
+
+def check_output(src: str, out: str) -> None:
+    """:class:`InputError` unless ``out`` is a file path that can be written without touching
+    ``src``: not ``src`` itself (by any name: a link, ``./``), not a directory, not below a file."""
+    target, parent = Path(out), Path(out).parent
+    if target.is_dir():
+        raise InputError(f"{out}: a directory, not a file; give the path of the file to write in it")
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{out}: {parent} is a file, not a directory")
+    if target.exists() and Path(src).exists() and os.path.samefile(src, out):
+        raise InputError(f"{out}: the same file as the input {src}; writing it would replace the input: "
+                         "give another output path")
 
 
 def _main_import(argv: list[str]) -> int:
@@ -32,10 +47,14 @@ def _main_import(argv: list[str]) -> int:
     parser.add_argument("--which", default="teacher", choices=("teacher", "student"), help="of a DINO training checkpoint")
     args = parser.parse_args(argv)
     try:
+        check_output(args.src, args.out)
         result = import_checkpoint(args.src, args.source, args.arch, args.which)
         save_encoder_state(result.state, result.spec, args.out, source=f"{result.source}:{args.src}")
     except SuiteError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # the output cannot be written (permissions, a read-only disk)
+        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"source format: {result.source}; model: {json.dumps(result.spec)}; {len(result.state)} tensors")
     if result.dropped:
@@ -60,9 +79,13 @@ def _main_mm(argv: list[str]) -> int:
     parser.add_argument("out", help="where to write the mm backbone checkpoint (.pth)")
     args = parser.parse_args(argv)
     try:
+        check_output(args.encoder, args.out)
         to_mm(args.encoder, args.out)
     except SuiteError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # the output cannot be written (permissions, a read-only disk)
+        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {args.out}")
     return 0

@@ -11,7 +11,8 @@
 
 :func:`read_checkpoint` reads either format, recognised by content; :func:`read_spec` reads
 only a checkpoint's model spec and format, without its tensors. :func:`check_keys` holds a state
-to the exact keys and shapes of its spec's model.
+to the exact keys and shapes of its spec's model; :func:`check_export` holds an export to the
+encoder it was written from.
 """
 
 from __future__ import annotations
@@ -77,6 +78,34 @@ def load_encoder(path: str | Path, tensors: bool = True) -> tuple[dict[str, torc
     if meta.get("format") != ENCODER_FORMAT:
         raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {ENCODER_FORMAT!r}")
     return state, json.loads(meta["model"])
+
+
+def check_export(path: str | Path, encoder: Mapping[str, torch.Tensor] | None = None) -> None:
+    """:class:`CheckpointError` unless ``path`` is a whole encoder export: it loads (a truncated
+    file does not), holds the keys and shapes of its model spec and, given ``encoder`` (the state
+    it was exported from), exactly those tensors."""
+    state, spec = load_encoder(path)
+    check_keys(state, spec, str(path))
+    if encoder is not None:
+        differ = sorted(k for k in state.keys() | encoder.keys()
+                        if k not in state or k not in encoder or not torch.equal(state[k], encoder[k]))
+        if differ:
+            raise CheckpointError(f"{path}: {len(differ)} tensors differ from the encoder it was exported from "
+                                  f"(first {differ[0]})")
+
+
+def is_whole(path: str | Path) -> bool:
+    """Whether a safetensors file is as long as its header says: a cheap test (no tensor is read) that
+    tells a finished export from one cut short, for the driver's done test; :func:`check_export`
+    checks the tensors themselves."""
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        return Path(path).stat().st_size == 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def to_mm(encoder_path: str | Path, out_path: str | Path) -> Path:
