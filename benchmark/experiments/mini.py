@@ -21,8 +21,8 @@ from typing import Any
 
 from benchmark.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from benchmark.experiments.datasets import TRAIN_IMAGES, WRITTEN, data
-from benchmark.experiments.model import Run
-from benchmark.experiments.paper import Eval, Pre, _grid, artifact_runs, sweep_runs
+from benchmark.experiments.model import Layout, Run
+from benchmark.experiments.paper import CURVE_OVER_FRACTION, DENSE_LAYOUT, Eval, Pre, _grid, artifact_runs, sweep_runs
 from benchmark.experiments.scales import SCALE_SPECS
 
 MINI_SCALES = ("mini", "mini-quick", "mini-gpu")
@@ -83,27 +83,29 @@ def _dense_beit() -> list[Eval]:
     return _grid(["beit"], [None, SCENES, FASHION], ["s"], [DETECT, SEGMENT])
 
 
-# artifact -> (title, the comparisons, the tags it varies); the paper artifact each stands for
-MINI_COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+# artifact -> (title, the comparisons, how the report lays it out); the paper artifact each stands for
+MINI_COMPARISONS: dict[str, tuple[str, Any, Layout]] = {
     "mini_table1": ("Fashion-MNIST: pre-training on the single items vs on scenes of 2-5 items (not object-centric, as "
                     "COCO) at the same number of iterations, denoising autoencoders vs DINO, fine-tuned on 1,000 labels "
-                    "of the items, with random init and the floors (Table 1 in miniature)", _table1, ()),
+                    "of the items, with random init and the floors (Table 1 in miniature)", _table1,
+                    Layout(columns=("pretrain_data",))),
     "mini_table6": ("Fashion-MNIST: pre-training on the task's own 50,000 unlabelled images vs random init vs supervised, "
-                    "fine-tuned on 1,000 labels, with the floors and the ceiling (Table 6 in miniature)", _table6, ()),
+                    "fine-tuned on 1,000 labels, with the floors and the ceiling (Table 6 in miniature)", _table6, Layout()),
     "mini_seeds": ("Fashion-MNIST: Table 6 in miniature at three seeds (each seed its own 1,000 labels and fine-tuning "
                    "order; the pre-trainings are shared, except at mini-gpu, where each seed pre-trains too)",
-                   _table6_seeds, ()),
+                   _table6_seeds, Layout()),
     "mini_fig2": ("Fashion-MNIST: pre-training on 100%, 10% and 1% of the train images at a constant number of iterations, "
-                  "denoising autoencoders vs DINO (Fig. 2 in miniature)", _fig2, ("fraction",)),
+                  "denoising autoencoders vs DINO (Fig. 2 in miniature)", _fig2, CURVE_OVER_FRACTION),
     "mini_table8": ("Fashion-MNIST: linear probing and k-NN beside fine-tuning, 1,000 labels (Table 8 in miniature)",
-                    _table8, ()),
+                    _table8, Layout()),
     "mini_dense": ("Fashion-MNIST scenes: Mask R-CNN (box and mask AP) and UperNet (mIoU) after pre-training on the "
                    "scenes themselves vs on the single items, supervised pre-training, and random init with a longer "
-                   "schedule (Fig. 1, Tables 4 and 5 in miniature)", _dense, ()),
+                   "schedule (Fig. 1, Tables 4 and 5 in miniature)", _dense, DENSE_LAYOUT),
     "mini_dense_beit": ("Fashion-MNIST scenes: the dense legs of mini_dense after BEiT pre-trained on the scenes vs on the "
-                        "single items, beside random init (Fig. 1, Tables 4 and 5 in miniature)", _dense_beit, ()),
+                        "single items, beside random init (Fig. 1, Tables 4 and 5 in miniature)", _dense_beit, DENSE_LAYOUT),
     "mini_more": ("Fashion-MNIST: MAE and BYOL at the miniature's fractions, fine-tuned and probed (beyond the default plan)",
-                  _more, ("fraction",)),
+                  _more, Layout(columns=("downstream", "pretrain_data"), figure="curve", x="fraction",
+                                x_label=CURVE_OVER_FRACTION.x_label)),
 }
 # the pre-trained initialisations of the dense legs (their findings rest on these pre-trainings' gates)
 DENSE_METHODS = frozenset(ev.method for name in DENSE_ARTIFACTS for ev in MINI_COMPARISONS[name][1]() if ev.pre)

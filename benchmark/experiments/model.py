@@ -36,8 +36,27 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"ref", "file"}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How the report shows an artifact, as the paper's table or figure chose: the tags that name
+    its rows and its columns (one readable table per scale and arch unless those are rows or
+    columns), and its figure: ``"bars"`` (a group per value of ``groups``, by default the columns
+    other than the metric; a bar per row), or ``"curve"`` (a line per row over the numeric tag ``x``).
+    ``target``: a pre-training on a column's own data set reads "the target data" (Table 6)."""
+
+    rows: tuple[str, ...] = ("method",)
+    columns: tuple[str, ...] = ("downstream",)
+    figure: str = "bars"
+    groups: tuple[str, ...] | None = None
+    x: str = ""          # "fraction" (of the pre-training set, from its tag), "epochs" or "hparams"
+    x_label: str = ""
+    target: bool = False
+
+
 @dataclass
 class Artifact:
     name: str
     title: str
     scales: dict[str, Callable[[], list[Run]]]  # scale -> a function returning the runs
+    layout: Layout = field(default_factory=Layout)  # how the report shows it
+

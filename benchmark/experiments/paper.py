@@ -24,7 +24,7 @@ from benchmark.experiments.datasets import (
     WRITTEN,
     data,
 )
-from benchmark.experiments.model import Run, ref
+from benchmark.experiments.model import Layout, Run, ref
 from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
 
@@ -110,52 +110,62 @@ def _fig2() -> list[Eval]:
     return [Eval("splitmask", Pre("splitmask", "imagenet", 0.001), "b", "imagenet-finetune"), *evals]
 
 
-# artifact -> (title, the comparisons, the tags it varies beyond method/data/arch/downstream)
-COMPARISONS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+# How the report shows a curve over the pre-training subset (Fig. 2), and the dense legs (Tables 4
+# and 5: box and mask AP side by side, a figure grouped by pre-training data).
+CURVE_OVER_FRACTION = Layout(columns=("pretrain_data",), figure="curve", x="fraction",
+                             x_label="pre-training subset (% of the train images)")
+DENSE_LAYOUT = Layout(rows=("method", "pretrain_data"), columns=("metric",), groups=("pretrain_data",))
+# artifact -> (title, the comparisons, how the report lays it out)
+COMPARISONS: dict[str, tuple[str, Any, Layout]] = {
     # Teaser: COCO detection after pre-training on COCO vs ImageNet (our choice: SplitMask and BEiT, ViT-B).
     "fig1": ("COCO detection: pre-training on COCO vs ImageNet (teaser)",
-             lambda: _grid(["beit", "splitmask"], [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"]), ()),
+             lambda: _grid(["beit", "splitmask"], [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"]),
+             Layout(columns=("pretrain_data", "metric"), groups=("pretrain_data",))),
     # Arch unknown; ViT-B (our choice).
     "table1": ("iNaturalist-2019 fine-tuning after pre-training on ImageNet 1/10/100% and COCO",
                lambda: _grid(["supervised", *SSL], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"],
                              ["inat2019-finetune"])
-               + _grid(SSL, [Pre("*", "coco")], ["b"], ["inat2019-finetune"]), ("fraction",)),
-    "fig2": ("ImageNet subset size at a constant number of iterations, fine-tuned on ImageNet", _fig2, ("fraction",)),
+               + _grid(SSL, [Pre("*", "coco")], ["b"], ["inat2019-finetune"]), Layout(columns=("pretrain_data",))),
+    "fig2": ("ImageNet subset size at a constant number of iterations, fine-tuned on ImageNet", _fig2, CURVE_OVER_FRACTION),
     # Epoch counts: our choice (PROTOCOL: up to about 3k helps, then slight over-fitting).
     "fig3": ("Pre-training length on ImageNet-10%, fine-tuned on ImageNet",
              lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", 0.1, e) for e in (300, 1000, 2000, 3000, 5000)], ["b"],
-                           ["imagenet-finetune"]), ("epochs",)),
+                           ["imagenet-finetune"]),
+             Layout(columns=("epochs",), figure="curve", x="epochs", x_label="pre-training epochs on ImageNet-10%")),
     # Pre-training data: ImageNet-100%, evaluation: ImageNet fine-tuning (our choice).
     "tokenizers": ("Tokenizers for BEiT and SplitMask: DALL-E dVAE vs random patches vs k-means",
                    lambda: _grid(["beit", "splitmask"],
                                  [Pre("*", "imagenet", 1.0, None, t) for t in ("dall-e", "random-patches", "kmeans")],
-                                 ["b"], ["imagenet-finetune"]), ("tokenizer",)),
+                                 ["b"], ["imagenet-finetune"]), Layout(columns=("tokenizer",))),
     "schedules": ("Schedules: the same iterations on ImageNet 1%, 10%, 100% (30k, 3k, 300 epochs)",
                   lambda: _grid(["beit", "splitmask"], [Pre("*", "imagenet", f) for f in (0.01, 0.1, 1.0)], ["b"],
                                 ["imagenet-finetune"]),
-                  ("fraction", "epochs")),
+                  Layout(columns=("pretrain_data",))),
     # Random init uses the longer detection schedule (configs_mm/mask_rcnn_vit_b_fpn_6x_coco_random_init.py).
     "table4": ("COCO Mask R-CNN, ViT-B: pre-training on COCO vs ImageNet",
                lambda: _grid(SSL, [Pre("*", "coco"), IN100], ["b"], ["coco-maskrcnn"])
-               + _grid(["supervised-deit"], [IN100, None], ["b"], ["coco-maskrcnn"]), ()),
+               + _grid(["supervised-deit"], [IN100, None], ["b"], ["coco-maskrcnn"]), DENSE_LAYOUT),
     # Arch unknown; ViT-B (our choice, BEiT's ADE20k protocol).
     "table5": ("ADE20k UperNet: random init, supervised / BEiT on ImageNet, BEiT / SplitMask on ADE20k",
                lambda: _grid(["supervised-deit", "beit"], [IN100, None], ["b"], ["ade20k-upernet"])
-               + _grid(["beit", "splitmask"], [Pre("*", "ade20k")], ["b"], ["ade20k-upernet"]), ()),
+               + _grid(["beit", "splitmask"], [Pre("*", "ade20k")], ["b"], ["ade20k-upernet"]), DENSE_LAYOUT),
     "table6": ("Small data sets: pre-training on the target data only vs ImageNet, ViT-S and ViT-B",
                lambda: [e for d in ("stanford-cars", *(f"domainnet-{x}" for x in DOMAINS))
                         for e in _grid(["supervised-deit", "beit"], [IN100, None], ["s", "b"], [f"{d}-finetune"])
-                        + _grid(["beit", "splitmask"], [Pre("*", d)], ["s", "b"], [f"{d}-finetune"])], ()),
+                        + _grid(["beit", "splitmask"], [Pre("*", d)], ["s", "b"], [f"{d}-finetune"])],
+               Layout(rows=("method", "pretrain_data"), target=True)),
     # ViT-S and ViT-B, self-supervised methods fine-tuned on ImageNet (our choice of rows; Table 7 is unknown).
     "table7": ("ImageNet fine-tuning after ImageNet pre-training, ViT-S and ViT-B",
-               lambda: _grid(SSL, [IN100], ["s", "b"], ["imagenet-finetune"]), ()),
+               lambda: _grid(SSL, [IN100], ["s", "b"], ["imagenet-finetune"]), Layout(columns=("arch",))),
     "table8": ("Linear probing vs fine-tuning on ImageNet",
-               lambda: _grid(SSL, [IN100], ["b"], ["imagenet-linear", "imagenet-finetune"]), ()),
+               lambda: _grid(SSL, [IN100], ["b"], ["imagenet-linear", "imagenet-finetune"]), Layout()),
     # Epoch counts: our choice around the known 5,000 (longer hurts sharply); ViT-S.
     "cars_overtraining": ("Stanford Cars: pre-training length vs fine-tuning accuracy (appendix)",
                           lambda: _grid(["splitmask"],
                                         [Pre("*", "stanford-cars", 1.0, e) for e in (1000, 2500, 5000, 10000, 20000)],
-                                        ["s"], ["stanford-cars-finetune"]), ("epochs",)),
+                                        ["s"], ["stanford-cars-finetune"]),
+                          Layout(columns=("epochs",), figure="curve", x="epochs",
+                                 x_label="pre-training epochs on Stanford Cars")),
 }
 
 
@@ -326,11 +336,11 @@ def sweep_runs(scale: Scale, downstream: str, method: str | None = None) -> list
     return [*runs, select]
 
 
-def artifact_runs(name: str, scale_name: str, comparisons: dict[str, tuple[str, Any, tuple[str, ...]]] | None = None
+def artifact_runs(name: str, scale_name: str, comparisons: dict[str, tuple[str, Any, Layout]] | None = None
                   ) -> list[Run]:
     """The runs of the artifact ``name`` (of ``comparisons``, the paper's by default) at ``scale_name``."""
     scale = SCALE_SPECS[scale_name]
-    _, evals, _varies = (comparisons or COMPARISONS)[name]
+    _, evals, _layout = (comparisons or COMPARISONS)[name]
     runs = [synthetic_data_run()] if scale_name == "smoke" else []
     for ev in evals():
         runs.extend(eval_runs(scale, ev))

@@ -8,22 +8,23 @@ from __future__ import annotations
 from functools import lru_cache, partial
 
 from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, hparams_runs, mini_artifact_runs
-from benchmark.experiments.model import Artifact, Run
+from benchmark.experiments.model import Artifact, Layout, Run
 from benchmark.experiments.paper import COMPARISONS, artifact_runs
 from benchmark.experiments.smoke import smoke_runs
 
 ARTIFACTS: dict[str, Artifact] = {
-    "smoke": Artifact("smoke", "The whole chain at smoke scale (synthetic data)", {"smoke": smoke_runs}),
-    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in ("smoke", "small", "paper")})
-       for name, (title, _, _) in COMPARISONS.items()},
+    "smoke": Artifact("smoke", "The whole chain at smoke scale (synthetic data)", {"smoke": smoke_runs},
+                      Layout(rows=("method", "pretrain_data"), columns=("downstream", "metric"))),
+    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in ("smoke", "small", "paper")}, layout)
+       for name, (title, _, layout) in COMPARISONS.items()},
     "mini_hparams": Artifact("mini_hparams", "Fashion-MNIST: the fine-tuning learning rate, chosen on the val split "
                              "(seed 0): random init's, shared by the self-supervised initialisations, and supervised "
-                             "pre-training's own", {s: partial(hparams_runs, s) for s in MINI_SCALES}),
-    **{name: Artifact(name, title, {s: partial(mini_artifact_runs, name, s) for s in MINI_SCALES})
-       for name, (title, _, _) in MINI_COMPARISONS.items()},
+                             "pre-training's own", {s: partial(hparams_runs, s) for s in MINI_SCALES},
+                             Layout(columns=("hparams",), figure="curve", x="hparams",
+                                    x_label="fine-tuning base learning rate (blr)")),
+    **{name: Artifact(name, title, {s: partial(mini_artifact_runs, name, s) for s in MINI_SCALES}, layout)
+       for name, (title, _, layout) in MINI_COMPARISONS.items()},
 }
-# The tags each artifact varies beyond method / pretrain_data / arch / downstream (for plots).
-VARIES: dict[str, tuple[str, ...]] = {name: varies for name, (_, _, varies) in (COMPARISONS | MINI_COMPARISONS).items()}
 
 # Named groups of artifacts for --subset: each artifact alone, "all" (every paper artifact), "smoke",
 # "mini" (the default: the miniature's core question, half an hour on 2 cores) and "mini-all" (every

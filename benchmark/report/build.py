@@ -22,24 +22,27 @@ import argparse
 import datetime as dt
 import functools
 import json
-import re
+import os
 import sys
-import textwrap
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark import REPO
 from benchmark.driver.timing import read_invocations, summary_line
-from benchmark.errors import EXIT_BAD_INPUT, ResultError, SuiteError, error_line
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ResultError, SuiteError, error_line
 from benchmark.experiments.mini import MINI_SCALES
 from benchmark.experiments.registry import ARTIFACTS, every_plan
+from benchmark.report.figures import draw, save
 from benchmark.report.findings import curves_plot, mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
+from benchmark.report.layout import LEGEND, markdown
 from benchmark.report.perf_section import perf_section, scale_speed_line
-from benchmark.report.records import RECORDS, planned_scales, save_records
+from benchmark.report.records import RECORDS, damaged_records, planned_scales, save_records
 from benchmark.stages.kinds import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
+from benchmark.utils.lock import exclusive
 from benchmark.utils.results import load_result
 
 KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "hparams", "metric", "scale"]
@@ -232,118 +235,6 @@ def floor_marks(table: pd.DataFrame) -> list[str]:
     return marks
 
 
-# Artifacts the paper draws as curves: the x-axis and its label.
-CURVES = {
-    "fig2": ("fraction", "pre-training subset of ImageNet (% of the images)"),
-    "fig3": ("epochs", "pre-training epochs on ImageNet-10%"),
-    "cars_overtraining": ("epochs", "pre-training epochs on Stanford Cars"),
-    "mini_fig2": ("fraction", "pre-training subset of Fashion-MNIST's train images (%)"),
-    "mini_more": ("fraction", "pre-training subset of Fashion-MNIST's train images (%)"),
-}
-
-
-def _x_value(row: pd.Series, axis: str) -> float | None:
-    if axis == "fraction":  # pretrain_data such as "imagenet-10%"
-        match = re.search(r"-([\d.]+)%$", str(row["pretrain_data"]))
-        return float(match.group(1)) if match else None
-    try:
-        return float(row[axis])
-    except (TypeError, ValueError):
-        return None
-
-
-def curve_points(table: pd.DataFrame, axis: str) -> dict[tuple[str, ...], list[tuple[float, float, float]]]:
-    """(downstream, metric, method, arch, scale) -> [(x, our mean, our std)] sorted by x, for the
-    rows that have a result; rows without one are left out of the curve (and counted apart)."""
-    curves: dict[tuple[str, ...], list[tuple[float, float, float]]] = {}
-    for _, row in table.iterrows():
-        x, mean = _x_value(row, axis), pd.to_numeric(row["ours_mean"], errors="coerce")
-        if x is None or pd.isna(mean):
-            continue
-        std = pd.to_numeric(row["ours_std"], errors="coerce")
-        key = (row["downstream"], row["metric"], row["method"], row["arch"], row["scale"])
-        curves.setdefault(key, []).append((x, float(mean), 0.0 if pd.isna(std) else float(std)))
-    return {k: sorted(v) for k, v in curves.items()}
-
-
-def plot_curves(artifact: str, table: pd.DataFrame, path: Path) -> None:
-    """The paper's figure as a curve: one panel per (downstream, metric), one line per method,
-    arch and scale, the x-axis logarithmic; runs that have not happened are counted in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axis, label = CURVES[artifact]
-    curves = curve_points(table, axis)
-    panels = sorted({(k[0], k[1]) for k in curves} or {(d, m) for d, m in zip(table.downstream, table.metric)})
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.0 * max(1, len(panels)), 3.8), squeeze=False)
-    for ax, (downstream, metric) in zip(axes[0], panels):
-        for (d, m, method, arch, scale), points in curves.items():
-            if (d, m) != (downstream, metric):
-                continue
-            xs, means, stds = zip(*points)
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{method} ({arch}, {scale})")
-        rows = table[(table.downstream == downstream) & (table.metric == metric)]
-        missing = int((rows.ours_mean == MISSING).sum())
-        ax.set_xscale("log")
-        planned = [x for x in (_x_value(r, axis) for _, r in rows.iterrows()) if x]
-        if planned:  # the planned range, also while no point has run
-            ax.set_xlim(min(planned) / 1.5, max(planned) * 1.5)
-        ax.set_xlabel(label)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{downstream}: {metric}" + (f" ({missing} points not run)" if missing else ""), fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(f"{artifact}: {ARTIFACTS[artifact].title}", 70), fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def plot_artifact(artifact: str, table: pd.DataFrame, path: Path) -> None:
-    """A bar chart: one panel per (downstream, metric), one bar per method, paper values as marks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    panels = table.groupby(["downstream", "metric"], sort=True)
-    widest = max((len(rows) for _, rows in panels), default=1)  # bars: a panel grows with them
-    cols = min(2, max(1, len(panels)))
-    grid = -(-max(1, len(panels)) // cols)  # rows of panels
-    fig, axes = plt.subplots(grid, cols, figsize=(min(12.0, max(4.2, 0.75 * widest)) * cols, 4.2 * grid), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, ((downstream, metric), rows) in zip(axes.flat, panels):
-        hparams = rows["hparams"] if "hparams" in rows else [""] * len(rows)
-        labels = [f"{m}{' ' + h if h else ''}\n({d}, {s})"
-                  for m, h, d, s in zip(rows.method, hparams, rows.pretrain_data, rows.scale)]
-        ours = pd.to_numeric(rows.ours_mean, errors="coerce")
-        err = pd.to_numeric(rows.ours_std, errors="coerce").fillna(0)
-        xs = range(len(rows))
-        ax.bar(xs, ours.fillna(0), yerr=err, color="tab:blue", alpha=0.8, label="ours")
-        paper = pd.to_numeric(rows.paper, errors="coerce")
-        if paper.notna().any():
-            ax.scatter(xs, paper, marker="_", s=400, color="black", label="paper", zorder=3)
-        for x, value in zip(xs, ours):
-            ax.annotate(f"{MISSING} not run" if pd.isna(value) else f"{value:.1f}", (x, 0 if pd.isna(value) else value),
-                        ha="center", va="bottom", fontsize=8)
-        slanted = len(rows) > 4
-        ax.set_xticks(list(xs), labels, fontsize=7, rotation=30 if slanted else 0, ha="right" if slanted else "center")
-        ax.set_title(f"{downstream}: {metric}", fontsize=9)
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(f"{artifact}: {ARTIFACTS[artifact].title}", width=int(fig.get_figwidth() * 14)), fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def artifact_scales(artifact: str, scales: list[str]) -> list[str]:
     """The scales whose planned rows an artifact's table lists: those with results, and always the
     paper's own (so that the paper's values stand in the table whatever runs exist)."""
@@ -389,9 +280,9 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
         f"{len(results)} metric values in `{shown_dir}`, scales: {', '.join(scales)}. Each run's `run.json` (config, "
         "tags, wall time), log and `result.json` (seed, versions, device) are in its directory there, "
         "`<kind>/<name>-<key>/`.", "",
-        f"\"{MISSING}\": the run has not happened. \"nan\": it happened and its metric is not a number. "
-        f"\"{UNKNOWN}\": the paper's value is not known. Paper values are "
-        "from `tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF).", "",
+        f"{LEGEND} \"nan\": it happened and its metric is not a number. Paper values are from "
+        "`tables/paper/reference.csv` (status `secondary`: quoted from notes, not read off the PDF); a paper value "
+        f"that is not known is left out of a cell (\"{UNKNOWN}\" in the CSVs).", "",
     ]
     lines += schedule_note(results)
     lines += mini_findings(results, runs_dir)  # what the mini runs found, before the tables
@@ -400,7 +291,7 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
     for scale in mini_scales:  # each scale's curves apart: their monitors differ (bank, queries, steps)
         curves = monitor_curves(runs_dir, {scale})
         if curves:
-            plot_monitor_curves(curves, plots_dir / curves_plot(scale))
+            save(plot_monitor_curves(curves), plots_dir / curves_plot(scale))
     lines += timing_section(runs_dir)  # where the driver's time went
     for scale in mini_scales:
         lines += scale_speed_line(tables_dir, scale)
@@ -410,13 +301,15 @@ def build_report(runs_dir: Path, tables_dir: Path, plots_dir: Path, report_path:
             print(f"[report] {name}: dropped {row} (no result for it below {runs_dir})", file=sys.stderr)
         with atomic_path(tables_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
-        (plot_curves if name in CURVES else plot_artifact)(name, table, plots_dir / f"{name}.png")
+        artifact = ARTIFACTS[name]
+        save(draw(name, artifact.title, table, artifact.layout), plots_dir / f"{name}.png")
         runs = results[results.artifact == name]
         when = f"runs from {runs.created.min()} to {runs.created.max()}" if len(runs) else "no runs yet"
         missing = int((table.ours_mean == MISSING).sum())
-        lines += [f"## {name}: {ARTIFACTS[name].title}", "", f"{when}; {missing} of {len(table)} rows missing. "
-                  f"Table: `tables/{name}.csv`, plot: `plots/{name}.png`.", "",
-                  table.to_markdown(index=False, disable_numparse=True), ""]
+        figure = Path(os.path.relpath(plots_dir / f"{name}.png", report_path.parent)).as_posix()
+        lines += [f"## {name}: {artifact.title}", "", f"![{name}]({figure})", "",
+                  f"{when}; {missing} of {len(table)} rows missing. Every column (run keys, seeds, the floor "
+                  f"comparison): `tables/{name}.csv`.", "", *markdown(table, artifact.layout)]
     write_text(report_path, "\n".join(lines))
     return tables
 
@@ -459,22 +352,37 @@ def report_paths(report_dir: Path) -> tuple[Path, Path, Path]:
     return report_dir / "tables", report_dir / "plots", report_dir / "REPORT.md"
 
 
-def rebuild(runs_dir: Path, report_dir: Path) -> dict[str, pd.DataFrame]:
+def rebuild(runs_dir: Path, report_dir: Path, wait: bool = False) -> dict[str, pd.DataFrame]:
     """Records the finished runs below ``runs_dir`` (if it exists) in ``report_dir/records``, then
-    rebuilds the report in ``report_dir`` from the records (:func:`build_report`)."""
+    rebuilds the report in ``report_dir`` from the records (:func:`build_report`), holding the
+    report directory's lock: while another report holds it, :class:`~benchmark.utils.lock.Busy`,
+    or with ``wait`` a wait. A record that cannot be read is a :class:`ReportError` naming it, and
+    nothing is built."""
     records_dir = report_dir / RECORDS
-    if runs_dir.is_dir():
+    if not runs_dir.is_dir() and not records_dir.is_dir():
+        raise ReportError(f"{runs_dir}: no such runs directory, and no records in {records_dir}; the report was left as it is")
+    with ExitStack() as held:
         try:
-            saved, removed = save_records(runs_dir, records_dir)
-        except OSError as err:  # a full disk, a read-only checkout: the records and the report stay as they were
-            raise ReportError(f"{records_dir}: {error_line(err)}; the report was left as it is") from err
-        if saved or removed:
-            print(f"[report] {saved} finished runs of {runs_dir} recorded in {records_dir}"
-                  + (f"; {len(removed)} superseded records removed" if removed else ""), file=sys.stderr)
-    if not records_dir.is_dir():
-        why = "no finished evaluation (result.json with its run.json) below it" if runs_dir.is_dir() else "no such runs directory"
-        raise ReportError(f"{runs_dir}: {why}, and no records in {records_dir}; the report was left as it is")
-    return build_report(records_dir, *report_paths(report_dir))
+            held.enter_context(exclusive(report_dir, "report directory", wait=wait))
+        except OSError as err:  # a report directory below a file, or read-only
+            raise ReportError(f"{report_dir}: {error_line(err)}; the report was left as it is") from err
+        if runs_dir.is_dir():
+            try:
+                saved, removed = save_records(runs_dir, records_dir)
+            except OSError as err:  # a full disk, a read-only checkout: the records and the report stay as they were
+                raise ReportError(f"{records_dir}: {error_line(err)}; the report was left as it is") from err
+            if saved or removed:
+                print(f"[report] {saved} finished runs of {runs_dir} recorded in {records_dir}"
+                      + (f"; {len(removed)} superseded records removed" if removed else ""), file=sys.stderr)
+        if not records_dir.is_dir():
+            raise ReportError(f"{runs_dir}: no finished evaluation (result.json with its run.json) below it, and no "
+                              f"records in {records_dir}; the report was left as it is")
+        damaged = damaged_records(records_dir)
+        if damaged:
+            more = f" (and {len(damaged) - 1} more damaged records)" if len(damaged) > 1 else ""
+            raise ReportError(f"damaged record: {damaged[0]}{more}; restore it from git or run "
+                              "that run again; the report was left as it is")
+        return build_report(records_dir, *report_paths(report_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,13 +391,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the run directories whose finished runs are recorded first (default: %(default)s)")
     parser.add_argument("--report-dir", default=str(REPO),
                         help=f"where {RECORDS}/, tables/, plots/ and REPORT.md go (default: the repository, %(default)s)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another report holds --report-dir, wait for it instead of stopping")
     args = parser.parse_args(argv)
     tables_dir, plots_dir, report_path = report_paths(Path(args.report_dir))
     try:
-        tables = rebuild(Path(args.runs_dir), Path(args.report_dir))
+        tables = rebuild(Path(args.runs_dir), Path(args.report_dir), wait=args.wait)
     except SuiteError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"interrupted by Ctrl-C: every file in {args.report_dir} is whole, each of this rebuild or the one "
+              "before; run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     for name, table in tables.items():
         print(f"{name}: {int((table.ours_mean != MISSING).sum())}/{len(table)} rows with results -> {tables_dir}/{name}.csv")
     print(f"wrote {report_path}")

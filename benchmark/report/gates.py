@@ -36,9 +36,10 @@ import pandas as pd
 from benchmark.experiments.mini import CEILING, FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
 from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.report import names
 from benchmark.report.records import planned_scales
 from benchmark.stages.pixels import at_edge
-from benchmark.utils.io import atomic_path, read_log
+from benchmark.utils.io import read_log
 
 COLLAPSE_SHARE = 0.9     # a teacher entropy above this share of ln K counts as collapsed
 CHANCE_FACTOR = 2.0      # constant features score about chance (10%): a k-NN below twice chance fails
@@ -101,31 +102,29 @@ def monitor_curves(runs_dir: Path, scales: set[str]) -> list[Curve]:
     return curves
 
 
-def plot_monitor_curves(curves: list[Curve], path: Path) -> None:
+def plot_monitor_curves(curves: list[Curve]):
+    """One panel per pre-training data set, a line per method (save with :func:`benchmark.report.figures.save`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = sorted({c.pretrain_data for c in curves}, key=lambda d: -_percent(d))
-    methods = sorted({c.method for c in curves})  # one colour per method in every panel
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False, layout="constrained")
     for ax, data in zip(axes[0], panels):
         shown = [c for c in curves if c.pretrain_data == data]
-        for curve in shown:
-            ax.plot(curve.steps, curve.knn, marker="o", markersize=3, label=f"{curve.method} ({curve.scale})",
-                    color=f"C{methods.index(curve.method) % 10}")
+        for curve in sorted(shown, key=lambda c: names.method_rank(c.method)):
+            ax.plot(curve.steps, curve.knn, markersize=3, label=names.method_name(curve.method),
+                    **names.method_style(curve.method))  # the method's colour and marker in every figure
         start = [c.knn[0] for c in shown if c.steps[0] == 0]
         if start:
             ax.axhline(sum(start) / len(start), color="grey", linestyle="--", label="random-init features")
-        ax.set_title(f"pre-trained on {data}", fontsize=9)
-        ax.set_xlabel("pre-training step")
-        ax.set_ylabel("online k-NN top-1 on val (%)")
+        ax.set_title(names.value_name("pretrain_data", data), fontsize=9)
+        ax.set_xlabel("pre-training step", fontsize=8)
+        ax.set_ylabel("online k-NN top-1 on val (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _percent(pretrain_data: str) -> float:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.report.figures import layout_problems, save
 from benchmark.report.gates import EVERY, gate_lines, monitor_curves, plot_monitor_curves
+from benchmark.report.names import method_style
 
 
 def _pretraining(runs: Path, name: str, method: str, knn: list[float], entropy: float | None = None,
@@ -55,7 +57,11 @@ def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
     assert "the best fine-tuned model, splitmask (fashion-mnist-100%), 82.0 vs the pixel floors" in text
     assert "+3.0 points vs pixels-logistic: not testable (one seed))" in text  # the floor ran at one seed here
     assert "pixels-logistic 79.0" in text and "each inside its grid" in text
-    plot_monitor_curves(curves, tmp_path / "curves.png")
+    fig = plot_monitor_curves(curves)
+    assert layout_problems(fig) == []  # readable, in the methods' own colours
+    assert {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}["SplitMask"] == \
+        method_style("splitmask")["color"]
+    save(fig, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 5_000
     assert monitor_curves(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this report's
 

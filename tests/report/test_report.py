@@ -49,7 +49,8 @@ def test_report_from_fixture_results(tmp_path) -> None:
     assert ("splitmask", "synthetic-coco-maskrcnn", "bbox_mAP_50") not in rows  # not a table metric
     assert (plots / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()
-    assert "## smoke" in text and "45.00" in text and MISSING in text
+    assert "## smoke" in text and "45.0 ± 7.1 (2)" in text and MISSING in text  # the readable table's cell
+    assert "![smoke](plots/smoke.png)" in text  # the figure beside it
 
 
 def test_report_is_reproducible(tmp_path) -> None:
@@ -101,7 +102,8 @@ def test_shared_runs_count_in_each_artifact_beside_the_papers_values(tmp_path) -
 
 
 def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
-    from benchmark.report.build import curve_points
+    from benchmark.experiments.registry import ARTIFACTS
+    from benchmark.report.figures import draw
 
     runs, tables, plots, report = _fixture(tmp_path)
     evals = [r for r in plan_runs("fig2", "smoke") if r.kind == "finetune" and r.tags["method"] == "splitmask"]
@@ -111,9 +113,10 @@ def test_subset_size_figure_is_a_curve_over_the_fractions(tmp_path) -> None:
         _fake_run(runs, run.name, "finetune", run.tags, {"top1": top1}, 0)
     build_report(runs, tables, plots, report)
     table = pd.read_csv(tables / "fig2.csv", dtype=str, keep_default_na=False)
-    curves = curve_points(table, "fraction")
-    (key, points), = [(k, v) for k, v in curves.items() if k[2] == "splitmask"]
-    assert [(x, m) for x, m, _ in points] == [(1.0, 30.0), (100.0, 40.0)]  # sorted by subset size
+    fig = draw("fig2", ARTIFACTS["fig2"].title, table, ARTIFACTS["fig2"].layout)
+    (line,) = [c.lines[0] for ax in fig.axes for c in ax.containers if c.get_label() == "SplitMask"]
+    assert list(zip(line.get_xdata(), line.get_ydata())) == [(1.0, 30.0), (100.0, 40.0)]  # sorted by subset size
+    assert fig.axes[0].get_xscale() == "log"
     assert len(evals) > 2  # the other fractions exist in the plan but have not run: not drawn
     assert (plots / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
