@@ -114,3 +114,16 @@ def test_rows_that_share_a_cell_are_told_apart() -> None:
     block = found[found.block == found.block.iloc[0]]
     assert not block[block.role == ""].duplicated(["row", "col"]).any()
     assert any("target data" in row for row in block.row)
+
+
+def test_a_comparison_the_paper_states_in_another_table_borrows_its_value(tmp_path) -> None:
+    """Fig. 1's COCO bars are Table 4's rows: the value is shown, its status naming its table; a curve
+    over epochs (cars_overtraining) does not take Table 6's single value for each of its points."""
+    from benchmark.report.build import PAPER_REFERENCE, artifact_table, load_paper
+
+    paper, results = load_paper(PAPER_REFERENCE), pd.DataFrame(columns=["artifact", "value", "seed", "run_key"])
+    fig1 = artifact_table("fig1", results, paper, ["paper"])
+    row = fig1[(fig1.method == "splitmask") & (fig1.pretrain_data == "coco") & (fig1.metric == "bbox_mAP")].iloc[0]
+    assert (row.paper, row.paper_status) == ("46.8", "secondary, from table4")
+    cars = artifact_table("cars_overtraining", results, paper, ["paper"])
+    assert set(cars.paper) == {"unknown"}
