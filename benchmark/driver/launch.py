@@ -42,7 +42,7 @@ from typing import Any
 
 from benchmark import REPO
 from benchmark.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, LaunchError, Preempted
-from benchmark.stages.kinds import run_kind
+from benchmark.stages.catalogue import run_kind
 
 Target = Sequence[str] | Callable[[], Any]
 LOG_FILE = "launch.log"

@@ -20,93 +20,30 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
+from benchmark.driver.compute import estimate_run, flops_or_none
 from benchmark.driver.jobs import POLL_S, RUNS_PER_GPU, check_jobs, cpu_cores, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
-from benchmark.driver.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
+from benchmark.driver.time_left import TimeLeft, trains, wall_seconds
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
-from benchmark.experiments.datasets import data_markers, missing_datasets, resolve_data
+from benchmark.experiments.datasets import missing_datasets, resolve_data
 from benchmark.experiments.mini import MINIATURE_OF
-from benchmark.experiments.model import Run, is_ref
+from benchmark.experiments.model import Run
+from benchmark.experiments.plan import is_done, locate, order_runs, resolve_refs
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
-from benchmark.models.checkpoints.export import is_whole
-from benchmark.stages.kinds import RunKind, run_kind, run_kinds
+from benchmark.stages.catalogue import run_kind
+from benchmark.stages.kinds import RunKind
 from benchmark.utils.io import write_json
 from benchmark.utils.lock import Busy, exclusive, in_use_by
-from benchmark.utils.tree import KEEP, rebuild
+from benchmark.utils.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
 
 DEFAULT_RUNS = REPO / "runs"
-
-
-def order_runs(runs: list[Run]) -> list[Run]:
-    """Runs sorted so that each comes after the runs it refers to (stable otherwise)."""
-    by_name = {r.name: r for r in runs}
-    ordered: list[Run] = []
-    state: dict[str, str] = {}
-
-    def visit(run: Run, chain: tuple[str, ...]) -> None:
-        if state.get(run.name) == "done":
-            return
-        if run.name in chain:
-            raise ValueError(f"dependency cycle: {' -> '.join(chain + (run.name,))}")
-        for dep in run.refs():
-            if dep not in by_name:
-                raise ValueError(f"run {run.name!r} refers to unknown run {dep!r}")
-            visit(by_name[dep], chain + (run.name,))
-        state[run.name] = "done"
-        ordered.append(run)
-
-    for run in runs:
-        visit(run, ())
-    return ordered
-
-
-def _resolve(value: Any, dirs: dict[str, Path], keys: dict[str, str] | None = None) -> Any:
-    """Replaces refs by paths (``dirs``) or, for hashing, by the referred run's key (``keys``)."""
-    def replace(node: Any) -> Any:
-        if not is_ref(node):
-            return KEEP
-        if keys is not None:
-            return f"<{keys[node['ref']]}>/{node['file']}"
-        return str(dirs[node["ref"]] / node["file"]) if node["file"] else str(dirs[node["ref"]])
-
-    return rebuild(value, replace)
-
-
-def run_key(run: Run, keys: dict[str, str]) -> str:
-    """The run's identity: its kind, its config with its inputs' keys and, for the kinds whose
-    config names a recipe file (an MMEngine config), that file's text."""
-    payload: dict[str, Any] = {"kind": run.kind, "config": _resolve(run.config, {}, keys)}
-    kind = run_kinds().get(run.kind)
-    if kind is not None and kind.recipe is not None:
-        payload["recipe"] = hashlib.sha256(kind.recipe(run.config)).hexdigest()
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def locate(runs: list[Run], runs_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
-    """Keys and run directories of ``runs`` (which must be in dependency order)."""
-    keys: dict[str, str] = {}
-    dirs: dict[str, Path] = {}
-    for run in runs:
-        keys[run.name] = run_key(run, keys)
-        dirs[run.name] = runs_dir / run.kind / f"{run.name}-{keys[run.name]}"
-    return keys, dirs
-
-
-def is_done(run: Run, run_dir: Path) -> bool:
-    """Whether the run's done file is there, and whole where it is an encoder export (one cut short,
-    by a full disk or a copy, runs again, and the stage exports it anew)."""
-    done = run_dir / run_kind(run.kind).done_file(run.config)
-    return done.is_file() and (done.suffix != ".safetensors" or is_whole(done))
 
 
 def make_launcher(args: argparse.Namespace) -> Launcher:
@@ -117,108 +54,6 @@ def make_launcher(args: argparse.Namespace) -> Launcher:
                    "timeout_min": args.slurm_timeout_min, "account": args.slurm_account}
         return Slurm({k: v for k, v in options.items() if v is not None})
     return InProcess()
-
-
-def estimate_run(run: Run, plan: dict[str, Run] | None = None) -> Any:
-    """The compute estimate of one run, with the image counts of the real data set it reads, or of
-    the data run of ``plan`` (name -> run) that writes it."""
-    from benchmark.driver.compute import estimate
-    from benchmark.stages.cost import DATASET_SIZES
-
-    sizes = None
-    for name, path in data_markers(run.config):
-        key = f"domainnet-{path.split('/')[0]}" if name == "domainnet" else name
-        sizes = DATASET_SIZES.get(key, sizes)
-    for name in run.refs():
-        source = (plan or {}).get(name)
-        written = run_kind(source.kind).sizes if source is not None else None
-        sizes = (written(source.config) if written else None) or sizes
-    config = resolve_data(run.config, "<data>")
-    return estimate(run.kind, config, dataset_sizes=None if run.kind in ("finetune", "probe") and
-                    config.get("dataset", "imagefolder") != "imagefolder" else sizes)
-
-
-def flops_or_none(run: Run, plan: dict[str, Run] | None = None) -> float | None:
-    """The dry run's FLOPs estimate of ``run`` for scheduling and the time left, None when unknown.
-    Advice only: a config the estimate cannot build is priced unknown here, and the run itself
-    reports what is wrong with it when it starts."""
-    try:
-        return estimate_run(run, plan).flops
-    except Exception:  # noqa: BLE001 - any error of a bad config belongs to the run, not the driver
-        return None
-
-
-class TimeLeft:
-    """An estimate of the time the runs still to go will take. Given ``flops`` (the dry run's
-    estimate of a run, None when unknown), a run is priced at the seconds per FLOP its kind's
-    finished runs took (all training runs', while none of its kind has finished): a fine-tuning is
-    not priced as a pre-training. Otherwise, and for a run of unknown FLOPs, each is assumed to last
-    as long as the finished runs of its kind and method did on average (its kind alone, or all
-    training runs, while none of those has finished). The quick in-process kinds (data, select) do
-    not price the others: a plan of minutes is not estimated from a data set written in seconds.
-    None until a training run has finished. ``done`` seeds the averages with the runs an earlier
-    invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
-    from the start. With ``jobs`` runs side by side the sum is shared among them."""
-
-    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = (), jobs: int = 1,
-                 flops: Callable[[Run], float | None] | None = None) -> None:
-        self.pending = {r.name: r for r in runs}
-        self.jobs = jobs
-        self.estimate = flops
-        self.flops: dict[str, float | None] = {}  # each run's, asked of ``flops`` once, when first needed
-        self.durations: dict[tuple[str, ...], list[float]] = {}
-        self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
-        for run, seconds in done:
-            self.finished(run, seconds)
-
-    def finished(self, run: Run, seconds: float | None) -> None:
-        self.pending.pop(run.name, None)
-        if seconds is not None:
-            keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if _trains(run) else [])
-            for key in keys:
-                self.durations.setdefault(key, []).append(seconds)
-            flops = self._flops(run)
-            if flops:
-                for key in [(run.kind,)] + ([()] if _trains(run) else []):
-                    total = self.rates.setdefault(key, [0.0, 0.0])
-                    total[0] += seconds
-                    total[1] += flops
-
-    def _flops(self, run: Run) -> float | None:
-        if self.estimate is None:
-            return None
-        if run.name not in self.flops:
-            self.flops[run.name] = self.estimate(run)
-        return self.flops[run.name]
-
-    def _guess(self, run: Run) -> float:
-        flops = self._flops(run)
-        if flops:
-            for key in ((run.kind,), ()):
-                if key in self.rates:
-                    return flops * self.rates[key][0] / self.rates[key][1]
-        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,)) + (((),) if _trains(run) else ()):
-            if key in self.durations:
-                return sum(self.durations[key]) / len(self.durations[key])
-        return 0.0
-
-    def seconds(self) -> float | None:
-        if () not in self.durations:
-            return None
-        return sum(self._guess(r) for r in self.pending.values()) / self.jobs
-
-
-def _trains(run: Run) -> bool:
-    """A run of a kind that trains (under torchrun where there are GPUs), not a quick in-process one."""
-    return run_kind(run.kind).multi_process
-
-
-def _wall_seconds(run_dir: Path) -> float | None:
-    """How long the driver saw a finished run take (``run.json``'s ``wall_s``), if it recorded it."""
-    try:
-        return float(json.loads((run_dir / "run.json").read_text())["wall_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: dict[str, str], estimates: bool) -> None:
@@ -277,7 +112,7 @@ def conflicting_options(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description="Run the experiments of the paper's artifacts.")
     parser.add_argument("--subset", default="mini", help=f"an artifact or a group: {sorted(set(SUBSETS) | set(ARTIFACTS))}")
     parser.add_argument("--scale", default=None, choices=SCALES,
@@ -307,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="do not rebuild tables/, plots/ and REPORT.md at the end")
     parser.add_argument("--corrupt-images", choices=["skip", "fail"], default="skip",
                         help="a corrupt or truncated image: skip it (counted in the run's log) or stop the run")
-    args = parser.parse_args(argv)
-    conflict = conflicting_options(args) or check_jobs(1 if args.jobs is None else args.jobs, visible_gpus())
-    if conflict:
-        print(f"error: {conflict}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
+    return parser
+
+
+def choose_scale(args: argparse.Namespace) -> str:
+    """The scale the plan runs at, saying why where it was not given (and, for a paper artifact
+    named without a scale, switching ``args.subset`` to its miniature)."""
     if args.scale is None and args.subset in MINIATURE_OF:
         print(f"--subset {args.subset} without --scale runs its miniature on Fashion-MNIST "
               f"({MINIATURE_OF[args.subset]}); the paper's {args.subset} needs ImageNet under --data-root and "
@@ -322,6 +157,72 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is None and scale == "mini-gpu":
         print(f"a GPU is visible: --subset {args.subset} runs at --scale mini-gpu (the miniature trained further, "
               "several runs sharing the GPU); --scale mini runs the CPU's half-hour version")
+    return scale
+
+
+def blocked_by_missing_data(runs: list[Run], data_root: str) -> dict[str, str]:
+    """A missing data set blocks the runs that read it and those that need them (the rest go on):
+    run name -> why, with one line per missing data set (one about the root where it is missing)."""
+    blocked: dict[str, str] = {}
+    missing = missing_datasets(runs, data_root)
+    root_exists = Path(data_root).is_dir()
+    if missing and not root_exists:  # one line about the root, not one per data set
+        users = {u for _, names in missing.values() for u in names}
+        print(f"--data-root {data_root}: no such directory; it should hold the real data sets, one folder each "
+              f"({', '.join(sorted(missing))} for this plan; layouts: docs/datasets.md); blocks {len(users)} runs",
+              file=sys.stderr)
+    for name, (layout, users) in missing.items():
+        if root_exists:
+            artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
+            print(f"missing data set {name!r}: expected {Path(data_root) / name} with {layout}; "
+                  f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
+        for user in users:
+            blocked[user] = f"data set {name} missing"
+    for run in runs:  # in dependency order: a run's inputs are decided before it
+        if run.name not in blocked and any(d in blocked for d in run.refs()):
+            blocked[run.name] = f"blocked by {', '.join(d for d in run.refs() if d in blocked)}"
+    return blocked
+
+
+def execute(args: argparse.Namespace, scale: str, runs: list[Run], keys: dict[str, str], dirs: dict[str, Path],
+            blocked: dict[str, str], runs_dir: Path) -> dict[str, str]:
+    """Runs the plan holding the runs directory (after the runs another process still holds) and
+    records what this invocation spent; returns the failed or blocked runs with why."""
+    with exclusive(runs_dir, "runs directory", wait=args.wait):
+        wait_for_runs_in_use([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])], dirs)
+        to_run = [r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])]
+        plan_started = time.time()
+        failed = (run_plan if args.jobs == 1 else run_plan_concurrently)(args, runs, keys, dirs, blocked)
+        if to_run:
+            timing = invocation_record(args, scale, to_run, dirs, plan_started)
+            record_invocation(runs_dir, timing)
+            print(summary_line(timing))
+    return failed
+
+
+def rebuild_report(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, report_dir: Path) -> None:
+    """Rebuilds the report from every record in the runs directory, once a training run of the plan
+    has finished."""
+    if not any(is_done(run, dirs[run.name]) for run in runs if trains(run)):
+        print(f"no run of this plan has finished: the report in {report_dir} is left as it is")
+        return
+    from benchmark.report.build import rebuild  # the report's libraries only when it is rebuilt
+
+    try:
+        rebuild(runs_dir, report_dir, wait=True)  # after another report writing there, not instead of it
+        print(f"report: {report_dir / 'REPORT.md'}")
+    except SuiteError as err:
+        print(f"error: the report was not rebuilt: {error_line(err)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    conflict = conflicting_options(args) or check_jobs(1 if args.jobs is None else args.jobs, visible_gpus())
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    os.environ["SSLBENCH_CORRUPT_IMAGES"] = args.corrupt_images  # read by the data sets, here and in child processes
+    scale = choose_scale(args)
     if args.jobs is None:
         args.jobs = default_jobs(scale, args.launcher, visible_gpus(), cpu_cores())
     try:
@@ -331,43 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     runs_dir = Path(args.runs_dir).resolve()
     keys, dirs = locate(runs, runs_dir)
-
-    # A missing data set blocks the runs that read it and those that need them; the rest go on.
-    blocked: dict[str, str] = {}
-    missing = missing_datasets(runs, args.data_root)
-    root_exists = Path(args.data_root).is_dir()
-    if missing and not root_exists:  # one line about the root, not one per data set
-        users = {u for _, names in missing.values() for u in names}
-        print(f"--data-root {args.data_root}: no such directory; it should hold the real data sets, one folder each "
-              f"({', '.join(sorted(missing))} for this plan; layouts: docs/datasets.md); blocks {len(users)} runs",
-              file=sys.stderr)
-    for name, (layout, users) in missing.items():
-        if root_exists:
-            artifacts = sorted({r.tags.get("artifact", "?") for r in runs if r.name in users})
-            print(f"missing data set {name!r}: expected {Path(args.data_root) / name} with {layout}; "
-                  f"blocks {len(users)} runs of {', '.join(artifacts)}", file=sys.stderr)
-        for user in users:
-            blocked[user] = f"data set {name} missing"
-    for run in runs:
-        if run.name not in blocked and any(d in blocked for d in run.refs()):
-            blocked[run.name] = f"blocked by {', '.join(d for d in run.refs() if d in blocked)}"
-
+    blocked = blocked_by_missing_data(runs, args.data_root)
     print(f"plan: {len(runs)} runs for --subset {args.subset} --scale {scale} in {runs_dir}")
     print_plan(runs, dirs, runs_dir, blocked, estimates=args.dry_run)
     if args.dry_run:
         return 0
 
-    report_dir = report_dir_for(runs_dir, args.report_dir)
     try:
-        with exclusive(runs_dir, "runs directory", wait=args.wait):
-            wait_for_runs_in_use([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])], dirs)
-            to_run = [r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])]
-            plan_started = time.time()
-            failed = (run_plan if args.jobs == 1 else run_plan_concurrently)(args, runs, keys, dirs, blocked)
-            if to_run:
-                timing = invocation_record(args, scale, to_run, dirs, plan_started)
-                record_invocation(runs_dir, timing)
-                print(summary_line(timing))
+        failed = execute(args, scale, runs, keys, dirs, blocked, runs_dir)
     except Preempted as err:
         return err.code
     except KeyboardInterrupt:
@@ -380,19 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a runs directory that cannot be written (read-only, below a file), a full disk
         print(f"error: --runs-dir {runs_dir}: {error_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-    if args.no_report:
-        pass
-    elif not any(is_done(run, dirs[run.name]) for run in runs if _trains(run)):
-        print(f"no run of this plan has finished: the report in {report_dir} is left as it is")
-    else:
-        from benchmark.report.build import rebuild
-
-        try:
-            rebuild(runs_dir, report_dir, wait=True)  # after another report writing there, not instead of it
-            print(f"report: {report_dir / 'REPORT.md'}")
-        except SuiteError as err:
-            print(f"error: the report was not rebuilt: {error_line(err)}", file=sys.stderr)
+    if not args.no_report:
+        rebuild_report(runs, dirs, runs_dir, report_dir_for(runs_dir, args.report_dir))
     for name, why in failed.items():
         print(f"  {name}: {why}", file=sys.stderr)
     return 1 if failed else 0
@@ -418,8 +279,8 @@ def wait_for_runs_in_use(runs: list[Run], dirs: dict[str, Path]) -> None:
 
 def invocation_record(args: argparse.Namespace, scale: str, ran: list[Run], dirs: dict[str, Path],
                       plan_started: float) -> dict[str, Any]:
-    """What this invocation spent, by run kind, for ``RUNS_DIR/driver.jsonl`` (:mod:`benchmark.driver.timing`)."""
-    walls = [(r.kind, s) for r in ran if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None]
+    """What this invocation spent, by run kind, for ``RUNS_DIR/driver.jsonl`` (:mod:`benchmark.utils.timing`)."""
+    walls = [(r.kind, s) for r in ran if is_done(r, dirs[r.name]) and (s := wall_seconds(dirs[r.name])) is not None]
     started = process_started()
     return {"subset": args.subset, "scale": scale, "jobs": args.jobs, "machine": machine(),
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": len(walls), "planned": len(ran),
@@ -438,7 +299,7 @@ def report_dir_for(runs_dir: Path, asked: str | None) -> Path:
 def start_record(run: Run, keys: dict[str, str], dirs: dict[str, Path], data_root: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Writes ``run.json`` into the run's directory; returns the config its stage takes and the record."""
     run_dir = dirs[run.name]
-    config = resolve_data(_resolve(run.config, dirs), data_root)
+    config = resolve_data(resolve_refs(run.config, dirs), data_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"name": run.name, "kind": run.kind, "key": keys[run.name], "tags": run.tags, "config": config}
     write_json(run_dir / "run.json", record)
@@ -462,7 +323,7 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
     # the costliest chains first
     todo = longest_chain_first([r for r in runs if r.name not in blocked and r.name not in done],
                                lambda run: flops[run.name] or 0.0)
-    left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := _wall_seconds(dirs[r.name])) is not None],
+    left = TimeLeft(todo, done=[(r, s) for r in runs if r.name in done and (s := wall_seconds(dirs[r.name])) is not None],
                     jobs=args.jobs, flops=lambda run: flops.get(run.name))
     for run in runs:
         if run.name in blocked or run.name in done:
@@ -513,7 +374,7 @@ def run_plan(args: argparse.Namespace, runs: list[Run], keys: dict[str, str], di
     handles: dict[str, Handle] = {}
     t0 = time.time()
     left = TimeLeft([r for r in runs if r.name not in blocked and not is_done(r, dirs[r.name])],
-                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := _wall_seconds(dirs[r.name])) is not None],
+                    done=[(r, s) for r in runs if is_done(r, dirs[r.name]) and (s := wall_seconds(dirs[r.name])) is not None],
                     flops=functools.partial(flops_or_none, plan={r.name: r for r in runs}))
     for i, run in enumerate(runs, 1):
         run_dir = dirs[run.name]

@@ -26,7 +26,7 @@ TRAIN_IMAGES: dict[str, int] = {
     "domainnet-clipart": 33_525, "domainnet-sketch": 48_212, "domainnet-painting": 50_416,
     "fashion-mnist": 50_000,  # the official 60,000 less the 10,000 carved out as val (benchmark.data.fashion_mnist)
     # The mini scale's train scenes (benchmark.experiments.mini.SCENE_COUNTS): as many as the train
-    # items, as issue 19 asks. Iterations are held constant, so the count sets the epochs tag only.
+    # items, so that scenes and items weigh the same. Iterations are held constant, so the count sets the epochs tag only.
     "fashion-mnist-scenes": 50_000,
 }
 # Pre-training data that a data run of the plan writes (benchmark.stages.data), not a data set

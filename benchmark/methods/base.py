@@ -37,6 +37,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from benchmark.data.augment import Augmentation, ViewSpec, single_crop_spec, single_crop_transform
+from benchmark.models.vit import pooled_features  # noqa: F401  (the methods' pooled feature, defined with the ViTs)
 from benchmark.training.config import Rule
 
 METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
@@ -113,11 +114,6 @@ class PretrainMethod(nn.Module):
         """Runs the encoder's blocks and final norm on an already embedded token sequence."""
         enc = self.encoder
         return enc.norm(enc.blocks(enc.norm_pre(enc.patch_drop(tokens))))
-
-
-def pooled_features(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The ViT's pooled feature (the class token for the suite's ViTs), whatever its head."""
-    return vit.forward_head(vit.forward_features(images), pre_logits=True)
 
 
 def init_new_weights(module: nn.Module, linear: str = "trunc_normal") -> None:

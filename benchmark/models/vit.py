@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import timm
+import torch
 import torch.nn as nn
 
 # Named sizes -> (timm model name, overrides). Patch 16, as in the paper, except vit-mini.
@@ -106,3 +107,8 @@ def create_vit(
         **{**overrides, **kwargs},
     )
 
+
+def pooled_features(vit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The ViT's pooled feature (the class token for the suite's ViTs, the mean of the patch
+    tokens for an encoder imported with global pooling), whatever its head."""
+    return vit.forward_head(vit.forward_features(images), pre_logits=True)

@@ -30,7 +30,6 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import REPO
-from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ResultError, SuiteError, error_line
 from benchmark.experiments.mini import MINI_SCALES
 from benchmark.experiments.registry import ARTIFACTS, every_plan
@@ -40,10 +39,11 @@ from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.layout import LEGEND, markdown
 from benchmark.report.perf_section import perf_section, scale_speed_line
 from benchmark.report.records import RECORDS, damaged_records, planned_scales, save_records
-from benchmark.stages.kinds import kind_metrics, table_metrics
+from benchmark.stages.catalogue import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.lock import exclusive
 from benchmark.utils.results import load_result
+from benchmark.utils.timing import read_invocations, summary_line
 
 KEYS = ["method", "pretrain_data", "arch", "downstream", "epochs", "tokenizer", "hparams", "metric", "scale"]
 # Tags an artifact may vary beyond the paper's columns; absent ones are "" (not part of the run).

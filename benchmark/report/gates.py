@@ -5,7 +5,7 @@ numbers, are computed from the runs and printed at the top of the miniature's se
 REPORT.md (a finding that rests on a failed gate says so beside it):
 
 - **learned**: every pre-training's online k-NN (``knn_top1`` in its ``log.jsonl``,
-  :mod:`benchmark.stages.monitor`) ended above its value at step 0, the random-init features;
+  :mod:`benchmark.training.monitor`) ended above its value at step 0, the random-init features;
 - **no collapse**: DINO's teacher entropy ended clearly below ln K (a uniform head), and the
   features of DINO and BYOL are not constant (their final k-NN well above chance);
 - **floor**: the best fine-tuned model's mean beats the best pixel floor's on the same labels

@@ -1,7 +1,7 @@
 """What ``python -m benchmark.perf`` measured, as a figure and as REPORT.md's throughput section.
 
-Reads only the table and its JSON (no torch), so that the report rebuilds anywhere. The issue's
-goals are checked here, against the numbers of the one run the table holds:
+Reads only the table and its JSON (no torch), so that the report rebuilds anywhere. The suite's
+throughput goals are checked here, against the numbers of the one run the table holds:
 
 - the method's own work costs under 15% beyond the bare transformer blocks it runs (SplitMask,
   BEiT, MAE; ``overhead`` of the eager step);
@@ -178,7 +178,7 @@ def machine_part(table: pd.DataFrame, meta: dict[str, Any], stem: str, titled: b
         f"{how} Table `tables/{stem}.csv`, plot `plots/{stem}.png`; the method is in `benchmark/perf.py`."
         + (f" This table holds the parts {', '.join(measured)} only ({', '.join(missing)}: not measured in this run)."
            if missing else ""), "",
-        "Goals (issue 7), checked against this run:", "", *goals(table, meta), "",
+        "Throughput goals, checked against this run:", "", *goals(table, meta), "",
     ]
     lines += repeatability(table)
     steps = table[table.part == "steps"]

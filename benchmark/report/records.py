@@ -21,15 +21,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmark.driver.run import is_done, locate, order_runs
-from benchmark.driver.timing import TIMING_FILE, read_invocations
 from benchmark.errors import ResultError
 from benchmark.experiments.model import Run
+from benchmark.experiments.plan import is_done, locate, order_runs
 from benchmark.experiments.registry import every_plan
-from benchmark.stages.kinds import run_kinds
+from benchmark.stages.catalogue import run_kinds
 from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.io import write_text
 from benchmark.utils.results import RESULT_FILE, load_result
+from benchmark.utils.timing import TIMING_FILE, read_invocations
 
 RECORDS = "records"
 # What the report reads (result, run, the selection's choice, the pre-training monitor's log) and

@@ -3,6 +3,6 @@
 (the ``detect`` and ``segment`` kinds: MMDetection / MMSegmentation). Each defines its config, its run function and its
 command line (:mod:`~benchmark.stages.cli`), and registers its run kind
 (:mod:`~benchmark.stages.kinds`), which the driver, the launchers, the dry run and the report read;
-:func:`~benchmark.stages.kinds.run_kinds` imports them (the driver's own start-up, and its --help,
-need none of their libraries).
+:mod:`~benchmark.stages.catalogue` imports them all. A stage imports only from the packages below
+``stages/`` and from the shared ``kinds``, ``cli`` and ``cost``, never another stage.
 """

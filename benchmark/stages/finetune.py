@@ -36,17 +36,16 @@ from benchmark.data.batch_views import BatchViews, DeviceBatches, DeviceImages
 from benchmark.data.classification import READERS, Transformed, load_splits
 from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
-from benchmark.errors import CheckpointError, ConfigError
-from benchmark.models.checkpoints.export import checkpoint_pool_kwargs, read_checkpoint
-from benchmark.models.checkpoints.geometry import adapt_state_dict
+from benchmark.errors import ConfigError
+from benchmark.models.checkpoints.export import checkpoint_pool_kwargs, load_pretrained
 from benchmark.models.flops import vit_flops
 from benchmark.models.vit import ARCHS, create_vit, downstream_kwargs, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.stages.select import apply_choice
 from benchmark.training.checkpoint import TrainingCheckpoint, evaluate_again, finished
 from benchmark.training.config import (
+    apply_choice,
     at_least,
     config_from_dict,
     device_name,
@@ -59,6 +58,7 @@ from benchmark.training.config import (
     write_config,
 )
 from benchmark.training.distributed import Context, barrier
+from benchmark.training.features import extract_features
 from benchmark.training.loop import train
 from benchmark.training.optim import build_optimizer, build_scheduler
 from benchmark.training.runtime import autocast, start_run
@@ -126,20 +126,6 @@ class FinetuneConfig:
         return problems
 
 
-def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
-    """Loads an encoder export (or mm backbone checkpoint) into a classifier ViT; only the
-    classifier head may be missing, and nothing may be left over."""
-    state, spec, _ = read_checkpoint(checkpoint)
-    if spec["arch"] != arch:
-        raise CheckpointError(f"{checkpoint}: holds a {spec['arch']} encoder, the config asks for {arch}")
-    for note in adapt_state_dict(state, model):  # position embedding / BEiT tables to this model
-        print(f"[checkpoint] {note}", file=sys.stderr)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
-    if missing or unexpected:
-        raise CheckpointError(f"{checkpoint}: missing keys {missing}, unexpected keys {unexpected}")
-
-
 def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, ctx: Context,
              num_workers: int = 0) -> float:
     """LP-FT's first step (Kumar et al., 2022: fine-tuning from a random head distorts the
@@ -149,8 +135,6 @@ def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     features. Every process fits the same head on the gathered features. Returns the fit's top-1
     on ``dataset``."""
     from sklearn.linear_model import LogisticRegression
-
-    from benchmark.stages.probe import extract_features  # probe imports this module
 
     was_training = model.training
     model.eval()
@@ -197,6 +181,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     """
     started = time.time()
     out = Path(out_dir)
+    # ============ checking the input: the chosen settings, the data ============
     if cfg.hparams_from:
         cfg = apply_choice(cfg, cfg.hparams_from)
     validate(cfg)
@@ -206,6 +191,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     num_classes = len(train_set.classes)
 
+    # ============ the model, from its pre-trained encoder ============
     # beit-*: one relative position table per block downstream, as BEiT fine-tunes.
     model = create_vit(cfg.arch, cfg.img_size, num_classes=num_classes, drop_path_rate=cfg.drop_path,
                        **downstream_kwargs(cfg.arch), **checkpoint_pool_kwargs(cfg.checkpoint))
@@ -217,6 +203,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     if done is not None:
         return done
 
+    # ============ the labelled subset and the schedule ============
     subset = fraction_subset(len(train_set), cfg.train_fraction, cfg.seed, labels=train_set.targets)
     batch = min(cfg.batch_size, len(subset))  # global
     if batch % ctx.world_size:
@@ -225,6 +212,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     steps_per_epoch = max(1, len(subset) // batch)
     total = cfg.epochs * steps_per_epoch
 
+    # ============ the loss and the optimizer ============
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=num_classes)
@@ -235,6 +223,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     scheduler = build_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr)
 
+    # ============ resuming, or fitting the head (LP-FT) ============
     checkpoint = TrainingCheckpoint(out, cfg, model, optimizer, scheduler, resume)
     if ctx.is_main:  # once the checkpoint, if any, was found to be of this config
         write_config(out / "config.json", cfg)
@@ -246,6 +235,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         print(f"[finetune] head fitted to the frozen features (LP-FT): top-1 {fitted:.1f} on the "
               f"{len(subset)} labelled images", file=sys.stderr)
 
+    # ============ the data stream ============
     # timm's training transform without RandAugment: the single crop of pre-training, with its jitter
     train_aug = Augmentation(cfg.img_size, (cfg.crop_scale_min, 1.0), 0.4 if cfg.rand_augment is None else 0.0, cfg.hflip)
     start = checkpoint.start * batch
@@ -267,6 +257,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
             images, labels = next(loader)
             return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
+    # ============ training ============
     checkpoint.restore_rng()  # after the loader's iterator drew from the global RNG, as at the start
     ddp = DistributedDataParallel(model) if ctx.distributed else model
     model.train()
@@ -288,6 +279,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
     train(step, checkpoint, total=total, batch_size=batch, what="fine-tuning", desc="finetune", out=out, ctx=ctx,
           log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, ddp=ddp if ctx.distributed else None,
           before_update=clip)
+    # ============ evaluating ============
     metrics: dict[str, float] = {}
     if ctx.is_main:
         val_set = Transformed(val_set, eval_transform(cfg.img_size, cfg.eval_crop), skip_log=out / SKIPPED)

@@ -1,6 +1,7 @@
-"""The table of run kinds: everything the driver, the launchers, the dry run and the report need
-to know about one kind of run, registered by the module that defines the stage
-(:func:`register_kind`), as timm registers its models.
+"""What a run kind is: everything the driver, the launchers, the dry run and the report need to
+know about one kind of run, registered by the module that defines the stage
+(:func:`register_kind`), as timm registers its models. A leaf every stage imports; the table of
+all kinds is :mod:`benchmark.stages.catalogue`, which imports the stages.
 
 A :class:`RunKind` says what runs a config in this process (``run``), the command a launcher
 starts for it under torchrun or on SLURM (``command`` and ``command_args``), which file marks a
@@ -62,28 +63,3 @@ def register_kind(kind: RunKind) -> RunKind:
         raise ValueError(f"run kind {kind.name!r} is registered twice")
     KINDS[kind.name] = kind
     return kind
-
-
-def run_kinds() -> dict[str, RunKind]:
-    """Every registered kind (the stage modules register theirs when they are imported)."""
-    from benchmark.stages import data, dense, finetune, pixels, pretrain, probe, select  # noqa: F401  (register their kinds)
-
-    return KINDS
-
-
-def run_kind(name: str) -> RunKind:
-    kinds = run_kinds()
-    if name not in kinds:
-        raise ValueError(f"unknown run kind {name!r}; expected one of {sorted(kinds)}")
-    return kinds[name]
-
-
-def table_metrics() -> dict[str, tuple[str, ...]]:
-    """Result kind (``result.json``'s ``kind``) -> the metrics the report's tables show."""
-    return {result: metrics for kind in run_kinds().values() for result, metrics in kind.metrics.items()}
-
-
-def kind_metrics(name: str) -> tuple[str, ...]:
-    """The metrics the report's tables show for runs of kind ``name`` (all its result kinds')."""
-    metrics = run_kinds()[name].metrics if name in run_kinds() else {}
-    return tuple(dict.fromkeys(m for names in metrics.values() for m in names))

@@ -51,7 +51,6 @@ from benchmark.models.vit import ARCHS, create_vit, model_spec, patch_size
 from benchmark.stages import cost
 from benchmark.stages.cli import stage_main
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.stages.monitor import KnnMonitor
 from benchmark.training.checkpoint import CHECKPOINT, TrainingCheckpoint, finished, load_state
 from benchmark.training.config import (
     at_least,
@@ -68,6 +67,7 @@ from benchmark.training.config import (
 )
 from benchmark.training.distributed import barrier
 from benchmark.training.loop import train
+from benchmark.training.monitor import KnnMonitor
 from benchmark.training.optim import build_optimizer, build_scheduler, set_weight_decay
 from benchmark.training.runtime import autocast, compile_blocks, start_run
 from benchmark.training.stop import stop_signals_blocked
@@ -115,7 +115,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
-    # The online k-NN monitor (benchmark.stages.monitor): every monitor_every steps (0: off), the
+    # The online k-NN monitor (benchmark.training.monitor): every monitor_every steps (0: off), the
     # k-NN top-1 of monitor_bank labelled train images classifying monitor_queries val images of the
     # classification data set monitor_root (format monitor_dataset), logged to log.jsonl.
     monitor_every: int = 0
@@ -245,6 +245,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     Under torchrun each process trains on its share of every global batch (DDP); rank 0 alone
     writes the log, the checkpoints and the export.
     """
+    # ============ a finished run: nothing to do ============
     out = Path(out_dir)
     validate(cfg)
     # A finished run's export must hold its checkpoint's encoder; a damaged one is written again:
@@ -253,6 +254,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
             f"{out / CHECKPOINT} is gone: pre-training again")
     if finished(out, ENCODER, cfg, "pretrain", whole_export, redo):
         return out / ENCODER
+    # ============ checking the method and the data ============
     # The method and the data are checked first: bad input stops the run before it writes anything.
     try:
         method_cls = method_class(cfg.method)
@@ -272,6 +274,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     if cfg.monitor_every and main_process():
         monitor = KnnMonitor(cfg.monitor_root, cfg.monitor_dataset, cfg.img_size, cfg.monitor_bank, cfg.monitor_queries,
                              crop=cfg.monitor_crop, seed=cfg.seed)
+    # ============ the processes and the device ============
     device, ctx = start_run(cfg, out, save_config=False)
     workers = resolve_workers(cfg.num_workers, ctx.local_world_size, device)
     if cfg.batch_size % (cfg.accum_steps * ctx.world_size):
@@ -279,6 +282,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                           f"= {cfg.accum_steps} x {ctx.world_size}")
     micro = cfg.batch_size // (cfg.accum_steps * ctx.world_size)
 
+    # ============ building the method and its optimizer ============
     method_args = dict(cfg.method_args)
     if method_cls.needs_labels:
         method_args.setdefault("num_classes", len(images.classes))
@@ -298,6 +302,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
     checkpoint = TrainingCheckpoint(out, cfg, method, optimizer, scheduler, resume)
     if ctx.is_main:  # once the checkpoint, if any, was found to be of this config
         write_config(out / "config.json", cfg)
+    # ============ resuming, or fitting the data-dependent parts ============
     if checkpoint.resumed:
         print(f"[pretrain] resuming {out} at step {checkpoint.start}/{total_steps}", file=sys.stderr)
     else:  # data-dependent parts (a tokenizer's codebook), identical on every process
@@ -308,6 +313,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                        cache=fit_cache(cfg, images, subset[: FIT_BATCHES * micro], out))
         del fit_loader  # its workers stop here
 
+    # ============ the data stream ============
     start = checkpoint.start * cfg.batch_size  # the samples an interrupted run had consumed
     if cfg.images_on_device:
         # The subset held on the device, each micro-batch's views made there (data.batch_views).
@@ -332,6 +338,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
                 batch, labels = next(loader)
             return to_device((batch, labels) if method.needs_labels else batch, device)
 
+    # ============ training ============
     checkpoint.restore_rng()  # only now: creating the loader's iterator above drew from the global RNG
     model = DistributedDataParallel(method) if ctx.distributed else method
     method.train()
@@ -355,6 +362,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
           checkpoint_every=cfg.checkpoint_every, accum_steps=cfg.accum_steps, ddp=model if ctx.distributed else None,
           before_update=before_update, after_update=lambda index: method.after_step(index, total_steps),
           monitor=(lambda: monitor(method.encoder)) if monitor is not None else None, monitor_every=cfg.monitor_every)
+    # ============ exporting the encoder ============
     skipped = skipped_images(out / SKIPPED)
     if ctx.is_main and skipped:
         print(f"[pretrain] {len(skipped)} corrupt images skipped, listed in {out / SKIPPED}", file=sys.stderr)

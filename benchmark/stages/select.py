@@ -6,7 +6,8 @@ The config lists candidate runs, each a ``result.json`` (an evaluation on the *v
 split) and the setting it was run with (``values``, e.g. ``{"blr": 1e-3}``). Candidates with the
 same values are averaged (several initialisations or seeds share one setting: the choice is
 then the same for all of them), and the values with the best mean ``metric`` are written to
-``RUN_DIR/choice.json``. A fine-tuning run takes them with ``hparams_from``; its own
+``RUN_DIR/choice.json``. A fine-tuning run takes them with ``hparams_from``
+(:func:`benchmark.training.config.apply_choice`); its own
 ``config.json`` then holds the chosen values. Ties go to the candidate listed first.
 
 Candidates whose result is on the test split are refused: a setting chosen on the test split
@@ -19,17 +20,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
 from benchmark.stages.cost import no_compute
 from benchmark.stages.kinds import RunKind, register_kind
-from benchmark.training.config import read_json, with_values
+from benchmark.training.config import read_json
 from benchmark.utils.io import write_json
 from benchmark.utils.results import load_result
 
 CHOICE = "choice.json"
-T = TypeVar("T")
 
 
 def choose(candidates: list[dict[str, Any]], metric: str = "top1") -> dict[str, Any]:
@@ -62,25 +62,6 @@ def select(config: dict[str, Any], out_dir: str | Path) -> Path:
     path = Path(out_dir) / CHOICE
     write_json(path, record)
     return path
-
-
-def apply_choice(cfg: T, choice_path: str | Path) -> T:
-    """``cfg`` (a config dataclass) with the fields of a choice.json replaced, every chosen value
-    checked as the config file's own are (:func:`~benchmark.training.config.with_values`);
-    any refusal is one ConfigError naming the choice file."""
-    where = f"hparams_from {choice_path}"
-    try:
-        record = json.loads(Path(choice_path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{where}: not a choice file ({err})") from None
-    chosen = record.get("chosen") if isinstance(record, dict) else None
-    if not isinstance(chosen, dict):
-        raise ConfigError(f"{where}: not a choice file (expected a JSON object whose 'chosen' is an object of "
-                          f"config fields, as benchmark.select writes; got {json.dumps(record)[:80]})")
-    try:
-        return with_values(cfg, chosen)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,6 +205,25 @@ def with_values(config: C, changes: dict[str, Any]) -> C:
     return config_from_dict(type(config), {**given, **changes})
 
 
+def apply_choice(cfg: C, choice_path: str | Path) -> C:
+    """``cfg`` (a config dataclass) with the fields of a choice.json replaced, every chosen value
+    checked as the config file's own are (:func:`with_values`);
+    any refusal is one ConfigError naming the choice file."""
+    where = f"hparams_from {choice_path}"
+    try:
+        record = json.loads(Path(choice_path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: not a choice file ({err})") from None
+    chosen = record.get("chosen") if isinstance(record, dict) else None
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{where}: not a choice file (expected a JSON object whose 'chosen' is an object of "
+                          f"config fields, as benchmark.select writes; got {json.dumps(record)[:80]})")
+    try:
+        return with_values(cfg, chosen)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def check_kwargs(fn: Any, values: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
     """Checks the keyword arguments ``values`` of ``fn`` (a class: its ``__init__``) before anything
     is built, as :func:`config_from_dict` checks a config: a key ``fn`` takes no argument of (the

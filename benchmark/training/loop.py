@@ -15,7 +15,7 @@ does what they share, written once:
 - the stop signal: SIGTERM or SIGUSR2 finish the current step, write a checkpoint and raise
   :class:`~benchmark.errors.Preempted` (the commands exit with code 75);
 - an optional ``monitor`` (a function of no arguments returning scores, e.g. pre-training's k-NN
-  :mod:`~benchmark.stages.monitor`), called on the main process before the first step and every
+  :mod:`~benchmark.training.monitor`), called on the main process before the first step and every
   ``monitor_every`` steps, its scores logged as a record of their own.
 """
 

@@ -96,7 +96,7 @@ def test_smoke_plan_is_estimated_with_refs_unresolved() -> None:
 def test_the_dry_run_prices_every_run_of_the_miniature(scale: str) -> None:
     """A select run reads results only; the runs on the scenes take their counts from the data run
     that writes them, and a dense run trained on the first N scenes is priced for those N."""
-    from benchmark.driver.run import estimate_run
+    from benchmark.driver.compute import estimate_run
     from benchmark.experiments.registry import plan_runs
 
     runs = plan_runs("mini-all", scale)

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 import benchmark.driver.run as driver
 from benchmark.driver.jobs import check_jobs, slot_environment
-from benchmark.driver.timing import read_invocations, summary_line
 from benchmark.experiments.model import Run, ref
+from benchmark.utils.timing import read_invocations, summary_line
 
 
 def _plan(fashion: Path) -> list[Run]:

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.driver.launch import Handle, InProcess, Slurm, Torchrun, TorchrunJob
 from benchmark.errors import LaunchError
-from benchmark.stages.kinds import run_kind
+from benchmark.stages.catalogue import run_kind
 
 FAKE = """
 import os, sys

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from benchmark import REPO
-from benchmark.driver.run import locate, order_runs
 from benchmark.experiments.model import Run, ref
+from benchmark.experiments.plan import locate, order_runs
 from benchmark.experiments.registry import plan_runs
 from benchmark.report.build import MISSING, build_report
 
@@ -171,7 +171,7 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line(tmp_path, capsys) -> None
 
 
 def test_quick_runs_do_not_price_a_plan_of_training_runs() -> None:
-    from benchmark.driver.run import TimeLeft
+    from benchmark.driver.time_left import TimeLeft
 
     runs = [Run("d", "data", {}, tags={}), Run("p", "pretrain", {}, tags={"method": "mae"}),
             Run("f", "finetune", {}, tags={"method": "mae"})]

@@ -13,14 +13,15 @@ import pandas as pd
 import pytest
 
 from benchmark import REPO
-from benchmark.driver.run import TimeLeft
+from benchmark.driver.time_left import TimeLeft
 from benchmark.errors import ConfigError
 from benchmark.experiments.datasets import TRAIN_IMAGES, data
 from benchmark.experiments.mini import CORE, FRACTIONS, SCENE_COUNTS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
 from benchmark.experiments.scales import MINI, MINI_QUICK, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
-from benchmark.stages.select import apply_choice, choose
+from benchmark.stages.select import choose
+from benchmark.training.config import apply_choice
 
 INITS = {"random-init", "supervised", "splitmask", "beit", "dino"}
 
@@ -354,7 +355,7 @@ def test_table1_pre_trains_on_the_scenes_exactly_as_on_the_items(scale: str) -> 
     """The scenes pre-trainings read the scenes data run's train folder (a plain folder, after the
     data run in the plan's order) and are the items' pre-trainings, those of the default plan,
     in every other setting: steps, batch, method_args, lr, crops, monitor."""
-    from benchmark.driver.run import order_runs
+    from benchmark.experiments.plan import order_runs
 
     items, scenes = _pretrainings(scale, "fashion-mnist-100%"), _pretrainings(scale, "fashion-mnist-scenes")
     assert set(items) == set(scenes) == set(CORE)
@@ -417,8 +418,9 @@ def test_the_default_plan_has_no_scenes_and_mini_all_plans_table1_once() -> None
 def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(tmp_path: Path, make_fashion_mnist) -> None:
     """The data run's Fashion-MNIST marker resolves to --data-root (as every kind's does), and the
     resolved scenes pre-training reads exactly the train scenes it wrote, as a plain folder."""
-    from benchmark.driver.run import locate, order_runs, start_record
-    from benchmark.stages.kinds import run_kind
+    from benchmark.driver.run import start_record
+    from benchmark.experiments.plan import locate, order_runs
+    from benchmark.stages.catalogue import run_kind
     from benchmark.stages.pretrain import PretrainConfig, _images
     from benchmark.training.config import config_from_dict
 

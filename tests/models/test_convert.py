@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from benchmark.errors import CheckpointError
-from benchmark.models.checkpoints.export import read_checkpoint, read_spec, save_encoder, to_mm
+from benchmark.models.checkpoints.export import load_pretrained, read_checkpoint, read_spec, save_encoder, to_mm
 from benchmark.models.vit import create_vit, model_spec
-from benchmark.stages.finetune import load_pretrained
 
 
 @pytest.fixture()

@@ -474,9 +474,8 @@ def test_an_mae_fine_tuned_release_gives_the_official_models_feature(tmp_path) -
 
     from safetensors import safe_open
 
-    from benchmark.methods.base import pooled_features
     from benchmark.models.checkpoints.export import save_encoder_state
-    from benchmark.models.vit import spec_kwargs
+    from benchmark.models.vit import pooled_features, spec_kwargs
 
     golden = Path(__file__).resolve().parents[1] / "golden"
     spec = importlib.util.spec_from_file_location("golden_record", golden / "record.py")

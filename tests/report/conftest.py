@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.driver.run import locate, order_runs
+from benchmark.experiments.plan import locate, order_runs
 from benchmark.experiments.registry import plan_runs
 from benchmark.utils.io import write_json
 from benchmark.utils.results import write_result

@@ -236,7 +236,7 @@ def test_the_dense_finding_rests_on_its_own_pre_trainings_and_not_on_the_classif
 
 
 def test_a_sweeps_edge_counts_only_beyond_the_seed_noise(tmp_path) -> None:
-    # the case: supervised's sweep picked 1e-3 over 3e-3 by 0.6 points on another CPU; with a
+    # the case seen on another CPU: supervised's sweep picked 1e-3 over 3e-3 by 0.6 points; with a
     # seed noise of 0.4 (three seeds of each fine-tuning) the margin for two single runs is 2 x 0.4 x sqrt(2)
     rows = [("splitmask", "fashion-mnist-100%", v) for v in (76.0, 76.4, 76.8)]
     rows += [("random-init", "none", v) for v in (73.6, 74.0, 74.4)]

@@ -1,4 +1,4 @@
-"""Faults around the report's records (issue 33): two reports at once, a damaged record, Ctrl-C.
+"""Faults around the report's records: two reports at once, a damaged record, Ctrl-C.
 Each is the real fault in a real process, and each leaves every earlier file as it was."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import REPO
-from benchmark.driver.run import locate, order_runs
+from benchmark.experiments.plan import locate, order_runs
 from benchmark.experiments.registry import plan_runs
 from benchmark.report.build import main
 from benchmark.report.records import RECORDS

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from benchmark import REPO
-from benchmark.driver.timing import read_invocations, record_invocation
 from benchmark.report.build import ReportError, rebuild
 from benchmark.report.records import RECORDS
 from benchmark.utils.io import write_json
+from benchmark.utils.timing import read_invocations, record_invocation
 
 
 def _invocation(finished: str) -> dict:
@@ -111,7 +111,7 @@ def test_the_miniatures_artifacts_without_runs_are_named_with_how_to_run_them() 
 def test_a_run_two_scales_plan_alike_counts_at_each_that_ran(tmp_path) -> None:
     import time
 
-    from benchmark.driver.run import locate, order_runs
+    from benchmark.experiments.plan import locate, order_runs
     from benchmark.experiments.registry import plan_runs
     from benchmark.report.build import collect
     from benchmark.utils.results import write_result

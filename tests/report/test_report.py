@@ -62,7 +62,7 @@ def test_report_is_reproducible(tmp_path) -> None:
 
 
 def test_report_without_runs_is_refused_and_writes_nothing(tmp_path) -> None:
-    """A report of no runs would replace every table with empty rows (issue 17): it is refused."""
+    """A report of no runs would replace every table with empty rows: it is refused."""
     from benchmark.report.build import ReportError
 
     runs, tables, plots, report = _fixture(tmp_path)
@@ -236,8 +236,8 @@ def test_a_full_disk_while_reporting_is_one_line(tmp_path, planned_run) -> None:
 
 
 def test_the_report_says_where_the_latest_invocation_of_each_plan_spent_its_time(tmp_path) -> None:
-    from benchmark.driver.timing import record_invocation
     from benchmark.report.build import timing_section
+    from benchmark.utils.timing import record_invocation
 
     base = {"jobs": 2, "machine": "2 CPU cores (x), no GPU", "finished": "2026-11-30 03:00 UTC", "runs": 4, "planned": 4,
             "startup_s": 7.0, "wall_s": 1500.0}

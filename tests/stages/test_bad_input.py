@@ -1,4 +1,4 @@
-"""Bad input (issue 8): one ``error:`` line saying what is wrong and where, exit code 2, and
+"""Bad input: one ``error:`` line saying what is wrong and where, exit code 2, and
 nothing written before is overwritten or lost. Corrupt images are skipped and counted by default,
 fatal with ``--corrupt-images fail``. Checkpoints from outside never run code when loaded."""
 

@@ -1,4 +1,4 @@
-"""Bad values (issue 33): a data root is read as given or refused, never swapped for another copy;
+"""Bad values: a data root is read as given or refused, never swapped for another copy;
 a run of zero length is refused; and values no rule checked before (a method's arguments, numbers
 no run can use, a device the machine lacks, an augmentation timm cannot parse, a choice file of
 the wrong type, a data set too small to split) are one ``error:`` line and exit code 2, with no

@@ -12,7 +12,7 @@ from benchmark.data.augment import eval_transform
 from benchmark.data.classification import Transformed, load_splits
 from benchmark.models.vit import create_vit
 from benchmark.stages.finetune import FinetuneConfig, finetune, fit_head, main
-from benchmark.stages.probe import SINGLE, extract_features
+from benchmark.training.features import SINGLE, extract_features
 from benchmark.training.log import RunLog
 from benchmark.utils.io import read_log
 from benchmark.utils.schedule import cosine_schedule

@@ -23,14 +23,12 @@ from benchmark.stages.probe import (
     ProbeConfig,
     build_encoder,
     build_head_optimizer,
-    knn_classify,
     linear_probe,
     main,
     make_head,
-    nearest_neighbours,
     probe,
-    weighted_votes,
 )
+from benchmark.training.features import knn_classify, nearest_neighbours, weighted_votes
 from benchmark.utils.io import read_log
 from benchmark.utils.results import load_result
 from benchmark.utils.schedule import cosine_schedule

@@ -1,4 +1,4 @@
-"""Faults (issue 8): a run stopped by SIGTERM, killed or crashed at a random step resumes to the
+"""Faults: a run stopped by SIGTERM, killed or crashed at a random step resumes to the
 uninterrupted result bit for bit; the SLURM launcher checkpoints and requeues; writes are atomic,
 so neither a crash nor a concurrent reader ever meets a partial file; a full disk stops a run with
 one line and leaves the previous checkpoint usable.

@@ -1,4 +1,4 @@
-"""Nothing is lost when a disk fills or a record is damaged (issue 33): a full disk while logging is
+"""Nothing is lost when a disk fills or a record is damaged: a full disk while logging is
 one line and leaves whole files; a torn log line, a truncated export or a damaged result is
 written again from what is whole; exports are the same bytes in every process; a non-finite loss
 names the checkpoint that exists; a finished evaluation run again changes nothing."""
@@ -324,9 +324,9 @@ def test_a_finished_evaluation_run_again_changes_nothing(synthetic_root, tmp_pat
 
 def test_the_driver_counts_a_truncated_export_as_not_done(tmp_path) -> None:
     """A pre-training whose export was cut short is run again by the driver (which exports it anew)."""
-    from benchmark.driver.run import is_done
     from benchmark.experiments.model import Run
-    from benchmark.stages.kinds import run_kind
+    from benchmark.experiments.plan import is_done
+    from benchmark.stages.catalogue import run_kind
 
     run = Run("pre", "pretrain", {})
     done = tmp_path / run_kind("pretrain").done_file({})

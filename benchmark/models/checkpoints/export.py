@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from benchmark.errors import CheckpointError
+from benchmark.models.checkpoints.geometry import adapt_state_dict
 from benchmark.models.vit import ARCHS, create_vit, pool_kwargs, spec_kwargs
 from benchmark.utils.io import load_failure, save_safetensors, torch_save
 
@@ -219,3 +221,17 @@ def check_keys(state: Mapping[str, torch.Tensor], spec: dict[str, Any], what: st
     bad = [f"{k} {tuple(state[k].shape)} vs {ref[k]}" for k in sorted(ref) if tuple(state[k].shape) != ref[k]]
     if bad:
         raise CheckpointError(f"{what}: shape mismatch against {spec['arch']} at {spec.get('img_size')} px: {', '.join(bad)}")
+
+
+def load_pretrained(model: nn.Module, checkpoint: str | Path, arch: str) -> None:
+    """Loads an encoder export (or mm backbone checkpoint) into a classifier ViT; only the
+    classifier head may be missing, and nothing may be left over."""
+    state, spec, _ = read_checkpoint(checkpoint)
+    if spec["arch"] != arch:
+        raise CheckpointError(f"{checkpoint}: holds a {spec['arch']} encoder, the config asks for {arch}")
+    for note in adapt_state_dict(state, model):  # position embedding / BEiT tables to this model
+        print(f"[checkpoint] {note}", file=sys.stderr)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint}: missing keys {missing}, unexpected keys {unexpected}")

@@ -2,7 +2,7 @@
 
 Every ``monitor_every`` steps (and before the first, where the encoder is still its random
 initialisation) pre-training scores the current encoder with the weighted k-NN of the probe
-(:func:`benchmark.stages.probe.knn_classify`, DINO's): the pooled features of a fixed, class-balanced
+(:func:`benchmark.training.features.knn_classify`, DINO's): the pooled features of a fixed, class-balanced
 set of labelled train images (the bank) classify a fixed, class-balanced set of val images, and
 the top-1 goes to ``log.jsonl`` as ``{"step": S, "knn_top1": ...}``. No gradients, no randomness
 (the images are transformed once, deterministically, at the start), so a monitored run trains
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from benchmark.data.augment import EVAL_CROP, eval_transform
 from benchmark.data.classification import load_classification
 from benchmark.data.folders import fraction_subset
-from benchmark.stages.probe import encode, knn_classify, topk_metrics
+from benchmark.training.features import encode, knn_classify, topk_metrics
 
 MONITOR_BATCH = 256
 

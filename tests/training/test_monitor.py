@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 import benchmark.data.fashion_mnist as fm
 from benchmark.errors import ConfigError
 from benchmark.models.vit import create_vit
-from benchmark.stages.monitor import KnnMonitor
 from benchmark.stages.pretrain import PretrainConfig, pretrain
 from benchmark.stages.probe import ProbeConfig, knn_probe
 from benchmark.training.config import validate
+from benchmark.training.monitor import KnnMonitor
 from benchmark.utils.io import read_log
 
 

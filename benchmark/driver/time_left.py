@@ -1,0 +1,85 @@
+"""The time a plan still needs: each run priced from the finished runs of its kind (by FLOPs where
+the dry run's estimate knows them), shared among the runs that go side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from benchmark.experiments.model import Run
+from benchmark.stages.catalogue import run_kind
+
+
+class TimeLeft:
+    """An estimate of the time the runs still to go will take. Given ``flops`` (the dry run's
+    estimate of a run, None when unknown), a run is priced at the seconds per FLOP its kind's
+    finished runs took (all training runs', while none of its kind has finished): a fine-tuning is
+    not priced as a pre-training. Otherwise, and for a run of unknown FLOPs, each is assumed to last
+    as long as the finished runs of its kind and method did on average (its kind alone, or all
+    training runs, while none of those has finished). The quick in-process kinds (data, select) do
+    not price the others: a plan of minutes is not estimated from a data set written in seconds.
+    None until a training run has finished. ``done`` seeds the averages with the runs an earlier
+    invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
+    from the start. With ``jobs`` runs side by side the sum is shared among them."""
+
+    def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = (), jobs: int = 1,
+                 flops: Callable[[Run], float | None] | None = None) -> None:
+        self.pending = {r.name: r for r in runs}
+        self.jobs = jobs
+        self.estimate = flops
+        self.flops: dict[str, float | None] = {}  # each run's, asked of ``flops`` once, when first needed
+        self.durations: dict[tuple[str, ...], list[float]] = {}
+        self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
+        for run, seconds in done:
+            self.finished(run, seconds)
+
+    def finished(self, run: Run, seconds: float | None) -> None:
+        self.pending.pop(run.name, None)
+        if seconds is not None:
+            keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if trains(run) else [])
+            for key in keys:
+                self.durations.setdefault(key, []).append(seconds)
+            flops = self._flops(run)
+            if flops:
+                for key in [(run.kind,)] + ([()] if trains(run) else []):
+                    total = self.rates.setdefault(key, [0.0, 0.0])
+                    total[0] += seconds
+                    total[1] += flops
+
+    def _flops(self, run: Run) -> float | None:
+        if self.estimate is None:
+            return None
+        if run.name not in self.flops:
+            self.flops[run.name] = self.estimate(run)
+        return self.flops[run.name]
+
+    def _guess(self, run: Run) -> float:
+        flops = self._flops(run)
+        if flops:
+            for key in ((run.kind,), ()):
+                if key in self.rates:
+                    return flops * self.rates[key][0] / self.rates[key][1]
+        for key in ((run.kind, str(run.tags.get("method"))), (run.kind,)) + (((),) if trains(run) else ()):
+            if key in self.durations:
+                return sum(self.durations[key]) / len(self.durations[key])
+        return 0.0
+
+    def seconds(self) -> float | None:
+        if () not in self.durations:
+            return None
+        return sum(self._guess(r) for r in self.pending.values()) / self.jobs
+
+
+def trains(run: Run) -> bool:
+    """A run of a kind that trains (under torchrun where there are GPUs), not a quick in-process one."""
+    return run_kind(run.kind).multi_process
+
+
+def wall_seconds(run_dir: Path) -> float | None:
+    """How long the driver saw a finished run take (``run.json``'s ``wall_s``), if it recorded it."""
+    try:
+        return float(json.loads((run_dir / "run.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
