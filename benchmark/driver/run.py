@@ -37,6 +37,7 @@ from benchmark.experiments.mini import MINIATURE_OF
 from benchmark.experiments.model import Run
 from benchmark.experiments.plan import is_done, locate, order_runs, resolve_refs
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
+from benchmark.experiments.scales import SCALE_SPECS
 from benchmark.stages.catalogue import run_kind
 from benchmark.stages.kinds import RunKind
 from benchmark.utils.io import write_json
@@ -80,7 +81,7 @@ def default_jobs(scale: str, launcher: str, gpus: int, cores: int) -> int:
     """``--jobs`` when not given: for the miniature's small runs in this process, 2 on a CPU of 2 or
     more cores (two one-thread runs fine-tune about 1.2x the images per second of one two-thread
     run on 2 cores: docs/mini.md) and :data:`RUNS_PER_GPU` per GPU on a GPU machine; else 1."""
-    if not scale.startswith("mini") or launcher != "inprocess":
+    if not SCALE_SPECS[scale].miniature or launcher != "inprocess":
         return 1
     if gpus:
         return RUNS_PER_GPU * gpus
@@ -88,12 +89,14 @@ def default_jobs(scale: str, launcher: str, gpus: int, cores: int) -> int:
 
 
 def default_scale(subset: str, gpus: int) -> str:
-    """``--scale`` when not given: for the miniature's subsets (``mini``, ``mini-all``, ``mini_*``)
-    ``mini-gpu`` where a GPU is visible (trained further) and ``mini`` on a CPU; another subset
-    named as a scale (``mini-quick``, ``smoke``) that scale; else ``smoke``."""
-    if subset == "mini" or (subset.startswith("mini") and subset not in SCALES):
-        return "mini-gpu" if gpus else "mini"
-    return subset if subset in SCALES else "smoke"
+    """``--scale`` when not given: a subset named as a scale (``smoke``, ``mini``) that scale, else
+    the first scale (in ``--scale``'s order) that every artifact of the subset has (the miniature's
+    subsets: ``mini``; the paper's: ``smoke``); where a GPU is visible, the scale that scale names
+    for it (its ``on_gpu``: ``mini`` -> ``mini-gpu``, trained further)."""
+    artifacts = [ARTIFACTS[name] for name in SUBSETS.get(subset, [subset]) if name in ARTIFACTS]
+    shared = [s for s in SCALES if all(s in artifact.scales for artifact in artifacts)]
+    scale = subset if subset in SCALES else (shared or SCALES)[0]
+    return (SCALE_SPECS[scale].on_gpu or scale) if gpus else scale
 
 
 def conflicting_options(args: argparse.Namespace) -> str | None:
@@ -154,9 +157,10 @@ def choose_scale(args: argparse.Namespace) -> str:
               "--scale small or paper (--scale smoke: the synthetic chain)")
         args.subset = MINIATURE_OF[args.subset]
     scale = args.scale or default_scale(args.subset, visible_gpus())
-    if args.scale is None and scale == "mini-gpu":
-        print(f"a GPU is visible: --subset {args.subset} runs at --scale mini-gpu (the miniature trained further, "
-              "several runs sharing the GPU); --scale mini runs the CPU's half-hour version")
+    on_cpu = default_scale(args.subset, gpus=0)
+    if args.scale is None and scale != on_cpu:
+        print(f"a GPU is visible: --subset {args.subset} runs at --scale {scale} (trained further, several runs "
+              f"sharing the GPU); --scale {on_cpu} runs the CPU's version")
     return scale
 
 

@@ -2,8 +2,9 @@
 the user's ``--data-root`` (or, for a data set that a system package ships, in the package's folder:
 :data:`SYSTEM_COPIES`, but only where no data root was named), the layout each must have
 (:data:`DATASETS`), and what a missing one blocks (:func:`missing_datasets`). A marker becomes
-the path that is read, so a run's config and result name the data it read. docs/datasets.md
-describes the layouts."""
+the path that is read, so a run's config and result name the data it read. What is known of each
+data set (layout, counts, folders, reader) is its record in :mod:`benchmark.data.sets`;
+docs/datasets.md describes the layouts."""
 
 from __future__ import annotations
 
@@ -13,25 +14,15 @@ from typing import Any
 
 from benchmark import REPO
 from benchmark.data.fashion_mnist import DEBIAN_DIR as FASHION_MNIST_DEBIAN_DIR
-from benchmark.data.fashion_mnist import FILES as FASHION_MNIST_FILES
+from benchmark.data.sets import DATA_SETS, DOMAINS
 from benchmark.experiments.model import Run
 from benchmark.utils.tree import KEEP, nodes, rebuild
 
-DOMAINS = ("clipart", "sketch", "painting")
-IMAGENET_TRAIN = 1_281_167
-# Training images of each pre-training data set (the official train splits), used to turn
-# epochs into iterations. DomainNet: the official <domain>_train.txt lists.
-TRAIN_IMAGES: dict[str, int] = {
-    "imagenet": IMAGENET_TRAIN, "coco": 118_287, "ade20k": 20_210, "stanford-cars": 8_144,
-    "domainnet-clipart": 33_525, "domainnet-sketch": 48_212, "domainnet-painting": 50_416,
-    "fashion-mnist": 50_000,  # the official 60,000 less the 10,000 carved out as val (benchmark.data.fashion_mnist)
-    # The mini scale's train scenes (benchmark.experiments.mini.SCENE_COUNTS): as many as the train
-    # items, so that scenes and items weigh the same. Iterations are held constant, so the count sets the epochs tag only.
-    "fashion-mnist-scenes": 50_000,
-}
+# Training images of each pre-training data set (the official train splits), used to turn epochs into iterations.
+TRAIN_IMAGES: dict[str, int] = {name: record.train for name, record in DATA_SETS.items() if record.train is not None}
 # Pre-training data that a data run of the plan writes (benchmark.stages.data), not a data set
 # under --data-root: name -> (the data run, the folder of its train images, read as a plain folder).
-WRITTEN: dict[str, tuple[str, str]] = {"fashion-mnist-scenes": ("scenes-fashion-mnist", "unlabelled/train")}
+WRITTEN: dict[str, tuple[str, str]] = {name: record.written_by for name, record in DATA_SETS.items() if record.written_by}
 DENSE_LAYOUTS = {"detect": "coco", "segment": "ade20k"}  # each dense kind's folder below a data set the plan writes
 FASHION_LABELS = 1_000  # labelled train images of the miniature's evaluations (100 per class; our choice)
 # downstream tag -> (run kind, data set, reader format / probe mode)
@@ -57,8 +48,8 @@ DOWNSTREAMS: dict[str, tuple[str, str, str]] = {
 }
 # Downstreams that see a class-balanced fraction of the train labels: downstream -> labelled images.
 LABELLED: dict[str, int] = {d: FASHION_LABELS for d in DOWNSTREAMS if d.startswith("fashion-mnist-1k-")}
-# Data sets read through a format of their own by every kind of evaluation (probes too).
-FORMATS = {"fashion-mnist": "fashion-mnist"}
+# Data sets read through a format of their own by every stage (probes too): name -> reader.
+FORMATS = {name: record.reader for name, record in DATA_SETS.items() if record.own_format and record.reader}
 
 
 def data(name: str, path: str = "") -> dict[str, str]:
@@ -66,30 +57,10 @@ def data(name: str, path: str = "") -> dict[str, str]:
     return {"data": name, "path": path}
 
 
-# name -> (the expected layout in one line, the relative paths that must exist below DATA_ROOT/<name>)
-DATASETS: dict[str, tuple[str, list[str]]] = {
-    "imagenet": ("ImageFolder of ILSVRC-2012: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (val sorted into class folders)",
-                 ["train", "val"]),
-    "inat2019": ("iNaturalist 2019 as distributed: train2019.json, val2019.json, train_val2019/<supercategory>/<id>/*.jpg",
-                 ["train2019.json", "val2019.json", "train_val2019"]),
-    "coco": ("COCO 2017: train2017/, val2017/, annotations/instances_{train,val}2017.json",
-             ["train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json"]),
-    "ade20k": ("the ADEChallengeData2016 folder itself: images/{training,validation}/*.jpg, "
-               "annotations/{training,validation}/*.png",
-               ["images/training", "images/validation", "annotations/training", "annotations/validation"]),
-    "stanford-cars": ("Stanford Cars as distributed: cars_train/, cars_test/, devkit/{cars_meta,cars_train_annos}.mat, "
-                      "cars_test_annos_withlabels.mat (here or in devkit/)",
-                      ["cars_train", "cars_test", "devkit/cars_meta.mat", "devkit/cars_train_annos.mat"]),
-    "domainnet": ("DomainNet as distributed, one root for all domains: <domain>/<class>/*.jpg, <domain>_{train,test}.txt "
-                  f"for {', '.join(DOMAINS)}",
-                  [p for d in DOMAINS for p in (d, f"{d}_train.txt", f"{d}_test.txt")]),
-    "fashion-mnist": ("Fashion-MNIST's official idx files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (gzipped or "
-                      "not); where no --data-root is named and ./data holds no fashion-mnist folder, Debian's "
-                      "dataset-fashion-mnist package is used (apt-get install dataset-fashion-mnist)",
-                      [f"{stem}.gz" for pair in FASHION_MNIST_FILES.values() for stem in pair]),
-    "dall-e": ("the DALL-E dVAE encoder converted once with `python -m benchmark.tokenizers convert-dalle encoder.pkl "
-               "dalle_encoder.safetensors --trust-pickle`", ["dalle_encoder.safetensors"]),
-}
+# name -> (the expected layout in one line, the relative paths that must exist below DATA_ROOT/<name>):
+# the data sets a marker may name (each its own folder under the data root)
+DATASETS: dict[str, tuple[str, list[str]]] = {name: (record.layout, list(record.required))
+                                              for name, record in DATA_SETS.items() if record.layout}
 
 
 # Data sets that a system package installs: used where no data root was named (the default one,

@@ -20,12 +20,11 @@ from dataclasses import replace
 from typing import Any
 
 from benchmark.data.fashion_mnist import CLASSES as FASHION_CLASSES
-from benchmark.experiments.datasets import TRAIN_IMAGES, WRITTEN, data
+from benchmark.experiments.datasets import WRITTEN, data
 from benchmark.experiments.model import Layout, Run
 from benchmark.experiments.paper import CURVE_OVER_FRACTION, DENSE_LAYOUT, Eval, Pre, _grid, artifact_runs, sweep_runs
-from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.experiments.scales import MINI_SCALES, SCALE_SPECS
 
-MINI_SCALES = ("mini", "mini-quick", "mini-gpu")
 CORE = ["splitmask", "beit", "dino"]         # the paper's core comparison: the denoising autoencoders vs DINO
 MORE = ["mae", "byol"]                        # asked by mini_more (its own subset: longer than the default plan)
 FRACTIONS = (0.01, 0.1, 1.0)                  # Fig. 2 in miniature: pre-training subsets, constant iterations
@@ -112,19 +111,11 @@ DENSE_METHODS = frozenset(ev.method for name in DENSE_ARTIFACTS for ev in MINI_C
 MINIATURE_OF = {"table6": "mini_table6", "fig2": "mini_fig2", "table8": "mini_table8"}
 
 
-# The scenes' data run: scale -> (train scenes, val scenes). As many train scenes as train items
-# (Table 1 compares image types, not set sizes); pre-training holds iterations constant
-# (pretrain_steps) either way. Writing 50,000 scenes took two minutes on one core here, and
-# 870 MB. The val scenes (from the test split) are for the dense legs. mini-quick: two
-# batches of 64 (a pre-training refuses fewer images than one batch).
-SCENE_COUNTS = {"mini": (TRAIN_IMAGES["fashion-mnist-scenes"], 2_000), "mini-quick": (128, 16),
-                "mini-gpu": (TRAIN_IMAGES["fashion-mnist-scenes"], 2_000)}
-
-
 def scenes_data_run(scale: str) -> Run:
     """The data run that writes the scenes: items of Fashion-MNIST's train split in the train
-    scenes, of its test split in the val scenes (:mod:`benchmark.data.scenes`)."""
-    train, val = SCENE_COUNTS[scale]
+    scenes, of its test split in the val scenes (:mod:`benchmark.data.scenes`), as many as the
+    scale's ``scenes``."""
+    train, val = SCALE_SPECS[scale].scenes
     return Run(WRITTEN[SCENES.data][0], "data", {"generator": "scenes", "seed": 0, "data_root": data("fashion-mnist"),
                                                    "train_scenes": train, "val_scenes": val, "size": 64})
 

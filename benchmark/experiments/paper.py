@@ -13,12 +13,11 @@ from fractions import Fraction
 from itertools import product
 from typing import Any
 
+from benchmark.data.sets import DATA_SETS, DOMAINS, IMAGENET_TRAIN
 from benchmark.experiments.datasets import (
     DENSE_LAYOUTS,
-    DOMAINS,
     DOWNSTREAMS,
     FORMATS,
-    IMAGENET_TRAIN,
     LABELLED,
     TRAIN_IMAGES,
     WRITTEN,
@@ -27,9 +26,10 @@ from benchmark.experiments.datasets import (
 from benchmark.experiments.model import Layout, Run, ref
 from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.experiments.smoke import SYNTHETIC, synthetic_data_run
+from benchmark.methods import METHODS
 
-# The "small data sets" of the paper: 75% masking there (SplitMask keep_ratio 0.25, BEiT
-# mask_ratio 0.75), and a 25% largest crop on Stanford Cars.
+# The "small data sets" of the paper: 75% masking there (each method's small_set_args), and a 25%
+# largest crop on Stanford Cars.
 SMALL_SETS = frozenset({"stanford-cars", *(f"domainnet-{d}" for d in DOMAINS)})
 DEFAULT_TOKENIZER = "dall-e"        # BEiT's tokenizer; the paper follows BEiT (our choice for SplitMask too)
 BUDGET_EPOCHS = 300                 # ImageNet-100% pre-training: 300 epochs (known)
@@ -65,8 +65,10 @@ class Pre:
         return self.length() * self.images() / IMAGENET_TRAIN
 
     def tok(self, default: str = DEFAULT_TOKENIZER) -> str | None:
-        """The tokenizer of BEiT and SplitMask (``default`` where the comparison names none)."""
-        return (self.tokenizer or default) if self.method in ("beit", "splitmask") else None
+        """The tokenizer of a method that uses one (BEiT, SplitMask; ``default`` where the comparison names
+        none), else None."""
+        method = METHODS.get(self.method)
+        return (self.tokenizer or default) if method is not None and method.uses_tokenizer else None
 
     def data_tag(self) -> str:
         """pretrain_data as spelled in tables/paper/reference.csv."""
@@ -178,12 +180,11 @@ def _pretrain_images(scale: Scale, pre: Pre) -> Any:
         return ref(*WRITTEN[pre.data])
     if pre.data in FORMATS:  # read through its own format (PretrainConfig.dataset): its train split
         return data(pre.data)
-    if scale.name == "smoke":
+    if scale.synthetic:
         return ref(SYNTHETIC, _SMOKE_PRETRAIN_IMAGES.get(pre.data, "classification/train"))
-    if pre.data.startswith("domainnet-"):
-        return data("domainnet")  # the domain's train list (PretrainConfig.dataset), never its test images
-    return data(pre.data, {"imagenet": "train", "coco": "train2017", "ade20k": "images/training",
-                           "stanford-cars": "cars_train"}[pre.data])
+    record = DATA_SETS[pre.data]
+    # no folder of train images (DomainNet's domains): its reader's train split (PretrainConfig.dataset)
+    return data(record.root, record.pretrain_images or "")
 
 
 def _fmt(x: Fraction | float) -> str:
@@ -200,23 +201,21 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str, seed: int = 0) -> Run:
     if tok is not None:
         method_args["tokenizer"] = tok
         method_args["vocab_size"] = 8192 if tok == "dall-e" else scale.vocab_size
-        if tok == "dall-e" and scale.name != "smoke":  # smoke: a randomly initialised dVAE (a warning says so)
+        if tok == "dall-e" and not scale.synthetic:  # synthetic: a randomly initialised dVAE (a warning says so)
             method_args["tokenizer_weights"] = data("dall-e", "dalle_encoder.safetensors")
-    small = pre.data in SMALL_SETS
-    if small and pre.method == "splitmask":
-        method_args["keep_ratio"] = 0.25        # 75% masking on the small sets (known)
-    if small and pre.method == "beit":
-        method_args["mask_ratio"] = 0.75
+    if pre.data in SMALL_SETS:
+        method_args.update(METHODS[pre.method].small_set_args)
     config: dict[str, Any] = {
         "data_root": _pretrain_images(scale, pre), "method": pre.method, "method_args": method_args,
         "arch": concrete, "img_size": scale.img_size, "fraction": float(pre.fraction), "steps": steps,
         "batch_size": scale.pretrain_batch, "warmup_steps": max(1, round(steps / 30)),  # BEiT: 10 of 300 epochs
         **deepcopy(scale.pretrain), **deepcopy(scale.pretrain_by_method.get(pre.method, {})), "seed": seed,
     }
-    if pre.data.startswith("domainnet-") and scale.name != "smoke":
-        config["dataset"] = pre.data
-    if pre.data in FORMATS:
-        config["dataset"] = FORMATS[pre.data]
+    record = DATA_SETS[pre.data]
+    # read through its reader: a set in a format of its own, at every scale; a set with no folder of
+    # train images (DomainNet's domains: their train lists), where the data are real
+    if record.own_format or (record.reader and not record.pretrain_images and not scale.synthetic):
+        config["dataset"] = record.reader
     if pre.data == "stanford-cars":
         config["crop_scale_max"] = 0.25         # largest crop 25% on Stanford Cars (known)
         # a scale whose smallest crop is larger (smoke: 0.3) keeps the range non-empty
@@ -224,7 +223,7 @@ def pretrain_run(scale: Scale, pre: Pre, arch: str, seed: int = 0) -> Run:
     frac = f"-{pre.fraction * 100:g}pct" if pre.data in FRACTION_SETS else ""
     tok_part = f"-{tok}" if tok not in (None, scale.tokenizer) else ""
     # The miniature names its lengths in steps: its "300 ImageNet epochs" are a budget of iterations.
-    length = f"s{steps}" if scale.name.startswith("mini") else f"ep{_fmt(pre.length())}"
+    length = f"s{steps}" if scale.miniature else f"ep{_fmt(pre.length())}"
     name = f"pretrain-{pre.method}-{pre.data}{frac}-{concrete}-{length}{tok_part}{f'-p{seed}' if seed else ''}"
     return Run(name, "pretrain", config, tags={"method": pre.method, "pretrain_data": pre.data_tag(), "arch": concrete})
 
@@ -237,7 +236,7 @@ def pretrain_steps(scale: Scale, pre: Pre) -> int:
 def epochs_at(scale: Scale, pre: Pre) -> float:
     """The ``epochs`` tag: the paper's epochs over the subset, or, in the miniature, the passes its
     steps make over its subset."""
-    if not scale.name.startswith("mini"):
+    if not scale.miniature:
         return float(pre.length())
     return round(pretrain_steps(scale, pre) * scale.pretrain_batch / float(pre.images()), 3)
 
@@ -247,7 +246,7 @@ def _eval_data(scale: Scale, name: str, kind: str) -> Any:
         return data(name)
     if name in WRITTEN:  # written by a data run of the plan: the dense kind's layout in it
         return ref(WRITTEN[name][0], DENSE_LAYOUTS[kind])
-    if scale.name == "smoke":
+    if scale.synthetic:
         return ref(SYNTHETIC, {"coco": "coco", "ade20k": "ade20k"}.get(name, "classification"))
     return data(name)
 
@@ -280,7 +279,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
                       "classifier": fmt, **deepcopy(scale.pixels)}
         elif kind in ("finetune", "probe"):
             config = {"data_root": _eval_data(scale, data_name, kind),
-                      "dataset": FORMATS.get(data_name, fmt if kind == "finetune" and scale.name != "smoke" else "imagefolder"),
+                      "dataset": FORMATS.get(data_name, fmt if kind == "finetune" and not scale.synthetic else "imagefolder"),
                       "checkpoint": seed_checkpoint, "arch": concrete, "img_size": scale.img_size}
             if kind == "finetune":
                 epochs, batch = scale.finetune_len[ev.downstream]
@@ -341,7 +340,7 @@ def artifact_runs(name: str, scale_name: str, comparisons: dict[str, tuple[str, 
     """The runs of the artifact ``name`` (of ``comparisons``, the paper's by default) at ``scale_name``."""
     scale = SCALE_SPECS[scale_name]
     _, evals, _layout = (comparisons or COMPARISONS)[name]
-    runs = [synthetic_data_run()] if scale_name == "smoke" else []
+    runs = [synthetic_data_run()] if scale.synthetic else []
     for ev in evals():
         runs.extend(eval_runs(scale, ev))
     return runs

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from functools import lru_cache, partial
 
-from benchmark.experiments.mini import MINI_COMPARISONS, MINI_SCALES, hparams_runs, mini_artifact_runs
+from benchmark.experiments.mini import MINI_COMPARISONS, hparams_runs, mini_artifact_runs
 from benchmark.experiments.model import Artifact, Layout, Run
 from benchmark.experiments.paper import COMPARISONS, artifact_runs
+from benchmark.experiments.scales import MINI_SCALES, PAPER_SCALES, SCALE_SPECS
 from benchmark.experiments.smoke import smoke_runs
 
 ARTIFACTS: dict[str, Artifact] = {
     "smoke": Artifact("smoke", "The whole chain at smoke scale (synthetic data)", {"smoke": smoke_runs},
                       Layout(rows=("method", "pretrain_data"), columns=("downstream", "metric"))),
-    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in ("smoke", "small", "paper")}, layout)
+    **{name: Artifact(name, title, {s: partial(artifact_runs, name, s) for s in PAPER_SCALES}, layout)
        for name, (title, _, layout) in COMPARISONS.items()},
     "mini_hparams": Artifact("mini_hparams", "Fashion-MNIST: the fine-tuning learning rate, chosen on the val split "
                              "(seed 0): random init's, shared by the self-supervised initialisations, and supervised "
@@ -35,7 +36,7 @@ SUBSETS: dict[str, list[str]] = {"smoke": ["smoke"], "mini": MINI_DEFAULT,
                                  "mini-all": [*MINI_DEFAULT, "mini_table1", "mini_seeds", "mini_fig2", "mini_more", "mini_dense",
                                               "mini_dense_beit"],
                                  "all": list(COMPARISONS), **{n: [n] for n in ARTIFACTS if n != "smoke"}}
-SCALES = ("smoke", "mini", "mini-quick", "mini-gpu", "small", "paper")
+SCALES = tuple(SCALE_SPECS)
 
 
 def plan_runs(subset: str, scale: str) -> list[Run]:
@@ -51,8 +52,8 @@ def plan_runs(subset: str, scale: str) -> list[Run]:
     runs: dict[str, Run] = {}
     for artifact in (ARTIFACTS[n] for n in names):
         if scale not in artifact.scales:
-            hint = ("; at the mini scales the paper's questions are the mini_* artifacts (--subset mini)"
-                    if scale.startswith("mini") else "")
+            hint = ("; at the miniature's scales the paper's questions are the mini_* artifacts (--subset mini)"
+                    if scale in MINI_SCALES else "")
             raise KeyError(f"artifact {artifact.name!r} has no {scale!r} scale (it has {sorted(artifact.scales)}){hint}")
         for run in artifact.scales[scale]():
             # A run planned only because another needs it (tag "dependency") is not one of the

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from benchmark.experiments.datasets import DOMAINS, DOWNSTREAMS, IMAGENET_TRAIN, data
+from benchmark.data.sets import DOMAINS, IMAGENET_TRAIN
+from benchmark.experiments.datasets import DOWNSTREAMS, TRAIN_IMAGES, data
 from benchmark.experiments.smoke import SMOKE_ARCH, SMOKE_IMG
 
 
@@ -54,6 +55,16 @@ class Scale:
     # gains less than flat_within points over the last fifth of its steps, the ceiling reaches ceiling_min.
     flat_within: float | None = None
     ceiling_min: float | None = None
+    # Every data set is the synthetic chain's (benchmark.data.synthetic): no downloads, no tokenizer weights.
+    synthetic: bool = False
+    # The paper in miniature (Fashion-MNIST): plans the mini_* artifacts rather than the paper's, names
+    # its lengths in steps (its "300 ImageNet epochs" are a budget of iterations) and tags each
+    # pre-training with the passes its steps make over its subset.
+    miniature: bool = False
+    # (train, val) scenes of several items that the miniature's Table 1 pre-trains on (benchmark.data.scenes)
+    scenes: tuple[int, int] | None = None
+    # The scale the driver runs instead where a GPU is visible and no --scale is given (None: this one)
+    on_gpu: str | None = None
 
     @property
     def converged(self) -> bool:
@@ -117,7 +128,7 @@ SMALL = replace(
 # ImageNet epochs, the smoke chain's fine-tuning and mm settings.
 SMOKE = replace(
     PAPER, name="smoke", archs={"s": SMOKE_ARCH, "b": SMOKE_ARCH}, img_size=SMOKE_IMG, pretrain_batch=32, pretrain_by_method={},
-    steps_per_budget_epoch=Fraction(1, 3), min_steps=4, vocab_size=256,
+    steps_per_budget_epoch=Fraction(1, 3), min_steps=4, vocab_size=256, synthetic=True,
     pretrain={"blr": 4e-3, "drop_path": 0.0, "crop_scale_min": 0.3, "checkpoint_every": 100},
     method_args={"splitmask": {"decoder_depth": 2, "temperature": 0.2, "contrastive_weight": 1.0},
                  "beit": {"mask_ratio": 0.4, "min_mask_patches": 2},
@@ -214,7 +225,11 @@ MINI = replace(
     sweep_by_init={"supervised": {"blr": (1e-3, 3e-3, 1e-2)}},
     # the ceiling takes the learning rate chosen for 1,000 labels
     swept={"fashion-mnist-1k-finetune": "fashion-mnist-1k-finetune", "fashion-mnist-all-finetune": "fashion-mnist-1k-finetune"},
-    tokenizer="kmeans",
+    tokenizer="kmeans", miniature=True, on_gpu="mini-gpu",
+    # As many train scenes as train items (Table 1 compares image types, not set sizes; pre-training
+    # holds iterations constant either way): two minutes and 870 MB on one core here. The val scenes
+    # (from the test split) are for the dense legs.
+    scenes=(TRAIN_IMAGES["fashion-mnist-scenes"], 2_000),
 )
 # The same plan with a few steps and one seed (CI runs it end to end).
 MINI_QUICK = replace(
@@ -226,6 +241,7 @@ MINI_QUICK = replace(
     probe={**MINI.probe, "epochs": 2, "warmup_epochs": 0.5}, seeds=(0,), sweep={"blr": (1e-2, 3e-2)},
     sweep_by_init={"supervised": {"blr": (3e-3, 1e-2)}},
     **_dense_lengths(epochs=1, iters=8, scenes=32),  # segmentation: past its 5 warm-up steps
+    scenes=(128, 16), on_gpu=None,  # two batches of 64: a pre-training refuses fewer images than one batch
 )
 
 
@@ -245,7 +261,10 @@ MINI_GPU = replace(
     finetune_len={"fashion-mnist-1k-finetune": (50, 64), "fashion-mnist-all-finetune": (15, 256)},
     finetune_warmup={"fashion-mnist-all-finetune": 1.0},
     sweep={"blr": (3e-3, 1e-2, 3e-2)}, sweep_by_init={"supervised": {"blr": (3e-4, 1e-3, 3e-3)}},
-    seeded_pretraining=True, flat_within=1.0, ceiling_min=90.0,
+    seeded_pretraining=True, flat_within=1.0, ceiling_min=90.0, on_gpu=None,
 )
 
-SCALE_SPECS: dict[str, Scale] = {scale.name: scale for scale in (PAPER, SMALL, SMOKE, MINI, MINI_QUICK, MINI_GPU)}
+# In the order --scale lists them.
+SCALE_SPECS: dict[str, Scale] = {scale.name: scale for scale in (SMOKE, MINI, MINI_QUICK, MINI_GPU, SMALL, PAPER)}
+MINI_SCALES = tuple(name for name, scale in SCALE_SPECS.items() if scale.miniature)
+PAPER_SCALES = tuple(name for name, scale in SCALE_SPECS.items() if not scale.miniature)

@@ -19,6 +19,10 @@ adds its own parts (decoders, heads, tokenizers, EMA targets). The pre-training 
   ``step`` (a schedule, such as DINO's); the config's value throughout by default;
 - ``clip_gradients(max_norm)``: gradient clipping (global norm by default; DINO per parameter).
 
+What the planner and the report need to know of a method are class attributes: its ``family``, whether
+it predicts a tokenizer's codes (``uses_tokenizer``) and its arguments on the small pre-training sets
+(``small_set_args``).
+
 A method's keyword arguments (a pre-training's ``method_args``) are checked before it is built, as a
 stage config's fields are (:func:`benchmark.training.config.check_kwargs`): the names, the types of
 their annotations, and the ranges the class declares in ``RULES`` (argument -> ``Rule``).
@@ -42,6 +46,16 @@ from benchmark.training.config import Rule
 
 METHODS: dict[str, type[PretrainMethod]] = {}  # name -> class, filled by @register_method
 
+# The paper's two families of self-supervised methods: those that reconstruct masked content, and
+# those that match the embeddings of two views of an image.
+DENOISING = "denoising autoencoder"
+JOINT_EMBEDDING = "joint-embedding"
+
+
+def methods_of(family: str) -> tuple[str, ...]:
+    """The registered methods of ``family``, in the order they were registered."""
+    return tuple(name for name, cls in METHODS.items() if cls.family == family)
+
 
 def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
     """Class decorator: adds a method to :data:`METHODS` under its ``name``, beside its definition."""
@@ -56,6 +70,11 @@ class PretrainMethod(nn.Module):
     # True for methods that learn from labels (supervised): the pre-training stage then reads an ImageFolder
     # and passes ``(images, labels)`` to forward, with ``num_classes`` among the method's arguments.
     needs_labels: ClassVar[bool] = False
+    family: ClassVar[str | None] = None  # DENOISING, JOINT_EMBEDDING, or None (supervised)
+    # True: predicts the codes of a tokenizer, which the planner names (the comparison's, else the scale's)
+    uses_tokenizer: ClassVar[bool] = False
+    # method arguments on the small pre-training sets (Stanford Cars, DomainNet), over the scale's
+    small_set_args: ClassVar[dict[str, Any]] = {}
     RULES: ClassVar[dict[str, Rule]] = {}  # argument -> its range (training.config.check_kwargs)
 
     def __init__(self, encoder: nn.Module) -> None:

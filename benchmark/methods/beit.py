@@ -33,7 +33,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.beit import Beit
 
-from benchmark.methods.base import PretrainMethod, register_method
+from benchmark.methods.base import DENOISING, PretrainMethod, register_method
 from benchmark.methods.masking import VISUAL_TARGETS, VisualTokenTargets, blockwise_mask
 from benchmark.training.config import at_least, in_unit, one_of, optional, positive
 from benchmark.utils.device import to_device
@@ -45,6 +45,8 @@ BEIT_MASK_RATIO = 75 / 196
 @register_method
 class BEiT(VisualTokenTargets, PretrainMethod):
     name = "beit"
+    family = DENOISING
+    small_set_args = {"mask_ratio": 0.75}  # 75% masking on the small sets, as SplitMask's
     RULES = {
         "mask_ratio": in_unit(one=False), "vocab_size": at_least(2), "tokenizer": one_of(VISUAL_TARGETS),
         "tokenizer_seed": at_least(0), "min_mask_patches": at_least(1), "max_mask_patches": optional(at_least(1)),

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from benchmark.data.augment import Augmentation, ViewSpec
-from benchmark.methods.base import PretrainMethod, pooled_features, register_method
+from benchmark.methods.base import JOINT_EMBEDDING, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import byol_loss
 from benchmark.methods.views import REFERENCE_BLUR_SIGMA, SIGMA_RANGE, TwoViews
@@ -39,6 +39,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 @register_method
 class BYOL(PretrainMethod):
     name = "byol"
+    family = JOINT_EMBEDDING
     RULES = {
         "proj_dim": at_least(1), "proj_hidden": at_least(1), "pred_hidden": at_least(1),
         "momentum": in_unit(zero=True), "blur_sigma": SIGMA_RANGE,

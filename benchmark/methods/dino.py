@@ -48,7 +48,7 @@ from timm.layers import Format, trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
 from benchmark.data.augment import Augmentation, ViewSpec
-from benchmark.methods.base import PretrainMethod, pooled_features, register_method
+from benchmark.methods.base import JOINT_EMBEDDING, PretrainMethod, pooled_features, register_method
 from benchmark.methods.ema import cosine_momentum, ema_update, make_ema_copy
 from benchmark.methods.losses import dino_loss, teacher_probs
 from benchmark.methods.views import REFERENCE_BLUR_SIGMA, SCALE_RANGE, SIGMA_RANGE, MultiCrop
@@ -121,6 +121,7 @@ def default_local_size(img_size: int, patch_size: int) -> int:
 @register_method
 class DINO(PretrainMethod):
     name = "dino"
+    family = JOINT_EMBEDDING
     RULES = {
         "out_dim": at_least(1), "head_hidden": at_least(1), "head_bottleneck": at_least(1), "head_layers": at_least(1),
         "global_crops": at_least(1), "local_crops": at_least(0), "global_scale": optional(SCALE_RANGE),

@@ -25,7 +25,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
+from benchmark.methods.base import DENOISING, PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.losses import masked_mse
 from benchmark.methods.masking import RandomMask, random_mask
 from benchmark.methods.tokenizers import pixel_patches
@@ -54,6 +54,7 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
 @register_method
 class MAE(PretrainMethod):
     name = "mae"
+    family = DENOISING
     RULES = {
         "mask_ratio": in_unit(one=False), "decoder_dim": at_least(1), "decoder_depth": at_least(0),
         "decoder_heads": at_least(1), "decoder_mlp_ratio": positive(),

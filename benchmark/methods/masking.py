@@ -167,6 +167,7 @@ class VisualTokenTargets:
     """
 
     codebook: torch.Tensor
+    uses_tokenizer = True
 
     def init_visual_tokens(self, vocab_size: int, tokenizer: str, tokenizer_seed: int,
                            tokenizer_weights: str | None = None) -> None:

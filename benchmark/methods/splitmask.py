@@ -18,7 +18,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from benchmark.methods.base import PretrainMethod, gather_tokens, init_new_weights, register_method
+from benchmark.methods.base import DENOISING, PretrainMethod, gather_tokens, init_new_weights, register_method
 from benchmark.methods.losses import info_nce
 from benchmark.methods.masking import VISUAL_TARGETS, VisualTokenTargets
 from benchmark.training.config import Rule, at_least, one_of, optional, positive
@@ -36,6 +36,8 @@ def split_patches(batch: int, num_patches: int, keep: int, generator: torch.Gene
 @register_method
 class SplitMask(VisualTokenTargets, PretrainMethod):
     name = "splitmask"
+    family = DENOISING
+    small_set_args = {"keep_ratio": 0.25}  # 75% masking on the small sets (known)
     RULES = {
         "vocab_size": at_least(2), "tokenizer": one_of(VISUAL_TARGETS),
         "keep_ratio": Rule(lambda v: 0 < v <= 0.5, "in (0, 0.5] (each of the two disjoint subsets holds that share)"),

@@ -31,8 +31,8 @@ import pandas as pd
 
 from benchmark import REPO
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ResultError, SuiteError, error_line
-from benchmark.experiments.mini import MINI_SCALES
 from benchmark.experiments.registry import ARTIFACTS, every_plan
+from benchmark.experiments.scales import MINI_SCALES
 from benchmark.report.figures import draw, save
 from benchmark.report.findings import curves_plot, mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
@@ -329,7 +329,7 @@ def missing_mini_line(tables: dict[str, pd.DataFrame], scales: list[str]) -> lis
     and how to run them."""
     lines = []
     for scale in scales:
-        missing = [name for name, table in tables.items() if name.startswith("mini")
+        missing = [name for name, table in tables.items() if scale in ARTIFACTS[name].scales
                    and (table[table.scale.astype(str) == scale].ours_mean == MISSING).any()]
         if missing:
             lines += [f"At scale {scale}, not yet run at the current settings, so absent from its findings (their "

@@ -24,16 +24,12 @@ from benchmark.experiments.mini import (
     FINETUNE,
     FRACTIONS,
     LINEAR,
-    MINI_SCALES,
 )
 from benchmark.experiments.paper import Pre, pretrain_steps
-from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.experiments.scales import MINI_SCALES, SCALE_SPECS
+from benchmark.methods.base import DENOISING, JOINT_EMBEDDING, methods_of
 from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, Stat, gate_lines, monitor_curves, pixel_floors, seed_verdict
 from benchmark.utils.io import read_log
-
-DENOISING = ("splitmask", "beit", "mae")
-JOINT_EMBEDDING = ("dino", "byol")
-
 
 Floor = tuple[str, float] | None  # the best pixel floor of the section: (method, mean test top-1)
 
@@ -114,7 +110,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
     if floor_text:
         lines.append(f"  - floors on the same labels: {floor_text}.")
     helped = []
-    for method in (*DENOISING, *JOINT_EMBEDDING):
+    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
         stat = stats.get((method, FULL))
         if stat is None or not stat.n:
             continue
@@ -129,7 +125,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
     ceiling = _stats(results, artifact, CEILING.downstream).get((CEILING.method, "none"))
     if ceiling is not None and ceiling.n:
         lines.append(f"  - ceiling, supervised training from random init on all 50,000 labels: {_shown(ceiling, floor)}.")
-    denoising = {m: v for m, v in helped if m in DENOISING}
+    denoising = {m: v for m, v in helped if m in methods_of(DENOISING)}
     if denoising:
         if all(v == "higher" for v in denoising.values()):
             verdict = "agrees: every denoising autoencoder is above random init"
@@ -153,7 +149,7 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
              f"{full.removeprefix('fashion-mnist-')} vs {least.removeprefix('fashion-mnist-')} of the train images:"]
     drops: dict[str, float] = {}
     real = False  # whether any change is beyond the seed noise
-    for method in (*DENOISING, *JOINT_EMBEDDING):
+    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
         a, b = stats.get((method, full)), stats.get((method, least))
         if a is None or b is None or not a.n or not b.n:
             continue
@@ -161,14 +157,14 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
         drops[method] = diff
         real |= verdict in ("higher", "lower")
         lines.append(f"  - {method}: {_shown(a, floor)} -> {_shown(b, floor)}, {diff:+.1f} points ({verdict}).")
-    dae = [drops[m] for m in DENOISING if m in drops]
-    joint = [drops[m] for m in JOINT_EMBEDDING if m in drops]
+    dae = [m for m in methods_of(DENOISING) if m in drops]
+    joint = [m for m in methods_of(JOINT_EMBEDDING) if m in drops]
     if dae and joint:
-        dae_mean, joint_mean = sum(dae) / len(dae), sum(joint) / len(joint)
+        dae_mean, joint_mean = sum(drops[m] for m in dae) / len(dae), sum(drops[m] for m in joint) / len(joint)
         agree = dae_mean > joint_mean
         lines.append(f"  - Paper: denoising autoencoders are more robust to a smaller pre-training set than joint-embedding "
-                     f"methods. Here: mean change {dae_mean:+.1f} points for {', '.join(m for m in DENOISING if m in drops)} vs "
-                     f"{joint_mean:+.1f} for {', '.join(m for m in JOINT_EMBEDDING if m in drops)}: "
+                     f"methods. Here: mean change {dae_mean:+.1f} points for {', '.join(dae)} vs "
+                     f"{joint_mean:+.1f} for {', '.join(joint)}: "
                      f"{'agrees' if agree else 'disagrees'}"
                      f"{'' if real else ' in direction, but every change is within the seed noise (or untestable)'}.")
     return lines
@@ -179,20 +175,20 @@ def _table1(results: pd.DataFrame, floor: Floor) -> list[str]:
     lines = ["- **Scenes instead of single items (Table 1 in miniature).** Test top-1 after pre-training on the 50,000 "
              "single items vs on as many scenes of 2-5 items, fine-tuned on 1,000 labels of the items:"]
     changes: dict[str, tuple[float, str]] = {}
-    for method in (*DENOISING, *JOINT_EMBEDDING):
+    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
         items, scenes = stats.get((method, FULL)), stats.get((method, SCENES))
         if items is None or scenes is None or not items.n or not scenes.n:
             continue
         changes[method] = seed_verdict(scenes, items)
         lines.append(f"  - {method}: items {_shown(items, floor)} -> scenes {_shown(scenes, floor)}, "
                      f"{changes[method][0]:+.1f} points ({changes[method][1]}).")
-    dae = [changes[m][0] for m in DENOISING if m in changes]
+    dae = [changes[m][0] for m in methods_of(DENOISING) if m in changes]
     if not dae or "dino" not in changes:
         return []
     dae_mean, real = sum(dae) / len(dae), any(v in ("higher", "lower") for _, v in changes.values())
     lines.append(f"  - Paper: pre-trained on scenes (COCO) instead of object-centric images (ImageNet), the denoising "
                  f"autoencoders hold up while DINO degrades. Here: mean change {dae_mean:+.1f} points for "
-                 f"{', '.join(m for m in DENOISING if m in changes)} vs {changes['dino'][0]:+.1f} for dino: "
+                 f"{', '.join(m for m in methods_of(DENOISING) if m in changes)} vs {changes['dino'][0]:+.1f} for dino: "
                  f"{'agrees' if dae_mean > changes['dino'][0] else 'disagrees'}"
                  f"{'' if real else ' in direction, but every change is within the seed noise (or untestable)'}.")
     return lines
@@ -210,7 +206,7 @@ def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
     if len(lines) == 1:
         return []
     probes = {m: stat for (m, _), stat in linear.items() if stat.n}
-    dae = [m for m in DENOISING if m in probes]
+    dae = [m for m in methods_of(DENOISING) if m in probes]
     if dae and "dino" in probes:
         best = max(dae, key=lambda m: probes[m].mean)
         diff, verdict = seed_verdict(probes["dino"], probes[best])
@@ -240,7 +236,7 @@ def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
         lines.append(f"  - {task}, {metric}: " + ", ".join(shown)
                      + (f"; random init {base:.1f}" if base is not None else "") + ".")
         if metric in ("bbox_mAP", "mIoU"):
-            pairs = [(m, values.get((m, SCENES)), values.get((m, FULL))) for m in DENOISING]
+            pairs = [(m, values.get((m, SCENES)), values.get((m, FULL))) for m in methods_of(DENOISING)]
             pairs = [(m, a, b) for m, a, b in pairs if a is not None and b is not None]
             if pairs:
                 claim = ("pre-trained on COCO itself, SplitMask and BEiT detect as well as after ImageNet pre-training"

@@ -36,6 +36,7 @@ import pandas as pd
 from benchmark.experiments.mini import CEILING, FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
 from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.methods.base import JOINT_EMBEDDING, methods_of
 from benchmark.report import names
 from benchmark.report.records import planned_scales
 from benchmark.stages.pixels import at_edge
@@ -206,7 +207,7 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
                      "features): " + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
                      + (f"; did not rise: {', '.join(f'{c.method} on {c.pretrain_data}' for c in fell)}" if fell else "")
                      + ".")
-        joint = [c for c in curves if c.method in ("dino", "byol")]
+        joint = [c for c in curves if c.method in methods_of(JOINT_EMBEDDING)]
         if joint:
             problems, collapsed = [], set()
             for c in joint:

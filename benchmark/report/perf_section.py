@@ -164,7 +164,7 @@ def machine_part(table: pd.DataFrame, meta: dict[str, Any], stem: str, titled: b
     sizes = "the paper's sizes" if meta.get("scale", "paper") == "paper" else f"the {meta['scale']} scale"
     lines = [f"### On {meta['device']}, {sizes}", ""] if titled else []
     runs = meta.get("runs") or []
-    if len(runs) > 1:  # a table that runs of parts merged into (benchmark.tools.perf.merge)
+    if len(runs) > 1:  # a table that runs of parts merged into (benchmark.tools.perf_table.merge)
         how = (f"Measured on {meta['device']} ({meta['cpu_cores']} CPU cores) in {len(runs)} runs, each row by the run "
                "its `measured` column dates: " + "; ".join(
                    f"`{run.get('command')}` on {run.get('date')} (torch {run.get('torch')}, timm {run.get('timm')}; "
@@ -230,14 +230,25 @@ def machine_part(table: pd.DataFrame, meta: dict[str, Any], stem: str, titled: b
 
 
 def plot_perf(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
-    """plots/perf.png: the steps against their floors, the input pipeline against the model, and
-    the cost curves, in one figure."""
+    """plots/perf.png: :func:`perf_figure`, saved."""
+    import matplotlib.pyplot as plt
+
+    from benchmark.utils.io import atomic_path
+
+    fig = perf_figure(table, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def perf_figure(table: pd.DataFrame, meta: dict[str, Any]) -> Any:
+    """The steps against their floors, the input pipeline against the model, and the cost curves,
+    in one figure (returned open, so that its layout can be checked)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from benchmark.utils.io import atomic_path
 
     fig, axes = plt.subplots(2, 2, figsize=(15, 11))
     steps = table[(table.part == "steps") & (table.method != BARE)]
@@ -250,15 +261,16 @@ def plot_perf(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
             known = "blocks_ms" in row and not pd.isna(row.blocks_ms)
             floor_rate.append(row.batch_size / row.blocks_ms * 1000 if known else float("nan"))
             notes.append(f"{100 * row.overhead:+.0f}%" if "overhead" in row and not pd.isna(row.overhead) else "")
-        xs = range(len(labels))
-        ax.bar([x - 0.2 for x in xs], step_rate, width=0.4, label="training step")
-        ax.bar([x + 0.2 for x in xs], floor_rate, width=0.4, label="its blocks, bare (floor)")
-        for x, y, note in zip(xs, step_rate, notes):
-            ax.annotate(note, (x - 0.2, y), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("images / s")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        # horizontal bars, the first row on top: the labels read level, however many rows
+        ys = [len(labels) - 1 - i for i in range(len(labels))]
+        ax.barh([y + 0.2 for y in ys], step_rate, height=0.4, label="training step")
+        ax.barh([y - 0.2 for y in ys], floor_rate, height=0.4, label="its blocks, bare (floor)")
+        for y, x, note in zip(ys, step_rate, notes):
+            ax.annotate(f" {note}", (x, y + 0.2), ha="left", va="center", fontsize=7)
+        ax.set_yticks(ys, labels, fontsize=7)
+        ax.set_xlabel("images / s")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_title("Training step vs the bare blocks it runs (label: overhead)", fontsize=10)
 
     ax = axes[0, 1]
@@ -301,7 +313,4 @@ def plot_perf(table: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
     title = f"python -m benchmark.perf on {meta.get('device', '?')}, {meta.get('cpu_cores', '?')} cores, {meta.get('date', '')}"
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    return fig

@@ -12,17 +12,16 @@ with code 130 (:data:`~benchmark.errors.EXIT_INTERRUPTED`), and a second Ctrl-C 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from benchmark.data.folders import CORRUPT_ENV, CORRUPT_POLICIES, set_corrupt_policy
-from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ConfigError, Preempted, SuiteError, error_line
+from benchmark.errors import ConfigError
 from benchmark.training.config import read_config
 from benchmark.training.distributed import shutdown
-from benchmark.utils.io import remove_if_empty
+from benchmark.utils.cli_errors import cli_errors
 from benchmark.utils.lock import exclusive, main_process
 
 
@@ -41,29 +40,19 @@ def stage_main(name: str, description: str, config_cls: type, run: Callable[[Any
                              f"${CORRUPT_ENV}, which the driver sets for the runs it starts, else skip)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    created = not out.exists()
     try:
-        if args.corrupt_images is not None:
-            set_corrupt_policy(args.corrupt_images)
-        cfg = read_config(config_cls, args.config)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: a file, not a run directory")
-        with exclusive(out, "run directory") if main_process() else nullcontext():
-            result = run(cfg, args.out, args.resume == "auto")
-    except Preempted as err:
-        print(f"[{name}] {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        print(f"[{name}] interrupted at once (a second Ctrl-C); {out} keeps its last checkpoint: run the same "
-              "command again to resume from it", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SuiteError as err:
-        if created:
-            remove_if_empty(out)
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        with cli_errors(name, out) as stopped:
+            if args.corrupt_images is not None:
+                set_corrupt_policy(args.corrupt_images)
+            cfg = read_config(config_cls, args.config)
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--out {out}: a file, not a run directory")
+            with exclusive(out, "run directory") if main_process() else nullcontext():
+                result = run(cfg, args.out, args.resume == "auto")
     finally:
         shutdown()
+    if stopped.code is not None:
+        return stopped.code
     line = report(result)
     if line:
         print(line)

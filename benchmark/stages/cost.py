@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import REPO
+from benchmark.data.sets import DATA_SETS
 from benchmark.models.flops import vit_flops
 from benchmark.utils.tree import first_value, nodes
 
@@ -57,29 +58,11 @@ HEAD_FACTOR: dict[str, float] = {"detect": 1.5, "segment": 3.0}
 DETECT_ASPECT = 4 / 3           # assumed width / height of a detection or segmentation image
 
 # --------------------------------------------------------------------------- data set sizes
-# Images per split of the named data sets (split -> count), as their official releases give them:
-# - ImageNet-1k (ILSVRC 2012): 1,281,167 train / 50,000 val (Russakovsky et al. 2015).
-# - iNaturalist 2019 (FGVC6): 265,213 train / 3,030 val (github.com/visipedia/inat_comp, 2019).
-# - COCO 2017: 118,287 train2017 / 5,000 val2017 (cocodataset.org).
-# - ADE20k (SceneParsing, ADEChallengeData2016): 20,210 train / 2,000 val.
-# - Stanford Cars: 8,144 train / 8,041 test (Krause et al. 2013).
-# - DomainNet (Peng et al. 2019), per domain, from the official *_train.txt / *_test.txt splits
-#   (409,832 train / 176,743 test in all).
-# - Fashion-MNIST: the official 60,000 train less the 10,000 val carved from them; test 10,000.
-DATASET_SIZES: dict[str, dict[str, int]] = {
-    "fashion-mnist": {"train": 50_000, "val": 10_000},
-    "imagenet": {"train": 1_281_167, "val": 50_000},
-    "inat2019": {"train": 265_213, "val": 3_030},
-    "coco": {"train": 118_287, "val": 5_000},
-    "ade20k": {"train": 20_210, "val": 2_000},
-    "stanford-cars": {"train": 8_144, "val": 8_041},
-    "domainnet-clipart": {"train": 33_525, "val": 14_604},
-    "domainnet-infograph": {"train": 36_023, "val": 15_582},
-    "domainnet-painting": {"train": 50_416, "val": 21_850},
-    "domainnet-quickdraw": {"train": 120_750, "val": 51_750},
-    "domainnet-real": {"train": 120_906, "val": 52_041},
-    "domainnet-sketch": {"train": 48_212, "val": 20_916},
-}
+# Images per split of the named data sets (split -> count), as their official releases give them
+# (their records in benchmark.data.sets), keyed by their names (a fine-tuning's or probe's ``dataset``).
+DATASET_SIZES: dict[str, dict[str, int]] = {name: {"train": record.train, "val": record.val}
+                                            for name, record in DATA_SETS.items()
+                                            if record.train is not None and record.val is not None}
 
 
 @dataclass

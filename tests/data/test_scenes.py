@@ -180,7 +180,7 @@ def test_manifest(scenes_root: Path) -> None:
 
 def test_the_suites_readers_load_the_scenes(scenes_root: Path) -> None:
     from benchmark.data.classification import load_classification
-    from benchmark.downstream.mm.runner import check_ade_labels, coco_classes
+    from benchmark.downstream.mm.datasets import check_ade_labels, coco_classes
 
     assert coco_classes(scenes_root / "coco") == CLASSES
     check_ade_labels(scenes_root / "ade20k", len(CLASSES))
@@ -192,7 +192,7 @@ def test_the_suites_readers_load_the_scenes(scenes_root: Path) -> None:
 
 def test_segmentation_takes_the_scenes_classes_and_the_driver_writes_them_as_a_data_run(
         scenes_root: Path, fake_root: Path, tmp_path: Path) -> None:
-    from benchmark.downstream.mm.runner import ade_classes
+    from benchmark.downstream.mm.datasets import ade_classes
     from benchmark.stages.catalogue import run_kind
 
     assert ade_classes(scenes_root / "ade20k") == CLASSES  # not real ADE20k's 150

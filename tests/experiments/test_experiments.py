@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import REPO
-from benchmark.experiments.datasets import DATASETS, IMAGENET_TRAIN, data, find_data, missing_datasets, resolve_data
+from benchmark.data.sets import IMAGENET_TRAIN
+from benchmark.experiments.datasets import DATASETS, data, find_data, missing_datasets, resolve_data
 from benchmark.experiments.model import Artifact, Run
 from benchmark.experiments.registry import ARTIFACTS, SUBSETS, plan_runs
 from benchmark.methods.beit import BEIT_MASK_RATIO

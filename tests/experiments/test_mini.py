@@ -16,7 +16,7 @@ from benchmark import REPO
 from benchmark.driver.time_left import TimeLeft
 from benchmark.errors import ConfigError
 from benchmark.experiments.datasets import TRAIN_IMAGES, data
-from benchmark.experiments.mini import CORE, FRACTIONS, SCENE_COUNTS, SEEDS
+from benchmark.experiments.mini import CORE, FRACTIONS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
 from benchmark.experiments.scales import MINI, MINI_QUICK, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
@@ -56,10 +56,10 @@ def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale
 def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     """The miniature is the registry's comparisons at a scale: the paper's mini_* artifacts plan
     through the same code as the paper's (one planner), and mini-quick differs from mini in
-    lengths, seeds and grid sizes only."""
+    lengths, seeds, grid sizes and its scene counts only (and names no GPU scale)."""
     quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
     assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep",
-                     "sweep_by_init", "detect", "segment"}
+                     "sweep_by_init", "detect", "segment", "scenes", "on_gpu"}
     assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
@@ -379,9 +379,9 @@ def test_the_scenes_data_run_draws_its_items_from_fashion_mnist(scale: str) -> N
     assert len(runs) == 1 and runs[0].name == "scenes-fashion-mnist"
     config = runs[0].config
     assert config["generator"] == "scenes" and config["data_root"] == data("fashion-mnist")
-    assert (config["train_scenes"], config["val_scenes"]) == SCENE_COUNTS[scale] and config["size"] == 64
+    assert (config["train_scenes"], config["val_scenes"]) == SCALE_SPECS[scale].scenes and config["size"] == 64
     assert config["train_scenes"] >= SCALE_SPECS[scale].pretrain_batch  # a pre-training refuses less than one batch
-    assert TRAIN_IMAGES["fashion-mnist-scenes"] == SCENE_COUNTS["mini"][0]  # the epochs tag counts the mini scale's
+    assert TRAIN_IMAGES["fashion-mnist-scenes"] == SCALE_SPECS["mini"].scenes[0]  # the epochs tag counts the mini scale's
 
 
 @pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
@@ -435,7 +435,7 @@ def test_the_driver_writes_the_scenes_where_the_scenes_pre_training_reads_them(t
     resolved, _ = start_record(by_name[pre.name], keys, dirs, str(tmp_path / "data"))
     assert resolved["data_root"] == str(dirs["scenes-fashion-mnist"] / "unlabelled" / "train")
     images, _labels = _images(config_from_dict(PretrainConfig, resolved), needs_labels=False)
-    assert len(images) == SCENE_COUNTS["mini-quick"][0]
+    assert len(images) == SCALE_SPECS["mini-quick"].scenes[0]
 
 
 # --------------------------------------------------------------------------- the dense legs on the scenes

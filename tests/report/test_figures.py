@@ -9,9 +9,12 @@ import pytest
 
 from benchmark import REPO
 from benchmark.experiments.registry import ARTIFACTS
+from benchmark.experiments.scales import MINI_SCALES
 from benchmark.report.figures import draw, layout_problems
+from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.layout import entries, markdown
 from benchmark.report.names import method_style
+from benchmark.report.perf_section import load_perf, perf_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -127,3 +130,29 @@ def test_a_comparison_the_paper_states_in_another_table_borrows_its_value(tmp_pa
     assert (row.paper, row.paper_status) == ("46.8", "secondary, from table4")
     cars = artifact_table("cars_overtraining", results, paper, ["paper"])
     assert set(cars.paper) == {"unknown"}
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in (REPO / "plots").glob("perf*.png")))
+def test_every_throughput_figure_is_readable(stem: str) -> None:
+    """The figures of ``python -m benchmark.perf`` (plots/perf*.png), drawn again from their
+    committed tables, pass the same check."""
+    table, meta = load_perf(REPO / "tables", stem)
+    fig = perf_figure(table, meta)
+    try:
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("scale", MINI_SCALES)
+def test_every_pretraining_curve_figure_is_readable(scale: str) -> None:
+    """plots/<scale>_pretrain_curves.png, drawn again from the committed records' logs."""
+    curves = monitor_curves(REPO / "records", {scale})
+    if not curves:
+        assert not (REPO / "plots" / f"{scale}_pretrain_curves.png").exists()  # no records: no figure either
+        return
+    fig = plot_monitor_curves(curves)
+    try:
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import benchmark
-from benchmark.tools.perf import machine, main
+from benchmark.tools.perf import main
+from benchmark.tools.perf_table import machine
 
 ROOT = Path(benchmark.__file__).resolve().parents[1]  # the checkout whose code the subprocesses run
 # a run of a few seconds, should it be measured: the supervised step and the bare ViT at a toy size

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -35,12 +34,11 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import resample_abs_pos_embed
 
+from benchmark.downstream.mm.processes import distributed, is_sync_bn
 from benchmark.errors import CheckpointError
 from benchmark.models.checkpoints.export import check_keys, read_checkpoint, read_spec
 from benchmark.models.checkpoints.geometry import adapt_state_dict, resize_rel_pos_table
 from benchmark.models.vit import ARCHS, PER_BLOCK_REL_POS, create_vit, is_beit, pool_kwargs
-
-_SYNC_BN = ("SyncBN", "MMSyncBN", "SyncBatchNorm")
 
 
 def checkpoint_spec(path: str | Path) -> dict[str, Any]:
@@ -77,14 +75,10 @@ def rel_pos_index(grid: tuple[int, int], window: tuple[int, int]) -> torch.Tenso
     return index
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def pyramid_norm_cfg(norm_cfg: dict[str, Any] | None) -> dict[str, Any]:
     """``norm_cfg`` (BN by default), with SyncBN replaced by BN outside torch.distributed."""
     cfg = dict(norm_cfg) if norm_cfg else dict(type="BN", requires_grad=True)
-    if cfg.get("type") in _SYNC_BN and not _distributed():
+    if is_sync_bn(cfg.get("type")) and not distributed():
         print_log(
             f"ViTPyramid: {cfg['type']} requested for the feature pyramid but torch.distributed is not "
             "initialised; using BN instead",
