@@ -1,8 +1,8 @@
 """``python -m benchmark.convert``: the command line of :mod:`benchmark.models.checkpoints.cli`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.models.checkpoints.cli import main
+main = command("benchmark.models.checkpoints.cli")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -1,8 +1,8 @@
 """``python -m benchmark.detect``: the command line of the ``detect`` kind of :mod:`benchmark.stages.dense`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.dense import detect_main as main
+main = command("benchmark.stages.dense", "detect_main")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

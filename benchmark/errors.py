@@ -6,7 +6,9 @@ catching ``ValueError`` or ``OSError`` still catches it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_BAD_INPUT = 2       # bad input: a config, a data set, a checkpoint (one ``error:`` line)
 EXIT_PREEMPTED = 75      # sysexits' EX_TEMPFAIL: stopped on request, run the same command again to resume
@@ -75,3 +77,30 @@ def error_line(err: BaseException) -> str:
     if "Original Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
     return " ".join(text.split())
+
+
+
+def command(module: str, function: str = "main") -> Callable[[list[str] | None], int]:
+    """A command module's ``main``: ``module.function``, imported when it is first called, so that
+    the ``python -m benchmark.<command>`` module itself imports nothing that takes time."""
+    def main(argv: list[str] | None = None) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(argv)
+
+    return main
+
+
+def start_command(main: Callable[[], int]) -> NoReturn:
+    """Runs a command module's ``main`` as this process's command and exits with its code. Its first
+    seconds import torch, timm, pandas or mmengine and write nothing: a Ctrl-C there, before the
+    command's own handling of Ctrl-C, prints one line and exits with :data:`EXIT_INTERRUPTED`
+    instead of a traceback."""
+    import sys
+
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted by Ctrl-C while the command was starting: nothing was done", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code)

@@ -1,8 +1,8 @@
 """``python -m benchmark.finetune``: the command line of :mod:`benchmark.stages.finetune`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.finetune import main
+main = command("benchmark.stages.finetune")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

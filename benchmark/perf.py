@@ -1,8 +1,8 @@
 """``python -m benchmark.perf``: the command line of :mod:`benchmark.tools.perf`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.tools.perf import main
+main = command("benchmark.tools.perf")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

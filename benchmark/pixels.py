@@ -1,8 +1,8 @@
 """``python -m benchmark.pixels``: the command line of :mod:`benchmark.stages.pixels`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.pixels import main
+main = command("benchmark.stages.pixels")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -1,8 +1,8 @@
 """``python -m benchmark.pretrain``: the command line of :mod:`benchmark.stages.pretrain`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.pretrain import main
+main = command("benchmark.stages.pretrain")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -1,8 +1,8 @@
 """``python -m benchmark.probe``: the command line of :mod:`benchmark.stages.probe`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.probe import main
+main = command("benchmark.stages.probe")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

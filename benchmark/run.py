@@ -1,8 +1,8 @@
 """``python -m benchmark.run``: the command line of :mod:`benchmark.driver.run`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.driver.run import main
+main = command("benchmark.driver.run")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -1,8 +1,8 @@
 """``python -m benchmark.segment``: the command line of the ``segment`` kind of :mod:`benchmark.stages.dense`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.dense import segment_main as main
+main = command("benchmark.stages.dense", "segment_main")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -1,8 +1,8 @@
 """``python -m benchmark.select``: the command line of :mod:`benchmark.stages.select`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.stages.select import main
+main = command("benchmark.stages.select")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

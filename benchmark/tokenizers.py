@@ -1,8 +1,8 @@
 """``python -m benchmark.tokenizers``: the command line of :mod:`benchmark.methods.tokenizers`."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.methods.tokenizers import main
+main = command("benchmark.methods.tokenizers")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -163,8 +163,10 @@ def trials(out: Path, data_root: str, methods: list[str], blrs: list[float], ste
 
 def records(out: Path, runs_dir: str) -> dict[str, Any]:
     from benchmark.report.records import save_records
+    from benchmark.utils.lock import exclusive
 
-    saved, removed = save_records(Path(runs_dir), out / "records")
+    with exclusive(out, "report directory"):  # as a report does: no other report copies into it meanwhile
+        saved, removed = save_records(Path(runs_dir), out / "records")
     return {"saved": saved, "removed": removed}
 
 

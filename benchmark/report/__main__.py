@@ -1,8 +1,8 @@
 """``python -m benchmark.report``: :mod:`benchmark.report.build`'s command line."""
 
-import sys
+from benchmark.errors import command, start_command
 
-from benchmark.report.build import main
+main = command("benchmark.report.build")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    start_command(main)

@@ -154,6 +154,15 @@ class PretrainConfig:
             problems.append(f"batch_size = {self.batch_size} is not divisible by accum_steps = {self.accum_steps}")
         return problems
 
+    def check_named(self) -> None:
+        """The method against the registry, and its arguments against the method's own ``RULES``
+        (a config file that names them is refused when it is read, naming the file)."""
+        try:
+            method_cls = method_class(self.method)
+        except ValueError as err:
+            raise ConfigError(f"PretrainConfig.method: {err}") from None
+        check_kwargs(method_cls, self.method_args, f"PretrainConfig.method_args of {self.method}", skip=("encoder",))
+
     @property
     def lr(self) -> float:
         return self.blr * self.batch_size / 256
@@ -256,11 +265,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> P
         return out / ENCODER
     # ============ checking the method and the data ============
     # The method and the data are checked first: bad input stops the run before it writes anything.
-    try:
-        method_cls = method_class(cfg.method)
-    except ValueError as err:
-        raise ConfigError(f"PretrainConfig.method: {err}") from None
-    check_kwargs(method_cls, cfg.method_args, f"PretrainConfig.method_args of {cfg.method}", skip=("encoder",))
+    method_cls = method_class(cfg.method)  # it and its arguments: checked with the config (validate)
     if cfg.decode_on_device and not supports_device_decode(method_cls):
         raise ConfigError(f"decode_on_device supports the methods of the single-crop augmentation only "
                           f"({', '.join(device_decode_methods())}), not {cfg.method}")

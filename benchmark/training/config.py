@@ -152,7 +152,8 @@ def check_rules(rules: dict[str, Rule], values: dict[str, Any], where: str) -> N
 def validate(config: Any) -> None:
     """Raises :class:`ConfigError` for the first field that is not a usable number
     (:func:`number_problem`), is outside its range (the config class's ``RULES``, then
-    :data:`FIELD_RULES`) or relation (its ``relations()``)."""
+    :data:`FIELD_RULES`) or relation (its ``relations()``), or names what its registry refuses (its
+    ``check_named()``: a method and that method's arguments)."""
     name = type(config).__name__
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for field, value in values.items():
@@ -163,6 +164,9 @@ def validate(config: Any) -> None:
     problems = relations() if relations else []
     if problems:
         raise ConfigError(f"{name}: {problems[0]}")
+    check_named = getattr(config, "check_named", None)
+    if check_named:
+        check_named()
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:

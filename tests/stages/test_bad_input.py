@@ -317,15 +317,15 @@ def test_resuming_from_a_training_checkpoint_that_is_not_this_run_s(case, synthe
     ({"stepz": 3}, "CFG: PretrainConfig: unknown key 'stepz'; did you mean 'steps'?"),
     ({"steps": "3"}, "CFG: PretrainConfig: steps='3' should be of type int"),
     ({"method_args": {"vocab_sise": 16}},
-     "PretrainConfig.method_args of splitmask: unknown key 'vocab_sise'; did you mean 'vocab_size'?"),
-    ({"method": "splitmsak"}, "PretrainConfig.method: unknown method 'splitmsak'; expected one of"),
+     "CFG: PretrainConfig.method_args of splitmask: unknown key 'vocab_sise'; did you mean 'vocab_size'?"),
+    ({"method": "splitmsak"}, "CFG: PretrainConfig.method: unknown method 'splitmsak'; expected one of"),
 ])
 def test_a_config_with_an_unknown_key_or_a_wrong_type(change, message, synthetic_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     before = _earlier_results(out)
     cfg = _pretrain_cfg(tmp_path, synthetic_root / "classification" / "train", **change)
     assert _pretrain(cfg, out) == 2
-    # CFG: the config file, which a refusal of its keys and values names (the method's own checks name the field)
+    # CFG: the config file, which a refusal of its keys and values names (the method's own checks too)
     assert _error(capsys).startswith(f"error: {message.replace('CFG', str(cfg))}")
     assert _intact(before)
 

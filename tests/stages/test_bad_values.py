@@ -183,16 +183,16 @@ def _splitmask(**args) -> dict:
 # ROOT: the data root)
 VALUES = {
     "mae mask_ratio 1.0": ("pretrain", {"method": "mae", "method_args": {"mask_ratio": 1.0}},
-                           "PretrainConfig.method_args of mae: mask_ratio = 1.0: should be in (0, 1)"),
+                           "CFG: PretrainConfig.method_args of mae: mask_ratio = 1.0: should be in (0, 1)"),
     "beit mask_ratio 0.0": ("pretrain", {"method": "beit", "method_args": {"vocab_size": 16, "mask_ratio": 0.0}},
-                            "PretrainConfig.method_args of beit: mask_ratio = 0.0: should be in (0, 1)"),
+                            "CFG: PretrainConfig.method_args of beit: mask_ratio = 0.0: should be in (0, 1)"),
     "splitmask keep_ratio 1.0": ("pretrain", _splitmask(keep_ratio=1.0),
-                                 "PretrainConfig.method_args of splitmask: keep_ratio = 1.0: should be in (0, 0.5] "
+                                 "CFG: PretrainConfig.method_args of splitmask: keep_ratio = 1.0: should be in (0, 0.5] "
                                  "(each of the two disjoint subsets holds that share)"),
     "vocab_size 1": ("pretrain", _splitmask(vocab_size=1),
-                     "PretrainConfig.method_args of splitmask: vocab_size = 1: should be at least 2"),
+                     "CFG: PretrainConfig.method_args of splitmask: vocab_size = 1: should be at least 2"),
     "vocab_size '64'": ("pretrain", _splitmask(vocab_size="64"),
-                        "PretrainConfig.method_args of splitmask: vocab_size='64' should be of type int"),
+                        "CFG: PretrainConfig.method_args of splitmask: vocab_size='64' should be of type int"),
     "epochs Infinity": ("pretrain", {"steps": None, "epochs": float("inf")},
                         "CFG: PretrainConfig.epochs = inf: should be a finite number"),
     "seed 2**70": ("pretrain", {"seed": 2**70},

@@ -4,10 +4,15 @@ any installation."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from benchmark import REPO
+from benchmark.errors import EXIT_INTERRUPTED, command, start_command
 
 
 def test_the_package_help_shows_no_raw_markup() -> None:
@@ -44,3 +49,26 @@ def test_run_all_help_needs_no_installation(tmp_path) -> None:
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m benchmark.run"), proc.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_ctrl_c_while_a_command_imports_its_stack_is_one_line_not_a_traceback(tmp_path) -> None:
+    """A real SIGINT 0.3 s after the start, while ``python -m benchmark.report`` is still importing
+    torch and pandas (seconds here): one line and exit 130, nothing written."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.report", "--runs-dir", str(tmp_path / "no-runs"),
+                             "--report-dir", str(tmp_path / "report")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted by Ctrl-C"), err
+    assert not (tmp_path / "report").exists()
+
+
+def test_start_command_turns_a_ctrl_c_during_the_import_into_its_exit_code(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "slow_to_import.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as stopped:
+        start_command(command("slow_to_import"))
+    assert stopped.value.code == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == "interrupted by Ctrl-C while the command was starting: nothing was done"
