@@ -6,6 +6,8 @@ catching ``ValueError`` or ``OSError`` still catches it.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -84,8 +86,6 @@ def command(module: str, function: str = "main") -> Callable[[list[str] | None],
     """A command module's ``main``: ``module.function``, imported when it is first called, so that
     the ``python -m benchmark.<command>`` module itself imports nothing that takes time."""
     def main(argv: list[str] | None = None) -> int:
-        import importlib
-
         return getattr(importlib.import_module(module), function)(argv)
 
     return main
@@ -96,8 +96,6 @@ def start_command(main: Callable[[], int]) -> NoReturn:
     seconds import torch, timm, pandas or mmengine and write nothing: a Ctrl-C there, before the
     command's own handling of Ctrl-C, prints one line and exits with :data:`EXIT_INTERRUPTED`
     instead of a traceback."""
-    import sys
-
     try:
         code = main()
     except KeyboardInterrupt:

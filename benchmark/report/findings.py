@@ -94,6 +94,7 @@ def _chosen(runs_dir: Path, scale: str) -> str | None:
 
 
 def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
+    dae_methods, joint_methods = methods_of(DENOISING), methods_of(JOINT_EMBEDDING)
     # mini_seeds is Table 6 at more seeds (its seed 0 is mini_table6's runs): the finding rests on it once they ran
     seeded = _stats(results, "mini_seeds", FINETUNE)
     most = max((stat.n for stat in seeded.values()), default=0)
@@ -110,7 +111,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
     if floor_text:
         lines.append(f"  - floors on the same labels: {floor_text}.")
     helped = []
-    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
+    for method in (*dae_methods, *joint_methods):
         stat = stats.get((method, FULL))
         if stat is None or not stat.n:
             continue
@@ -125,7 +126,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
     ceiling = _stats(results, artifact, CEILING.downstream).get((CEILING.method, "none"))
     if ceiling is not None and ceiling.n:
         lines.append(f"  - ceiling, supervised training from random init on all 50,000 labels: {_shown(ceiling, floor)}.")
-    denoising = {m: v for m, v in helped if m in methods_of(DENOISING)}
+    denoising = {m: v for m, v in helped if m in dae_methods}
     if denoising:
         if all(v == "higher" for v in denoising.values()):
             verdict = "agrees: every denoising autoencoder is above random init"
@@ -139,6 +140,7 @@ def _table6(results: pd.DataFrame, floor: Floor) -> list[str]:
 
 
 def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
+    dae_methods, joint_methods = methods_of(DENOISING), methods_of(JOINT_EMBEDDING)
     stats = _stats(results, ("mini_fig2", "mini_more"), FINETUNE)  # mini_more: MAE and BYOL at the same fractions
     fractions = sorted({d for _, d in stats if d.endswith("%")},
                        key=lambda d: -float(d.removeprefix("fashion-mnist-").rstrip("%")))
@@ -149,7 +151,7 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
              f"{full.removeprefix('fashion-mnist-')} vs {least.removeprefix('fashion-mnist-')} of the train images:"]
     drops: dict[str, float] = {}
     real = False  # whether any change is beyond the seed noise
-    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
+    for method in (*dae_methods, *joint_methods):
         a, b = stats.get((method, full)), stats.get((method, least))
         if a is None or b is None or not a.n or not b.n:
             continue
@@ -157,8 +159,8 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
         drops[method] = diff
         real |= verdict in ("higher", "lower")
         lines.append(f"  - {method}: {_shown(a, floor)} -> {_shown(b, floor)}, {diff:+.1f} points ({verdict}).")
-    dae = [m for m in methods_of(DENOISING) if m in drops]
-    joint = [m for m in methods_of(JOINT_EMBEDDING) if m in drops]
+    dae = [m for m in dae_methods if m in drops]
+    joint = [m for m in joint_methods if m in drops]
     if dae and joint:
         dae_mean, joint_mean = sum(drops[m] for m in dae) / len(dae), sum(drops[m] for m in joint) / len(joint)
         agree = dae_mean > joint_mean
@@ -171,30 +173,32 @@ def _fig2(results: pd.DataFrame, floor: Floor) -> list[str]:
 
 
 def _table1(results: pd.DataFrame, floor: Floor) -> list[str]:
+    dae_methods, joint_methods = methods_of(DENOISING), methods_of(JOINT_EMBEDDING)
     stats = _stats(results, "mini_table1", FINETUNE)
     lines = ["- **Scenes instead of single items (Table 1 in miniature).** Test top-1 after pre-training on the 50,000 "
              "single items vs on as many scenes of 2-5 items, fine-tuned on 1,000 labels of the items:"]
     changes: dict[str, tuple[float, str]] = {}
-    for method in (*methods_of(DENOISING), *methods_of(JOINT_EMBEDDING)):
+    for method in (*dae_methods, *joint_methods):
         items, scenes = stats.get((method, FULL)), stats.get((method, SCENES))
         if items is None or scenes is None or not items.n or not scenes.n:
             continue
         changes[method] = seed_verdict(scenes, items)
         lines.append(f"  - {method}: items {_shown(items, floor)} -> scenes {_shown(scenes, floor)}, "
                      f"{changes[method][0]:+.1f} points ({changes[method][1]}).")
-    dae = [changes[m][0] for m in methods_of(DENOISING) if m in changes]
+    dae = [changes[m][0] for m in dae_methods if m in changes]
     if not dae or "dino" not in changes:
         return []
     dae_mean, real = sum(dae) / len(dae), any(v in ("higher", "lower") for _, v in changes.values())
     lines.append(f"  - Paper: pre-trained on scenes (COCO) instead of object-centric images (ImageNet), the denoising "
                  f"autoencoders hold up while DINO degrades. Here: mean change {dae_mean:+.1f} points for "
-                 f"{', '.join(m for m in methods_of(DENOISING) if m in changes)} vs {changes['dino'][0]:+.1f} for dino: "
+                 f"{', '.join(m for m in dae_methods if m in changes)} vs {changes['dino'][0]:+.1f} for dino: "
                  f"{'agrees' if dae_mean > changes['dino'][0] else 'disagrees'}"
                  f"{'' if real else ' in direction, but every change is within the seed noise (or untestable)'}.")
     return lines
 
 
 def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
+    dae_methods = methods_of(DENOISING)
     linear = _stats(results, ("mini_table8", "mini_more"), LINEAR)
     finetune = _stats(results, ("mini_table8", "mini_more"), FINETUNE)
     lines = ["- **Linear probing vs fine-tuning (Table 8 in miniature)**, 1,000 labels, test top-1:"]
@@ -206,7 +210,7 @@ def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
     if len(lines) == 1:
         return []
     probes = {m: stat for (m, _), stat in linear.items() if stat.n}
-    dae = [m for m in methods_of(DENOISING) if m in probes]
+    dae = [m for m in dae_methods if m in probes]
     if dae and "dino" in probes:
         best = max(dae, key=lambda m: probes[m].mean)
         diff, verdict = seed_verdict(probes["dino"], probes[best])
@@ -217,6 +221,7 @@ def _table8(results: pd.DataFrame, floor: Floor) -> list[str]:
 
 
 def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
+    dae_methods = methods_of(DENOISING)
     del floor  # a classification floor; the dense legs' floor is random init
     rows = results[results.artifact.isin(DENSE_ARTIFACTS)]
     rows = rows.drop_duplicates(["run_key", "metric"])  # random init's runs are in both artifacts, a row in each
@@ -236,7 +241,7 @@ def _dense(results: pd.DataFrame, floor: Floor) -> list[str]:
         lines.append(f"  - {task}, {metric}: " + ", ".join(shown)
                      + (f"; random init {base:.1f}" if base is not None else "") + ".")
         if metric in ("bbox_mAP", "mIoU"):
-            pairs = [(m, values.get((m, SCENES)), values.get((m, FULL))) for m in methods_of(DENOISING)]
+            pairs = [(m, values.get((m, SCENES)), values.get((m, FULL))) for m in dae_methods]
             pairs = [(m, a, b) for m, a, b in pairs if a is not None and b is not None]
             if pairs:
                 claim = ("pre-trained on COCO itself, SplitMask and BEiT detect as well as after ImageNet pre-training"

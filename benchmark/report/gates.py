@@ -207,7 +207,8 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
                      "features): " + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
                      + (f"; did not rise: {', '.join(f'{c.method} on {c.pretrain_data}' for c in fell)}" if fell else "")
                      + ".")
-        joint = [c for c in curves if c.method in methods_of(JOINT_EMBEDDING)]
+        joint_methods = methods_of(JOINT_EMBEDDING)
+        joint = [c for c in curves if c.method in joint_methods]
         if joint:
             problems, collapsed = [], set()
             for c in joint:
