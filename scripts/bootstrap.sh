@@ -5,8 +5,8 @@
 #   bash scripts/bootstrap.sh     installs what is missing, nothing else
 #
 # A second run costs one file read: the stamp .venv/.sslbench-installed holds a fingerprint of
-# pyproject.toml, constraints.txt and this script; a change to any of them re-runs the stages,
-# and pip skips what is already satisfied.
+# pyproject.toml, constraints.txt, this script and mmcv_build.sh; a change to any of them
+# re-runs the stages, and pip skips what is already satisfied.
 #
 # Why the stages are ordered as they are:
 #   1. setuptools 77-80 (pinned for every stage through constraints.txt): mmcv's setup.py and
@@ -27,7 +27,7 @@ _sslbench_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _sslbench_venv="${SSLBENCH_VENV:-$_sslbench_root/.venv}"
 _sslbench_stamp="$_sslbench_venv/.sslbench-installed"
 _sslbench_fingerprint() {
-  cat "$_sslbench_root"/{pyproject.toml,constraints.txt,scripts/bootstrap.sh} | sha256sum | cut -c1-16
+  cat "$_sslbench_root"/{pyproject.toml,constraints.txt,scripts/bootstrap.sh,scripts/mmcv_build.sh} | sha256sum | cut -c1-16
 }
 
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
@@ -72,22 +72,13 @@ say "stage 3/4: mmcv 2.1.0 with compiled ops (about 10 minutes on 2 cores the fi
 "${pip[@]}" -q mmengine
 # Its CUDA ops too where a GPU and a CUDA compiler are present (for this GPU's architecture); else
 # the CPU ops, and on a GPU the dense runs use torchvision's RoIAlign and NMS instead
-# (benchmark/downstream/mm/ops.py). A CUDA build must not reuse pip's cached CPU wheel.
-cuda_arch="$(python -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability() if torch.cuda.is_available() else "")' 2>/dev/null || true)"
-if [[ -n "$cuda_arch" ]] && command -v nvcc >/dev/null 2>&1; then
-  if python -c 'import sys; from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() in ("", "not available"))' 2>/dev/null; then
-    say "mmcv's CUDA ops are installed"
-  else
-    say "a GPU (compute capability $cuda_arch) and nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'): compiling mmcv's CUDA ops for it"
-    started=$SECONDS
-    MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$cuda_arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-      "${pip[@]}" --no-build-isolation --no-cache-dir --force-reinstall --no-deps mmcv
-    say "mmcv with CUDA ops built in $((SECONDS - started)) s"
-  fi
+# (benchmark/downstream/mm/ops.py).
+# shellcheck disable=SC1091
+source "$_sslbench_root/scripts/mmcv_build.sh"
+if python -c 'import sys; from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() in ("", "not available"))' 2>/dev/null; then
+  say "mmcv's CUDA ops are installed"
 else
-  [[ -n "$cuda_arch" ]] && say "a GPU but no nvcc: mmcv's CPU ops only; the dense runs use torchvision's RoIAlign and NMS on the GPU"
-  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "${pip[@]}" --no-build-isolation mmcv
+  mmcv_build mmcv auto "${pip[@]}"
 fi
 
 say "stage 4/4: the project and its remaining dependencies"

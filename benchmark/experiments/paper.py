@@ -284,8 +284,7 @@ def eval_runs(scale: Scale, ev: Eval) -> list[Run]:
             if kind == "finetune":
                 epochs, batch = scale.finetune_len[ev.downstream]
                 config.update(deepcopy(scale.finetune), epochs=epochs, batch_size=batch)
-                if ev.downstream in scale.finetune_warmup:
-                    config["warmup_epochs"] = scale.finetune_warmup[ev.downstream]
+                config.update(deepcopy(scale.finetune_by_downstream.get(ev.downstream, {})))
                 if sweep:  # the swept settings, as chosen on val (the select run's choice.json)
                     config["hparams_from"] = ref(sweep[-1].name, "choice.json")
             else:

@@ -43,8 +43,9 @@ class Scale:
     sweep_by_init: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
     swept: dict[str, str] = field(default_factory=dict)
     tokenizer: str = "dall-e"               # BEiT's and SplitMask's, where a comparison names none
-    # downstream -> its warm-up epochs, where its runs are shorter than the shared warm-up
-    finetune_warmup: dict[str, float] = field(default_factory=dict)
+    # downstream -> FinetuneConfig fields of its own, over the shared ``finetune`` (a warm-up for runs
+    # shorter than the shared one, a learning rate chosen for it alone); a field set here is not swept
+    finetune_by_downstream: dict[str, dict[str, Any]] = field(default_factory=dict)
     # method -> PretrainConfig fields of its own, over the shared ``pretrain`` (a recipe such as
     # DeiT's learning rate, not the method's arguments)
     pretrain_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -210,7 +211,7 @@ MINI = replace(
               "mixup": 0.0, "cutmix": 0.0, "smoothing": 0.1, "crop_scale_min": 0.8, "eval_crop": WHOLE, "eval_split": "test",
               "head_init": "linear-probe", "log_every": 50},
     finetune_len={"fashion-mnist-1k-finetune": (20, 32), "fashion-mnist-all-finetune": (1, 64)},
-    finetune_warmup={"fashion-mnist-all-finetune": 0.2},  # one epoch of 781 steps: 156 of warm-up
+    finetune_by_downstream={"fashion-mnist-all-finetune": {"warmup_epochs": 0.2}},  # one epoch of 781 steps: 156 of warm-up
     # The probe's blr: MAE's 0.1 is for LARS at batch 16,384; at batch 100 it leaves a head near chance.
     probe={"epochs": 100, "batch_size": 100, "blr": 10.0, "warmup_epochs": 5.0, "augment": False, "eval_crop": WHOLE,
            "eval_split": "test"},
@@ -237,7 +238,7 @@ MINI_QUICK = replace(
     pretrain={**MINI.pretrain, "checkpoint_every": 3, "log_every": 3, "monitor_every": 3, "monitor_bank": 200,
               "monitor_queries": 200},
     finetune_len={"fashion-mnist-1k-finetune": (1, 32), "fashion-mnist-all-finetune": (1, 512)},
-    finetune_warmup={"fashion-mnist-1k-finetune": 0.2, "fashion-mnist-all-finetune": 0.2},
+    finetune_by_downstream={d: {"warmup_epochs": 0.2} for d in ("fashion-mnist-1k-finetune", "fashion-mnist-all-finetune")},
     probe={**MINI.probe, "epochs": 2, "warmup_epochs": 0.5}, seeds=(0,), sweep={"blr": (1e-2, 3e-2)},
     sweep_by_init={"supervised": {"blr": (3e-3, 1e-2)}},
     **_dense_lengths(epochs=1, iters=8, scenes=32),  # segmentation: past its 5 warm-up steps
@@ -259,7 +260,7 @@ MINI_GPU = replace(
     pretrain_by_method={"supervised": {"crop_scale_min": 0.8}, "byol": {"blr": 5e-4}},
     finetune={**MINI.finetune, "images_on_device": True, "warmup_epochs": 5.0, "log_every": 100},
     finetune_len={"fashion-mnist-1k-finetune": (50, 64), "fashion-mnist-all-finetune": (15, 256)},
-    finetune_warmup={"fashion-mnist-all-finetune": 1.0},
+    finetune_by_downstream={"fashion-mnist-all-finetune": {"warmup_epochs": 1.0}},
     sweep={"blr": (3e-3, 1e-2, 3e-2)}, sweep_by_init={"supervised": {"blr": (3e-4, 1e-3, 3e-3)}},
     seeded_pretraining=True, flat_within=1.0, ceiling_min=90.0, on_gpu=None,
 )

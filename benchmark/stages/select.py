@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import EXIT_BAD_INPUT, ConfigError, SuiteError, error_line
+from benchmark.errors import ConfigError
 from benchmark.stages.cost import no_compute
 from benchmark.stages.kinds import RunKind, register_kind
 from benchmark.training.config import read_json
+from benchmark.utils.cli_errors import cli_errors
 from benchmark.utils.io import write_json
 from benchmark.utils.results import load_result
 
@@ -70,11 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a JSON file: {\"candidates\": [{\"result\": ..., \"values\": {...}}], \"metric\": \"top1\"}")
     parser.add_argument("--out", required=True, help="the run directory (gets choice.json)")
     args = parser.parse_args(argv)
-    try:
+    with cli_errors("select", args.out) as stopped:  # bad input: one line, 2, no empty folder left behind
         path = select(read_json(args.config), args.out)
-    except SuiteError as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if stopped.code is not None:
+        return stopped.code
     print(json.loads(path.read_text())["chosen"])
     return 0
 

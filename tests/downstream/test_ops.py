@@ -1,6 +1,7 @@
 """torchvision's RoIAlign and NMS in place of mmcv's (benchmark.downstream.mm.ops), for an mmcv
 without CUDA ops on a GPU: on CPU tensors they give exactly what mmcv's own ops give, a config is
-switched wherever it names them, and a detection trained with them scores as one with mmcv's."""
+switched wherever it names them, and a detection trained with them scores as one with mmcv's while
+no compiled mmcv op is called (as on a GPU, where this mmcv has none); a segmentation calls none."""
 
 from __future__ import annotations
 
@@ -57,6 +58,21 @@ def test_a_config_is_switched_wherever_it_names_the_ops_and_batched_nms_finds_ou
     assert torchvision_ops({"model": {"backbone": {"type": "ViTPyramid"}}}) == []  # nothing to switch: no note
 
 
+def refuse_compiled_ops(monkeypatch) -> None:
+    """Every compiled op of mmcv raises, as each does on a CUDA tensor where mmcv was built for the
+    CPU alone: a dense run that still calls one fails, naming it."""
+    import mmcv._ext as compiled
+
+    def refusing(name: str):
+        def op(*args, **kwargs):
+            raise RuntimeError(f"mmcv's compiled {name} was called")
+        return op
+
+    for name in dir(compiled):
+        if not name.startswith("_") and callable(getattr(compiled, name)):
+            monkeypatch.setattr(compiled, name, refusing(name))
+
+
 @pytest.mark.slow
 def test_detection_trained_with_torchvisions_ops_scores_as_with_mmcvs(synthetic_root: Path, tmp_path: Path,
                                                                       monkeypatch) -> None:
@@ -70,5 +86,17 @@ def test_detection_trained_with_torchvisions_ops_scores_as_with_mmcvs(synthetic_
     monkeypatch.setenv("SSLBENCH_MM_OPS", "torchvision")
     notes = prepare(DETECT, None, config, synthetic_root / "coco", tmp_path / "forced", 0, options).notes
     assert any(note.startswith("forced by SSLBENCH_MM_OPS=torchvision: 2 RoIAlign layers and 3 NMS") for note in notes)
+    refuse_compiled_ops(monkeypatch)  # the mask targets' RoIAlign too (mmdet calls mmcv's roi_align itself)
     ours = run(DETECT, None, config, synthetic_root / "coco", tmp_path / "torchvision", 0, options)
     assert ours == theirs and set(ours) >= {"bbox_mAP", "segm_mAP"}
+
+
+@pytest.mark.slow
+def test_segmentation_calls_no_compiled_mmcv_op(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from benchmark.downstream.mm.runner import SEGMENT, run
+
+    refuse_compiled_ops(monkeypatch)
+    options = {"train_cfg.max_iters": 8, "train_cfg.val_interval": 8, "param_scheduler.1.end": 8}
+    metrics = run(SEGMENT, None, REPO / "configs_mm" / "upernet_vit_smoke.py", synthetic_root / "ade20k",
+                  tmp_path / "segment", 0, options)
+    assert "mIoU" in metrics

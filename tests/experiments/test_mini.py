@@ -18,7 +18,7 @@ from benchmark.errors import ConfigError
 from benchmark.experiments.datasets import TRAIN_IMAGES, data
 from benchmark.experiments.mini import CORE, FRACTIONS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
-from benchmark.experiments.scales import MINI, MINI_QUICK, SCALE_SPECS, SMALL
+from benchmark.experiments.scales import MINI, MINI_QUICK, MINI_SCALES, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
 from benchmark.stages.select import choose
 from benchmark.training.config import apply_choice
@@ -58,8 +58,8 @@ def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
     through the same code as the paper's (one planner), and mini-quick differs from mini in
     lengths, seeds, grid sizes and its scene counts only (and names no GPU scale)."""
     quick = {k for k in vars(MINI) if getattr(MINI, k) != getattr(MINI_QUICK, k)}
-    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_warmup", "probe", "seeds", "sweep",
-                     "sweep_by_init", "detect", "segment", "scenes", "on_gpu"}
+    assert quick <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_by_downstream", "probe", "seeds",
+                     "sweep", "sweep_by_init", "detect", "segment", "scenes", "on_gpu"}
     assert MINI.archs == {"s": "vit-mini", "b": "vit-mini"} and SMALL.archs["s"] == "vit-s16"
     pretrain = {r.name: r for r in plan_runs("mini-all", "mini") if r.kind == "pretrain" and "fashion" in r.name}
     steps = {r.config["steps"] for r in pretrain.values()}
@@ -195,6 +195,21 @@ def test_the_learning_rate_is_swept_on_val_only_shared_or_per_initialisation() -
             assert run.config["hparams_from"]["ref"] == selects[own].name, run.name
     assert {r.tags["method"] for r in runs.values() if r.config.get("hparams_from", {}).get("ref") ==
             selects["supervised"].name} == {"supervised"}
+
+
+@pytest.mark.parametrize("scale", MINI_SCALES)
+def test_a_downstreams_own_settings_reach_its_runs_and_no_choice_overrides_them(scale: str) -> None:
+    """``finetune_by_downstream`` sets its fields in every fine-tuning of that downstream, and a
+    run that also takes a sweep's choice (applied when it starts) takes none of those fields."""
+    spec = SCALE_SPECS[scale]
+    for run in plan_runs("mini-all", scale):
+        own = spec.finetune_by_downstream.get(run.tags.get("downstream", ""), {})
+        if run.kind != "finetune" or not own:
+            continue
+        assert {k: run.config[k] for k in own} == own, run.name
+        if "hparams_from" in run.config:
+            grid = spec.sweep_by_init.get(run.tags["method"], spec.sweep)
+            assert not set(own) & set(grid), f"{run.name}: its own {sorted(own)} would be overridden by the sweep's choice"
 
 
 def test_the_paper_artifacts_without_a_scale_run_their_miniature(capsys) -> None:

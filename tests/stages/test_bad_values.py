@@ -67,8 +67,9 @@ def _stage(kind: str):
     from benchmark.stages.finetune import main as finetune
     from benchmark.stages.pretrain import main as pretrain
     from benchmark.stages.probe import main as probe
+    from benchmark.stages.select import main as select
 
-    return {"pretrain": pretrain, "finetune": finetune, "probe": probe}[kind]
+    return {"pretrain": pretrain, "finetune": finetune, "probe": probe, "select": select}[kind]
 
 
 def _run(kind: str, cfg: Path, out: Path) -> int:
@@ -257,3 +258,18 @@ def test_every_methods_rules_name_its_arguments_and_pass_its_defaults() -> None:
         assert cls.RULES and set(cls.RULES) <= set(params), name
         defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
         check_kwargs(cls, defaults, name, skip=("encoder",))  # raises on a default its own rules refuse
+
+
+@pytest.mark.parametrize("case", ["unknown key", "missing result"])
+def test_a_select_of_bad_input_is_one_line_and_leaves_no_folder(case, tmp_path, capsys) -> None:
+    missing = tmp_path / "sweep" / "result.json"
+    values, message = {
+        "unknown key": ({"candidates": [], "metric": "top1", "grid": [1]},
+                        "select: unknown keys ['grid'] (expected 'candidates', 'metric')"),
+        "missing result": ({"candidates": [{"result": str(missing), "values": {"blr": 0.1}}], "metric": "top1"},
+                           f"{missing}: "),
+    }[case]
+    out = tmp_path / "run"
+    assert _run("select", _write(tmp_path, values), out) == 2
+    assert _error(capsys).startswith(f"error: {message}")
+    assert not out.exists()

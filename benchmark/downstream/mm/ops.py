@@ -7,7 +7,10 @@ tensors. :func:`torchvision_ops` switches a config to torchvision's kernels: eve
 layer gets ``use_torchvision=True`` (mmcv's own switch: the same sampling, the same output), and
 every ``nms`` becomes :data:`TORCHVISION_NMS`, :func:`torchvision_nms` with ``mmcv.ops.nms``'s
 contract, which mmcv's ``batched_nms`` finds by name (it evaluates a config's ``type`` in its own
-module, where :func:`register` puts it). On CPU tensors the two agree exactly
+module, where :func:`register` puts it). One call is in no config: mmdet's mask targets crop each
+ground-truth mask with ``mmcv.ops.roi_align`` itself, on the proposals' device, so
+:func:`register` points that module's ``roi_align`` at :func:`torchvision_roi_align`. On CPU
+tensors the two agree exactly, and a dense run switched so calls no compiled mmcv op
 (tests/downstream/test_ops.py). ``SSLBENCH_MM_OPS=torchvision`` forces the switch on any device.
 """
 
@@ -50,12 +53,27 @@ def torchvision_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     return torch.cat([boxes[keep], scores[keep, None]], dim=1), indices[keep]
 
 
+def torchvision_roi_align(input: torch.Tensor, rois: torch.Tensor, output_size: Any, spatial_scale: float = 1.0,
+                          sampling_ratio: int = 0, pool_mode: str = "avg", aligned: bool = True) -> torch.Tensor:
+    """``mmcv.ops.roi_align`` (the function) on torchvision's kernel, as mmcv's own ``RoIAlign``
+    layer does with ``use_torchvision=True``; average pooling only, as torchvision has no other."""
+    if pool_mode != "avg":
+        raise ValueError(f"torchvision's roi_align averages; pool_mode {pool_mode!r} needs mmcv's CUDA ops")
+    from torchvision.ops import roi_align
+
+    return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+
 def register() -> None:
-    """Makes :data:`TORCHVISION_NMS` a name mmcv's ``batched_nms`` resolves (idempotent)."""
+    """Makes :data:`TORCHVISION_NMS` a name mmcv's ``batched_nms`` resolves, and mmdet's mask
+    targets crop with :func:`torchvision_roi_align` (idempotent; for the whole process, where the
+    two kernels agree on CPU tensors and mmcv's have none on the GPU)."""
     import importlib
 
     # the module, not the function of the same name that mmcv.ops exports
     setattr(importlib.import_module("mmcv.ops.nms"), TORCHVISION_NMS, torchvision_nms)
+    # mmdet imported mmcv's function by name into this module (BitmapMasks.crop_and_resize)
+    importlib.import_module("mmdet.structures.mask.structures").roi_align = torchvision_roi_align
 
 
 def forced() -> bool:
