@@ -6,9 +6,9 @@
 #   export PYTHONPATH=TARGET_DIR:$PYTHONPATH
 #
 # The wheels are unpacked as they are; mmcv is compiled from its source against that machine's
-# torch: "cpu" (the default) its CPU ops only, a minute or two on 16 cores, with which the dense
-# runs use torchvision's RoIAlign and NMS on a GPU; "auto" its CUDA ops too where a GPU and nvcc
-# are present (many minutes). Then the stack must import, and `python3 -m benchmark doctor` says
+# torch: "cpu" (the default) its CPU ops only (about 10 minutes on 2 idle cores), with which the
+# dense runs use torchvision's RoIAlign and NMS on a GPU; "auto" its CUDA ops too where a GPU and
+# nvcc are present (many minutes). Then the stack must import, and `python3 -m benchmark doctor` says
 # whether RoIAlign and NMS run on the GPU.
 set -euo pipefail
 say() { printf '[offline-install] %s\n' "$*" >&2; }
