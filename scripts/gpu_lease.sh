@@ -6,7 +6,8 @@
 #
 #   bash scripts/gpu_lease.sh OUT_DIR DEADLINE_S PART...
 #
-#   install     the kit into /tmp/sslbench-site (mmcv's CPU ops: on the GPU the dense runs use
+#   install     the kit into /tmp/sslbench-site, in seconds: mmcv without its compiled ops, whose
+#               compilation would take minutes of the lease (on the GPU the dense runs use
 #               torchvision's RoIAlign and NMS), then `benchmark doctor` (OUT_DIR/setup.log)
 #   chain       scripts/gpu_check.py's chain: the smoke plan through the driver under torchrun,
 #               conversion, Mask R-CNN, UperNet, fine-tuning, the report (OUT_DIR/gpu_check.json)
@@ -36,7 +37,7 @@ for part in "$@"; do
   say "$part ($(left) s left)"
   case "$part" in
     install)
-      { bash scripts/offline_install.sh .kit "$site" cpu && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" &&
+      { bash scripts/offline_install.sh .kit "$site" none && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" &&
         { python3 -m benchmark doctor || true; }; } >> "$out/setup.log" 2>&1 || failed=1 ;;
     chain)
       timeout -s TERM -k 45 "$(left)" python3 scripts/gpu_check.py /tmp/sslbench-check --methods splitmask --skip-resume \

@@ -258,10 +258,18 @@ MINI_GPU = replace(
     pretrain={**MINI.pretrain, "blr": 1.5e-3, "images_on_device": True, "checkpoint_every": 2000, "log_every": 100,
               "monitor_every": GPU_STEPS // 20, "monitor_bank": 5000, "monitor_queries": 10_000},
     pretrain_by_method={"supervised": {"crop_scale_min": 0.8}, "byol": {"blr": 5e-4}},
-    finetune={**MINI.finetune, "images_on_device": True, "warmup_epochs": 5.0, "log_every": 100},
-    finetune_len={"fashion-mnist-1k-finetune": (50, 64), "fashion-mnist-all-finetune": (15, 256)},
-    finetune_by_downstream={"fashion-mnist-all-finetune": {"warmup_epochs": 1.0}},
-    sweep={"blr": (3e-3, 1e-2, 3e-2)}, sweep_by_init={"supervised": {"blr": (3e-4, 1e-3, 3e-3)}},
+    # every 2 epochs the top-1 on val (the fine-tuned gate: has val stopped rising?)
+    finetune={**MINI.finetune, "images_on_device": True, "warmup_epochs": 5.0, "log_every": 100, "monitor_every": 2},
+    finetune_len={"fashion-mnist-1k-finetune": (50, 64), "fashion-mnist-all-finetune": (40, 256)},
+    # The ceiling's own rate, not the 1,000 labels' (val, CPU, 15 epochs, one seed; docs/mini.md): layer decay
+    # 0.75 at blr 1e-3 / 3e-3 / 1e-2 / 3e-2 -> 82.2 / 85.4 / 87.3 / 81.5 (the last on test), none (1.0) at
+    # 3e-3 / 1e-2 / 3e-2 -> 86.9 / 85.5 / 87.5: the best values within about 2 points, unordered, one seed;
+    # the interior best kept. Its own length (40 epochs, our choice: at 15 every trial still gained; its
+    # val curve, monitor_every, says whether 40 suffice).
+    finetune_by_downstream={"fashion-mnist-all-finetune": {"warmup_epochs": 1.0, "blr": 1e-2}},
+    swept={"fashion-mnist-1k-finetune": "fashion-mnist-1k-finetune"},
+    # random init's choice was the top of 3e-3 / 1e-2 / 3e-2 here: MINI's grid, one step higher
+    sweep_by_init={"supervised": {"blr": (3e-4, 1e-3, 3e-3)}},
     seeded_pretraining=True, flat_within=1.0, ceiling_min=90.0, on_gpu=None,
 )
 

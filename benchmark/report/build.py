@@ -38,7 +38,7 @@ from benchmark.report.findings import curves_plot, mini_findings
 from benchmark.report.gates import monitor_curves, plot_monitor_curves
 from benchmark.report.layout import LEGEND, markdown
 from benchmark.report.perf_section import perf_section, scale_speed_line
-from benchmark.report.records import RECORDS, damaged_records, planned_scales, save_records
+from benchmark.report.records import RECORDS, damaged_records, planned_scales, remove_superseded, save_records
 from benchmark.stages.catalogue import kind_metrics, table_metrics
 from benchmark.utils.io import atomic_path, write_text
 from benchmark.utils.lock import exclusive
@@ -375,14 +375,14 @@ def rebuild(runs_dir: Path, report_dir: Path, wait: bool = False) -> dict[str, p
             held.enter_context(exclusive(report_dir, "report directory", wait=wait))
         except OSError as err:  # a report directory below a file, or read-only
             raise ReportError(f"{report_dir}: {error_line(err)}; the report was left as it is") from err
-        if runs_dir.is_dir():
-            try:
-                saved, removed = save_records(runs_dir, records_dir)
-            except OSError as err:  # a full disk, a read-only checkout: the records and the report stay as they were
-                raise ReportError(f"{records_dir}: {error_line(err)}; the report was left as it is") from err
-            if saved or removed:
-                print(f"[report] {saved} finished runs of {runs_dir} recorded in {records_dir}"
-                      + (f"; {len(removed)} superseded records removed" if removed else ""), file=sys.stderr)
+        try:
+            saved = save_records(runs_dir, records_dir) if runs_dir.is_dir() else 0
+            removed = remove_superseded(records_dir) if records_dir.is_dir() else []
+        except OSError as err:  # a full disk, a read-only checkout: the records and the report stay as they were
+            raise ReportError(f"{records_dir}: {error_line(err)}; the report was left as it is") from err
+        if saved or removed:
+            print(f"[report] {saved} finished runs of {runs_dir} recorded in {records_dir}"
+                  + (f"; {len(removed)} superseded records removed" if removed else ""), file=sys.stderr)
         if not records_dir.is_dir():
             raise ReportError(f"{runs_dir}: no finished evaluation (result.json with its run.json) below it, and no "
                               f"records in {records_dir}; the report was left as it is")

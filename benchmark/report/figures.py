@@ -188,8 +188,12 @@ def draw(name: str, title: str, table: pd.DataFrame, layout: Layout):
         for handle, text in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(text, handle)
     if handles:
-        fig.legend(handles.values(), [textwrap.fill(text, 40) for text in handles], loc="outside lower center",
-                   ncols=min(4, len(handles)), fontsize=7, frameon=False)
+        labels = [textwrap.fill(text, 40) for text in handles]
+        # as many columns as the figure's width holds (a one-panel figure is narrow): at font size 7 an
+        # entry takes about its marker and 0.055 inch a character
+        entry = 0.45 + 0.055 * max(len(line) for label in labels for line in label.splitlines())
+        fig.legend(handles.values(), labels, loc="outside lower center", fontsize=7, frameon=False,
+                   ncols=max(1, min(4, len(handles), int(fig.get_figwidth() // entry))))
     missing = "" if ours_any else " (no run of ours yet)"
     fig.suptitle(textwrap.fill(f"{name}{missing}: {title}", int(fig.get_figwidth() * 11)), fontsize=9)
     return fig

@@ -16,7 +16,9 @@ REPORT.md (a finding that rests on a failed gate says so beside it):
   the difference, from the runs of several seeds; where none has run, every edge counts);
 - at a scale that claims trained models (:attr:`~benchmark.experiments.scales.Scale.converged`):
   **flattened**, every pre-training's online k-NN gained less than ``flat_within`` points over the
-  last fifth of its steps, and **ceiling**, supervised training on all labels reaches ``ceiling_min``.
+  last fifth of its steps; **fine-tuned**, likewise every fine-tuning's top-1 on val (``val_top1``
+  in its log, where its ``monitor_every`` asked for it); and **ceiling**, supervised training on
+  all labels reaches ``ceiling_min``.
 
 The curves (``plots/<scale>_pretrain_curves.png``, one figure per scale of the miniature): the
 monitor's k-NN against the step for each method, one panel per pre-training subset, the random-init
@@ -35,7 +37,7 @@ import pandas as pd
 
 from benchmark.experiments.mini import CEILING, FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
-from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.experiments.scales import SCALE_SPECS, Scale
 from benchmark.methods.base import JOINT_EMBEDDING, methods_of
 from benchmark.report import names
 from benchmark.report.records import planned_scales
@@ -261,30 +263,57 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
                      + (f"; at an edge: {', '.join(dict.fromkeys(outside))}" if outside else ", each inside its grid")
                      + (f"; {'; '.join(within)}" if within else "") + ".")
     if spec is not None and spec.converged:
-        lines += _convergence_gates(results, curves, spec.flat_within, spec.ceiling_min, failures)
+        lines += _convergence_gates(results, curves, runs_dir, spec, failures)
     if lines:
         lines = ["**Gates** (is a number a finding? computed from the runs):", *lines, ""]
     return lines, failures
 
 
-def gained_late(curve: Curve) -> float:
-    """The online k-NN points a curve gained over the last fifth of its steps (from its last
-    point at or before 80% of the steps to its end)."""
-    mark = 0.8 * curve.steps[-1]
-    before = [k for step, k in zip(curve.steps, curve.knn) if step <= mark]
-    return curve.knn[-1] - before[-1]
+def gained_late(steps: list[int], values: list[float]) -> float:
+    """The points a curve gained over the last fifth of its steps (from its last point at or
+    before 80% of the steps to its end)."""
+    mark = 0.8 * steps[-1]
+    before = [value for step, value in zip(steps, values) if step <= mark]
+    return values[-1] - before[-1]
 
 
-def _convergence_gates(results: pd.DataFrame, curves: list[Curve], flat_within: float, ceiling_min: float,
+def val_curves(runs_dir: Path, scale: str) -> list[tuple[str, dict, list[int], list[float]]]:
+    """(run directory, tags, steps, val top-1) of every fine-tuning of ``scale`` whose log holds its
+    top-1 on val at two points or more (its ``monitor_every``)."""
+    curves = []
+    for path, run in _records(runs_dir, "finetune/*/run.json", scale):
+        try:
+            points = [(r["step"], r["val_top1"]) for r in read_log(path.parent) if "val_top1" in r]
+        except (OSError, json.JSONDecodeError):
+            continue
+        if len(points) > 1:
+            curves.append((path.parent.name, run.get("tags", {}), [p[0] for p in points], [p[1] for p in points]))
+    return curves
+
+
+def _convergence_gates(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, spec: Scale,
                        failures: dict[str, frozenset]) -> list[str]:
-    """The gates of a scale whose models are trained to convergence: flattened curves, the ceiling."""
-    lines = []
+    """The gates of a scale whose models are trained to convergence: flattened curves, fine-tunings
+    whose val stopped rising, the ceiling."""
+    lines, flat_within, ceiling_min = [], spec.flat_within, spec.ceiling_min
     if curves:
-        rising = [c for c in curves if len(c.knn) > 1 and gained_late(c) >= flat_within]
+        rising = [c for c in curves if len(c.knn) > 1 and gained_late(c.steps, c.knn) >= flat_within]
         failures["flattened"] = frozenset((c.method, c.pretrain_data) for c in rising)
         lines.append(f"- {_mark(not rising)} flattened: online k-NN gained over the last fifth of the steps (less than "
-                     f"{flat_within:g} points each): " + ", ".join(f"{c.method} on {c.pretrain_data} {gained_late(c):+.1f}"
-                                                                   for c in curves if len(c.knn) > 1) + ".")
+                     f"{flat_within:g} points each): " + ", ".join(
+                         f"{c.method} on {c.pretrain_data} {gained_late(c.steps, c.knn):+.1f}"
+                         for c in curves if len(c.knn) > 1) + ".")
+    tuned = [(name, tags, gained_late(steps, top1)) for name, tags, steps, top1 in val_curves(runs_dir, spec.name)]
+    if tuned:
+        rising = [(name, tags, gain) for name, tags, gain in tuned if gain >= flat_within]
+        pairs = {(tags.get("method"), tags.get("pretrain_data", "none")) for _, tags, _ in rising}
+        # random init (and the ceiling) is every comparison's reference: still rising, it concerns them all
+        failures["fine-tuned"] = EVERY if any(data == "none" for _, data in pairs) else frozenset(pairs)
+        most = max(tuned, key=lambda item: item[2])
+        still = ", ".join(f"{name} {gain:+.1f}" for name, _, gain in rising)
+        lines.append(f"- {_mark(not rising)} fine-tuned: top-1 on val gained over the last fifth of each fine-tuning's "
+                     f"steps (less than {flat_within:g} points each): {len(tuned)} fine-tunings, at most "
+                     f"{most[2]:+.1f} ({most[0]})" + (f"; still rising: {still}" if rising else "") + ".")
     runs = results[(results.metric == "top1") & (results.downstream == CEILING.downstream)].drop_duplicates("run_key")
     if not runs.empty:
         stat = Stat(runs.value)

@@ -63,10 +63,9 @@ def planned_scales() -> dict[str, tuple[str, ...]]:
     return _layout()[1]
 
 
-def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:
+def save_records(runs_dir: Path, records_dir: Path) -> int:
     """Copies the record files of every finished planned run below ``runs_dir`` into ``records_dir``
-    (a run's record replaced whole), merges the driver's time records, and removes the records that no
-    planned run has. Returns (runs recorded, the removed records' ``<kind>/<dir>`` names)."""
+    (a run's record replaced whole) and merges the driver's time records. Returns the runs recorded."""
     planned = planned_runs()
     # The caller holds the lock, so no other report is copying: a staged copy here was left by a
     # report killed mid-copy, and its run is copied again below if it is still finished.
@@ -92,6 +91,15 @@ def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:
             shutil.rmtree(record, ignore_errors=True)
             fresh.rename(record)
         saved += 1
+    _merge_time_records(runs_dir, records_dir)
+    return saved
+
+
+def remove_superseded(records_dir: Path) -> list[str]:
+    """Removes the records that no planned run has (their config or recipe changed since, so their
+    key did), with a line each, whether or not a runs directory is at hand (a fresh clone's report
+    must not show a superseded recipe's numbers either). Returns their ``<kind>/<dir>`` names."""
+    planned = planned_runs()
     removed = []
     for run_json in sorted(records_dir.glob("*/*/run.json")):
         rel = run_json.parent.relative_to(records_dir).as_posix()
@@ -100,8 +108,7 @@ def save_records(runs_dir: Path, records_dir: Path) -> tuple[int, list[str]]:
             removed.append(rel)
             print(f"[report] record {rel} removed: no artifact plans this run any more (its config or recipe changed)",
                   file=sys.stderr)
-    _merge_time_records(runs_dir, records_dir)
-    return saved, removed
+    return removed
 
 
 def _merge_time_records(runs_dir: Path, records_dir: Path) -> None:

@@ -60,6 +60,7 @@ from benchmark.training.config import (
 from benchmark.training.distributed import Context, barrier
 from benchmark.training.features import extract_features
 from benchmark.training.loop import train
+from benchmark.training.monitor import VAL_IMAGES, ValMonitor
 from benchmark.training.optim import build_optimizer, build_scheduler
 from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
@@ -102,6 +103,8 @@ class FinetuneConfig:
     images_on_device: bool = False       # the labelled training images held on the training device, each batch's
                                          # crops made there (benchmark.data.batch_views): small sets on a GPU
     log_every: int = 10
+    monitor_every: int = 0               # epochs between checks of the top-1 on val during training (log.jsonl's
+                                         # val_top1, benchmark.training.monitor.ValMonitor; 0: none)
     checkpoint_every: int = 1000         # steps between training checkpoints (resume with --resume auto)
     device: str = "auto"
     tags: dict = field(default_factory=dict)   # free-form labels for the report (method, data, ...)
@@ -114,7 +117,7 @@ class FinetuneConfig:
         "smoothing": in_unit(zero=True, one=False), "mixup": at_least(0), "cutmix": at_least(0), "clip_grad": at_least(0),
         "hflip": in_unit(zero=True), "crop_scale_min": in_unit(), "eval_crop": in_unit(),
         "head_init": one_of(HEAD_INITS), "seed": at_least(0), "num_workers": workers(),
-        "log_every": at_least(1), "checkpoint_every": at_least(1), "device": device_name(),
+        "log_every": at_least(1), "monitor_every": at_least(0), "checkpoint_every": at_least(1), "device": device_name(),
     }
 
     def relations(self) -> list[str]:
@@ -276,9 +279,13 @@ def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> d
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
 
+    monitor = None
+    if cfg.monitor_every and ctx.is_main:  # deterministic, no random draw: the run trains as an unmonitored one
+        on_val = ValMonitor(cfg.data_root, cfg.dataset, cfg.img_size, cfg.eval_crop, seed=cfg.seed)
+        monitor = lambda: on_val(model)  # noqa: E731
     train(step, checkpoint, total=total, batch_size=batch, what="fine-tuning", desc="finetune", out=out, ctx=ctx,
           log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, ddp=ddp if ctx.distributed else None,
-          before_update=clip)
+          before_update=clip, monitor=monitor, monitor_every=cfg.monitor_every * steps_per_epoch)
     # ============ evaluating ============
     metrics: dict[str, float] = {}
     if ctx.is_main:
@@ -301,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
 def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None, world_size: int | None = None
              ) -> cost.Estimate:
     """FLOPs of the whole run: forward+backward of the classifier on every training image of
-    every epoch, plus one forward over the evaluated split."""
+    every epoch, plus one forward over the evaluated split, plus the monitor's forwards over at most
+    :data:`~benchmark.training.monitor.VAL_IMAGES` images at each of its checks (the evaluated
+    split's size standing in for the val split's)."""
     cfg = config_from_dict(FinetuneConfig, {"data_root": "", **config})
     sizes, source = cost.sizes_of(config, dataset_sizes)
     per_image = vit_flops(cfg.arch, cfg.img_size, True, 1000)
@@ -311,8 +320,10 @@ def estimate(config: dict[str, Any], dataset_sizes: dict[str, int] | None = None
     subset = sizes["train"] if cfg.train_fraction == 1 else max(1, round(sizes["train"] * cfg.train_fraction))
     batch = min(cfg.batch_size, subset)
     steps = cfg.epochs * max(1, subset // batch)
+    checks = 1 + cfg.epochs // cfg.monitor_every + bool(cfg.epochs % cfg.monitor_every) if cfg.monitor_every else 0
+    evaluated = sizes["val"] + checks * min(VAL_IMAGES, sizes["val"])
     est = cost.Estimate("finetune", None, None, train_flops=steps * batch * per_image,
-                        eval_flops=sizes["val"] * vit_flops(cfg.arch, cfg.img_size, False, 1000), steps=steps,
+                        eval_flops=evaluated * vit_flops(cfg.arch, cfg.img_size, False, 1000), steps=steps,
                         train_images=steps * batch, flops_per_image=per_image, notes=[source] if source else [])
     return cost.finish(est)
 

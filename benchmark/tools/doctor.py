@@ -23,6 +23,18 @@ PACKAGES = [
     ("matplotlib", "matplotlib", None),
 ]
 FIX_STACK = "run ./run_tests.sh or 'bash scripts/bootstrap.sh' to (re)install the project's .venv"
+# mmcv built without its compiled ops installs as "mmcv-lite" (scripts/offline_install.sh ... none)
+OTHER_NAMES = {"mmcv": "mmcv-lite"}
+
+
+def _version(dist: str) -> tuple[str, str]:
+    """(the installed version of ``dist`` or of its other name, a note naming the other name)."""
+    try:
+        return metadata.version(dist), ""
+    except metadata.PackageNotFoundError:
+        if dist not in OTHER_NAMES:
+            raise
+        return metadata.version(OTHER_NAMES[dist]), f" ({OTHER_NAMES[dist]})"
 
 
 def _check_torchvision_ops() -> None:
@@ -30,6 +42,16 @@ def _check_torchvision_ops() -> None:
     import torchvision.ops
 
     torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+
+
+def _check_torchvision_gpu_ops() -> None:
+    """The kernels the dense runs fall back to where mmcv has no CUDA ops, on a CUDA tensor."""
+    import torch
+    from torchvision.ops import nms, roi_align
+
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device="cuda")
+    nms(boxes, torch.tensor([1.0], device="cuda"), 0.5)
+    roi_align(torch.zeros(1, 1, 4, 4, device="cuda"), torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0]], device="cuda"), (2, 2))
 
 
 def _check_mmcv_ops() -> None:
@@ -79,15 +101,14 @@ def run_doctor() -> int:
     print(f"python       {sys.version.split()[0]}")
     for dist, module, pinned in PACKAGES:
         try:
-            version = metadata.version(dist)
+            version, note = _version(dist)
             importlib.import_module(module)
         except Exception as err:  # any import failure is a finding, not a crash
             print(f"{dist:<12} MISSING ({type(err).__name__}: {err})")
             problems.append(f"{dist} does not import: {FIX_STACK}")
             continue
-        note = ""
         if pinned and version.split("+")[0] != pinned:
-            note = f" (expected {pinned})"
+            note += f" (expected {pinned})"
             problems.append(f"{dist} is {version}, the suite needs {pinned}: {FIX_STACK}")
         print(f"{dist:<12} {version}{note}")
 
@@ -101,6 +122,9 @@ def run_doctor() -> int:
          "mmcv and mmengine's mmdet::/mmseg:: configs need pkg_resources: pip install 'setuptools>=77.0.3,<81'"),
     ]
     if _gpu_visible():
+        checks.append(("torchvision GPU", _check_torchvision_gpu_ops,
+                       "torchvision's RoIAlign and NMS do not run on this GPU (torch and torchvision builds do not "
+                       "match?); " + FIX_STACK))
         checks.append(("mmcv GPU ops", _check_gpu_ops,
                        "mmcv's RoIAlign and NMS do not run on this GPU: rebuild mmcv with its CUDA ops here (delete .venv "
                        "and run bash scripts/bootstrap.sh on this machine, with nvcc on the PATH)"))

@@ -7,18 +7,26 @@ last checkpoint and exits 130 (:data:`~benchmark.errors.EXIT_INTERRUPTED`); bad 
 command created it and left it empty, and exits 2 (:data:`~benchmark.errors.EXIT_BAD_INPUT`). All
 on stderr. It lives here, below ``stages/`` and ``downstream/`` (and above ``errors``, as it removes
 folders with :func:`benchmark.utils.io.remove_if_empty`), so that both use the same one.
+
+SIGTERM or SIGUSR2 outside a training loop (in the set-up: loading data, fitting a tokenizer or a
+head; or in the final evaluation) stops the command at once, as a :class:`~benchmark.errors.Preempted`
+with code 75, like one inside a loop, where the loop's own handler
+(:class:`benchmark.training.stop.StopSignal`) takes over and first finishes its step and writes its
+checkpoint. Without this, such a signal killed the process (-15), which the driver took for a failure.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
+from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, SuiteError, error_line
 from benchmark.utils.io import remove_if_empty
 
 
@@ -28,6 +36,17 @@ class Stopped:
     handles; ``None`` while the block ran through."""
 
     code: int | None = None
+
+
+# The stop requests of SLURM and submitit (benchmark.training.stop.STOP_SIGNALS without Ctrl-C, which
+# raises KeyboardInterrupt by itself)
+_STOP_AT_ONCE = (signal.SIGTERM, signal.SIGUSR2)
+
+
+def _stop_at_once(signum: int, _frame: object) -> None:
+    raise Preempted(f"stopped by {signal.Signals(signum).name} outside its training steps (in its set-up or its "
+                    "evaluation); the run directory keeps its last checkpoint, if any: run the same command again "
+                    "to resume", EXIT_PREEMPTED)
 
 
 @contextmanager
@@ -44,6 +63,9 @@ def cli_errors(name: str, out_dir: str | os.PathLike) -> Iterator[Stopped]:
     """
     created = not Path(out_dir).exists()
     stopped = Stopped()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop_at_once) for sig in _STOP_AT_ONCE}
     try:
         yield stopped
     except Preempted as err:
@@ -58,3 +80,6 @@ def cli_errors(name: str, out_dir: str | os.PathLike) -> Iterator[Stopped]:
             remove_if_empty(out_dir)
         print(f"error: {error_line(err)}", file=sys.stderr)
         stopped.code = EXIT_BAD_INPUT
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

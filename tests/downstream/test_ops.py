@@ -100,3 +100,44 @@ def test_segmentation_calls_no_compiled_mmcv_op(synthetic_root: Path, tmp_path: 
     metrics = run(SEGMENT, None, REPO / "configs_mm" / "upernet_vit_smoke.py", synthetic_root / "ade20k",
                   tmp_path / "segment", 0, options)
     assert "mIoU" in metrics
+
+
+# A process whose mmcv has no compiled ops (scripts/offline_install.sh ... none): the stub module in
+# mmcv._ext's place before anything imports mmcv.
+_WITHOUT_COMPILED_OPS = """
+import importlib.util, json, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("mmcv._ext", sys.argv[1])
+sys.modules["mmcv._ext"] = stub = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stub)
+import mmcv.ops, mmdet.models, mmseg.models  # every op module looks its kernels up at import
+from benchmark.downstream.mm import ops
+from benchmark.downstream.mm.runner import DETECT, run
+assert ops.needed(on_accelerator=True) and not ops.mmcv_cuda_ops()  # a GPU would switch to torchvision's
+try:
+    mmcv.ops.nms(*[__import__("torch").ones(1, 4), __import__("torch").ones(1)], 0.5)
+    raise SystemExit("the stub's nms ran")
+except RuntimeError as err:
+    assert "compiled nms is not installed" in str(err), err
+options = {"train_cfg.max_epochs": 1, "train_cfg.val_interval": 1}
+print(json.dumps(run(DETECT, None, *map(Path, sys.argv[2:5]), 0, options)))
+"""
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_on_an_mmcv_installed_without_compiled_ops(synthetic_root: Path, tmp_path: Path) -> None:
+    """What the GPU lease installs in seconds (scripts/offline_install.sh ... none): mmdet imports
+    with scripts/mmcv_ext_stub.py as mmcv's compiled module, its ops raise naming themselves, and
+    Mask R-CNN trains and scores with torchvision's kernels (forced here, as a GPU would choose)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = REPO / "configs_mm" / "mask_rcnn_vit_fpn_smoke.py"
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_COMPILED_OPS, str(REPO / "scripts" / "mmcv_ext_stub.py"),
+                           str(config), str(synthetic_root / "coco"), str(tmp_path / "detect")],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "SSLBENCH_MM_OPS": "torchvision"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"bbox_mAP", "segm_mAP"} <= set(metrics)

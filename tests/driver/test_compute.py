@@ -78,6 +78,9 @@ def test_finetune_and_probe_scale_with_the_data_set() -> None:
     sizes = DATASET_SIZES["stanford-cars"]
     assert ft.steps == 2 * (sizes["train"] // 16)
     assert ft.eval_flops == pytest.approx(sizes["val"] * vit_flops("vit-smoke", 64, False, 1000))
+    # the monitor: before the first step, after epoch 2 (every 2), and at the end (epoch 3)
+    monitored = estimate("finetune", {**cfg, "epochs": 3, "monitor_every": 2})
+    assert monitored.eval_flops == pytest.approx(4 * sizes["val"] * vit_flops("vit-smoke", 64, False, 1000))
     probe_cfg = {"data_root": "/x", "arch": "vit-smoke", "img_size": 64, "mode": "knn"}
     knn = estimate("probe", probe_cfg, {"train": 1000, "val": 100})
     assert knn.flops == pytest.approx(1100 * vit_flops("vit-smoke", 64, False))

@@ -288,3 +288,32 @@ def test_each_scale_of_the_miniature_has_its_own_findings_never_pooled(tmp_path)
     assert "### Scale mini: 2,000 pre-training steps of 32 images" in cpu_part
     assert "labels unused): 75.0 ± 0.7 (n=2) *below the floor*" in cpu_part and "85.0" not in cpu_part
     assert "labels unused): 85.0 ± 0.7 (n=2), +10.0 points" in gpu_part and "75.0 ± 0.7" not in gpu_part
+
+
+def _finetuning(runs: Path, name: str, method: str, data: str, top1: list[float], scale: str = "mini-gpu") -> None:
+    run = runs / "finetune" / name
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"tags": {"scale": scale, "method": method, "pretrain_data": data}}))
+    records = [{"step": 10 * i, "val_top1": v} for i, v in enumerate(top1)]
+    records.insert(1, {"step": 5, "loss": 1.0})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_a_scale_that_claims_trained_models_gates_fine_tunings_whose_val_still_rises(tmp_path) -> None:
+    _finetuning(tmp_path, "ft-splitmask", "splitmask", "fashion-mnist-100%", [70.0, 80.0, 84.0, 85.0, 85.5, 85.6])
+    _finetuning(tmp_path, "ft-dino", "dino", "fashion-mnist-100%", [60.0, 65.0, 70.0, 75.0, 80.0, 82.0])
+    results = _results(82.0, 79.0).assign(scale="mini-gpu")
+    lines, failures = gate_lines(results, [], tmp_path, "mini-gpu")
+    text = "\n".join(lines)
+    assert failures["fine-tuned"] == frozenset({("dino", "fashion-mnist-100%")})
+    assert ("**FAIL** fine-tuned: top-1 on val gained over the last fifth of each fine-tuning's steps (less than 1 "
+            "points each): 2 fine-tunings, at most +2.0 (ft-dino); still rising: ft-dino +2.0.") in text
+    # random init is every comparison's reference: still rising, it concerns every finding
+    _finetuning(tmp_path, "ft-random", "random-init", "none", [50.0, 60.0, 65.0, 70.0, 72.0, 74.0])
+    assert gate_lines(results, [], tmp_path, "mini-gpu")[1]["fine-tuned"] == EVERY
+    for name in ("ft-dino", "ft-random"):
+        (tmp_path / "finetune" / name / "log.jsonl").unlink()
+    lines, failures = gate_lines(results, [], tmp_path, "mini-gpu")
+    assert failures["fine-tuned"] == frozenset() and "**pass** fine-tuned" in "\n".join(lines)
+    # the CPU miniature claims no trained models, and another scale's fine-tunings are not its own
+    assert "fine-tuned" not in gate_lines(results.assign(scale="mini"), [], tmp_path, "mini")[1]

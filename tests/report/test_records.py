@@ -51,8 +51,12 @@ def test_the_report_records_finished_planned_runs_and_rebuilds_the_same_tables_f
     table = (report_dir / "tables" / "smoke.csv").read_text()
     assert "41.00" in table and "99.00" not in table
 
-    # A fresh clone: no runs directory, the records alone give the same table.
+    # A fresh clone: no runs directory, the records alone give the same table; a superseded record
+    # there is removed too (the plan changed in the checkout), never shown.
+    write_json(stale / "run.json", {"name": "finetune-splitmask-smoke"})
+    write_json(stale / "result.json", json.loads((records / run_rel / "result.json").read_text()))
     rebuild(tmp_path / "no-runs", report_dir)
+    assert not stale.exists() and "finetune-splitmask-smoke-deadbeef0000 removed" in capsys.readouterr().err
     assert (report_dir / "tables" / "smoke.csv").read_text() == table
     assert "from 1 metric values in" in (report_dir / "REPORT.md").read_text()
     # Recording again changes nothing (the time records once each).

@@ -27,9 +27,10 @@ def test_doctor_prints_its_table_without_warnings_in_it() -> None:
 
 
 def test_doctor_on_a_gpu_checks_the_dense_ops_there_and_names_the_fix(monkeypatch, capsys) -> None:
-    """Where a GPU is visible, the doctor runs RoIAlign and NMS on it; an mmcv without CUDA ops (this
-    machine's, which the check then meets) is one problem line naming the rebuild, and exit 1. On
-    a machine without a GPU the check is not made (the doctor's table above)."""
+    """Where a GPU is visible, the doctor runs RoIAlign and NMS on it, mmcv's and torchvision's (the
+    fallback's); an mmcv without CUDA ops (this machine's, which the check then meets) is one
+    problem line naming the rebuild, and exit 1. On a machine without a GPU the check is not made
+    (the doctor's table above)."""
     import torch
 
     from benchmark.tools import doctor
@@ -39,7 +40,27 @@ def test_doctor_on_a_gpu_checks_the_dense_ops_there_and_names_the_fix(monkeypatc
     assert doctor.run_doctor() == 1
     out = capsys.readouterr().out
     assert "mmcv GPU ops     FAILED" in out and "built without CUDA ops" in out
+    assert "torchvision GPU  " in out  # the fallback's kernels on the GPU (FAILED here: no CUDA tensor on this CPU)
     assert "- mmcv's RoIAlign and NMS do not run on this GPU: rebuild mmcv with its CUDA ops here" in out
+
+
+def test_doctor_names_an_mmcv_installed_without_compiled_ops_by_its_own_name(monkeypatch, capsys) -> None:
+    """scripts/offline_install.sh ... none installs mmcv as "mmcv-lite": the doctor finds its version
+    under that name (not "MISSING") and says so; its ops check then fails on its own line."""
+    from importlib import metadata
+
+    from benchmark.tools import doctor
+
+    real = metadata.version
+
+    def version(dist: str) -> str:
+        if dist == "mmcv":
+            raise metadata.PackageNotFoundError(dist)
+        return "2.1.0" if dist == "mmcv-lite" else real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    doctor.run_doctor()
+    assert "mmcv         2.1.0 (mmcv-lite)\n" in capsys.readouterr().out
 
 
 def test_run_all_help_needs_no_installation(tmp_path) -> None:

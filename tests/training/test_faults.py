@@ -138,6 +138,37 @@ def test_sigterm_checkpoints_finetuning_and_resumes_bit_for_bit(synthetic_root, 
     assert _same_tensors(a, b)
 
 
+def test_sigterm_during_the_set_up_exits_75_with_one_line_and_the_run_starts_again(synthetic_root, tmp_path) -> None:
+    """Before its loop there is no step to finish: a SIGTERM while the head is fitted (LP-FT) stops
+    the command at once with 75, as the driver expects of a stopped run (the signal used to kill it:
+    -15, a failure), and the same command then runs it whole."""
+    from benchmark.stages.finetune import FinetuneConfig, main
+
+    cfg = FinetuneConfig(data_root=str(synthetic_root / "classification"), arch="vit-smoke", img_size=64, epochs=1,
+                         batch_size=32, blr=4e-3, warmup_epochs=0.5, head_init="linear-probe", seed=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(asdict(cfg)))
+    args = ["--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "stopped")]
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_FITTING_THE_HEAD, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "[finetune] stopped by SIGTERM outside its training steps (in its set-up or its evaluation)")
+    assert not (tmp_path / "stopped" / "result.json").exists()
+    assert main(args) == 0 and (tmp_path / "stopped" / "result.json").exists()
+
+
+_SIGTERM_WHILE_FITTING_THE_HEAD = """
+import os, signal, sys
+import benchmark.stages.finetune as stage
+fit_head = stage.fit_head
+def sigterm_then_fit(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return fit_head(*args, **kwargs)
+stage.fit_head = sigterm_then_fit
+sys.exit(stage.main(sys.argv[1:]))
+"""
+
+
 def _mm_interrupt(monkeypatch, at_iter: int, how: str) -> None:
     """Makes the next mm run get SIGTERM (``how="sigterm"``) or crash (``"crash"``, as a kill
     would: no checkpoint of its own) after iteration ``at_iter``."""

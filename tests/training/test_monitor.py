@@ -66,3 +66,23 @@ def test_a_monitored_pretraining_logs_the_knn_and_trains_as_an_unmonitored_one(f
 def test_a_monitor_without_labelled_data_is_refused() -> None:
     with pytest.raises(ConfigError, match="monitor_every = 5 needs monitor_root"):
         validate(_config(Path("/x"), monitor_every=5))
+
+
+def test_a_monitored_fine_tuning_logs_its_val_top1_and_trains_as_an_unmonitored_one(fashion, tmp_path) -> None:
+    """Fine-tuning's monitor (monitor_every, in epochs): the top-1 on val before the first step,
+    every epoch and at the end, the last one what the run's own evaluation on val scores; the
+    losses and the result are those of the unmonitored run."""
+    from benchmark.stages.finetune import FinetuneConfig, finetune
+
+    values = dict(data_root=str(fashion), dataset="fashion-mnist", arch="vit-mini", img_size=32, epochs=3, batch_size=32,
+                  blr=1e-3, warmup_epochs=1.0, drop_path=0.0, rand_augment=None, mixup=0.0, cutmix=0.0, log_every=1,
+                  eval_crop=1.0, seed=3)
+    plain = finetune(FinetuneConfig(**values), tmp_path / "plain")
+    monitored = finetune(FinetuneConfig(**values, monitor_every=1), tmp_path / "monitored")
+    assert monitored == plain
+    log = read_log(tmp_path / "monitored")
+    steps_per_epoch = 200 // 32  # 240 train items, 40 of them val
+    checks = [r for r in log if "val_top1" in r]
+    assert [r["step"] for r in checks] == [0, steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
+    assert checks[-1]["val_top1"] == pytest.approx(plain["top1"], abs=1e-9)  # eval_split val: the same images
+    assert [r["loss"] for r in log if "loss" in r] == [r["loss"] for r in read_log(tmp_path / "plain")]
