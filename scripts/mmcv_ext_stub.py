@@ -6,7 +6,7 @@ all of them, so without this module mmdet would not import at all. Here every ke
 raises when called, naming itself. ``get_compiling_cuda_version`` says "not available", as a build
 with CPU ops only does, so the dense runs switch to torchvision's RoIAlign and NMS
 (``benchmark/downstream/mm/ops.py``), which need no compiled mmcv op: tests/downstream/test_ops.py
-runs Mask R-CNN and UperNet with this module in mmcv's place.
+trains Mask R-CNN with this module in mmcv's place (and UperNet with every compiled op refusing).
 """
 
 COMPILED_OPS = False

@@ -14,7 +14,7 @@
 # `python3 -m benchmark doctor` says whether RoIAlign and NMS run on the GPU.
 set -euo pipefail
 say() { printf '[offline-install] %s\n' "$*" >&2; }
-[[ $# -ge 2 && $# -le 3 ]] || { say "usage: bash scripts/offline_install.sh KIT_DIR TARGET_DIR [cpu|auto]"; exit 2; }
+[[ $# -ge 2 && $# -le 3 ]] || { say "usage: bash scripts/offline_install.sh KIT_DIR TARGET_DIR [cpu|auto|none]"; exit 2; }
 kit=$1 target=$2 ops=${3:-cpu}
 [[ "$ops" == cpu || "$ops" == auto || "$ops" == none ]] ||
   { say "error: the ops to build are 'cpu', 'auto' or 'none', not '$ops'"; exit 2; }
