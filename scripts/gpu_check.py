@@ -128,12 +128,9 @@ def check_chain(out: Path) -> dict:
         metrics = json.loads(path.read_text()).get("metrics", {})
         results[path.parent.name] = {k: round(float(v), 3) for k, v in metrics.items()}
     dense = {name: m for name, m in results.items() if "bbox_mAP" in m or "mIoU" in m}
-    import mmcv._ext
+    from benchmark.downstream.mm.ops import mmcv_compiled_ops, needed
 
-    from benchmark.downstream.mm.ops import needed
-
-    # scripts/mmcv_ext_stub.py says COMPILED_OPS = False: mmcv installed without any compiled op
-    why = "no CUDA ops" if getattr(mmcv._ext, "COMPILED_OPS", True) else "no compiled ops at all"
+    why = "no CUDA ops" if mmcv_compiled_ops() else "no compiled ops at all"
     return {"check": "chain", "returncode": rc, "wall_s": round(time.time() - started, 1), "results": results,
             "dense_ops": f"torchvision's (this mmcv has {why})" if needed(True) else "mmcv's CUDA ops",
             "report": (report / "REPORT.md").is_file(), "log": str(log),

@@ -166,8 +166,8 @@ def records(out: Path, runs_dir: str) -> dict[str, Any]:
     from benchmark.utils.lock import exclusive
 
     with exclusive(out, "report directory"):  # as a report does: no other report copies into it meanwhile
-        saved, removed = save_records(Path(runs_dir), out / "records")
-    return {"saved": saved, "removed": removed}
+        saved = save_records(Path(runs_dir), out / "records")
+    return {"saved": saved}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from benchmark import REPO
 from benchmark.driver.compute import estimate_run, flops_or_none
 from benchmark.driver.jobs import POLL_S, RUNS_PER_GPU, check_jobs, cpu_cores, longest_chain_first, run_concurrently
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
-from benchmark.driver.time_left import TimeLeft, trains, wall_seconds
+from benchmark.driver.time_left import TimeLeft, recorded_walls, trains, wall_seconds
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
 from benchmark.experiments.datasets import missing_datasets, resolve_data
 from benchmark.experiments.mini import MINIATURE_OF
@@ -38,11 +38,12 @@ from benchmark.experiments.model import Run
 from benchmark.experiments.plan import is_done, locate, order_runs, resolve_refs
 from benchmark.experiments.registry import ARTIFACTS, SCALES, SUBSETS, plan_runs
 from benchmark.experiments.scales import SCALE_SPECS
+from benchmark.report.records import RECORDS
 from benchmark.stages.catalogue import run_kind
 from benchmark.stages.kinds import RunKind
 from benchmark.utils.io import write_json
 from benchmark.utils.lock import Busy, exclusive, in_use_by
-from benchmark.utils.timing import by_kind, clock, machine, process_started, record_invocation, summary_line
+from benchmark.utils.timing import by_kind, clock, machine, process_started, read_invocations, record_invocation, summary_line
 
 DEFAULT_RUNS = REPO / "runs"
 
@@ -73,8 +74,29 @@ def print_plan(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, blocked: 
     if estimates:
         from benchmark.stages.cost import reference
 
-        print(f"compute still to run: {total:,.1f} GPU-hours ({reference()})"
+        print(f"compute still to run: {total:,.3g} GPU-hours ({reference()})"
               + (f"; {unknown} runs unknown" if unknown else ""))
+
+
+def print_pace(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, report_dir: Path, scale: str, jobs: int) -> None:
+    """The dry run's wall-clock estimate, from the runs of this plan that finished before, in the
+    runs directory or in the report's records (the repository's too): a small model's steps are
+    bound by kernel launches, not FLOPs, so the GPU-hours above say little there."""
+    records = list(dict.fromkeys([REPO / RECORDS, report_dir / RECORDS]))  # the report dir's own win
+    walls = {run.name: (run, s) for folder in records for run, s in recorded_walls(runs, dirs, folder, scale)}
+    todo = [r for r in runs if not is_done(r, dirs[r.name])]
+    # the walls were measured with that invocation's runs side by side: the same number shares them here
+    latest = [i for folder in records + [runs_dir] for i in read_invocations(folder) if i.get("scale") == scale]
+    latest.sort(key=lambda i: str(i.get("finished")))
+    side_by_side = int(latest[-1].get("jobs", jobs)) if latest else jobs
+    by_name = {r.name: r for r in runs}
+    seconds = TimeLeft(todo, jobs=side_by_side, flops=lambda run: flops_or_none(run, by_name),
+                       measured=walls.values()).seconds()
+    if seconds is None or not todo:
+        return
+    where = f"on {latest[-1].get('machine', 'unknown')}; " if latest else ""
+    print(f"time still to run: about {clock(seconds)} at the pace of {len(walls)} runs of this plan that finished "
+          f"before ({where}--jobs {side_by_side})")
 
 
 def default_jobs(scale: str, launcher: str, gpus: int, cores: int) -> int:
@@ -240,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan: {len(runs)} runs for --subset {args.subset} --scale {scale} in {runs_dir}")
     print_plan(runs, dirs, runs_dir, blocked, estimates=args.dry_run)
     if args.dry_run:
+        print_pace(runs, dirs, runs_dir, report_dir_for(runs_dir, args.report_dir), scale, args.jobs)
         return 0
 
     try:

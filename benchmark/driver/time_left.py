@@ -22,10 +22,13 @@ class TimeLeft:
     not price the others: a plan of minutes is not estimated from a data set written in seconds.
     None until a training run has finished. ``done`` seeds the averages with the runs an earlier
     invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
-    from the start. With ``jobs`` runs side by side the sum is shared among them."""
+    from the start; ``measured`` does the same with durations measured elsewhere (the report's
+    records), of runs that are still to run here. With ``jobs`` runs side by side the sum is
+    shared among them."""
 
     def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = (), jobs: int = 1,
-                 flops: Callable[[Run], float | None] | None = None) -> None:
+                 flops: Callable[[Run], float | None] | None = None,
+                 measured: Iterable[tuple[Run, float]] = ()) -> None:
         self.pending = {r.name: r for r in runs}
         self.jobs = jobs
         self.estimate = flops
@@ -34,9 +37,15 @@ class TimeLeft:
         self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
         for run, seconds in done:
             self.finished(run, seconds)
+        for run, seconds in measured:
+            self.learn(run, seconds)
 
     def finished(self, run: Run, seconds: float | None) -> None:
         self.pending.pop(run.name, None)
+        self.learn(run, seconds)
+
+    def learn(self, run: Run, seconds: float | None) -> None:
+        """Prices the runs to go from ``run``'s duration (None: unknown, nothing learnt)."""
         if seconds is not None:
             keys = [(run.kind, str(run.tags.get("method"))), (run.kind,)] + ([()] if trains(run) else [])
             for key in keys:
@@ -75,6 +84,25 @@ class TimeLeft:
 def trains(run: Run) -> bool:
     """A run of a kind that trains (under torchrun where there are GPUs), not a quick in-process one."""
     return run_kind(run.kind).multi_process
+
+
+def recorded_walls(runs: list[Run], dirs: dict[str, Path], records_dir: Path, scale: str) -> list[tuple[Run, float]]:
+    """``(run, seconds)`` for each run of the plan that finished before: in its run directory, or
+    kept in ``records_dir`` (the report's records) under the same name at the same scale, an earlier
+    recipe's record too (a recipe changed a little runs about as long; :class:`TimeLeft` scales by
+    FLOPs where it knows them)."""
+    by_name, walls = {r.name: r for r in runs}, {}
+    for path in sorted(records_dir.glob("*/*/run.json")):
+        try:
+            record = json.loads(path.read_text())
+            if record.get("name") in by_name and record.get("tags", {}).get("scale") == scale:
+                walls[record["name"]] = float(record["wall_s"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    for run in runs:
+        if (seconds := wall_seconds(dirs[run.name])) is not None:
+            walls[run.name] = seconds
+    return [(by_name[name], seconds) for name, seconds in walls.items()]
 
 
 def wall_seconds(run_dir: Path) -> float | None:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 OVERHEAD_GOAL = 0.15
-OVERHEAD_METHODS = ("splitmask", "beit", "mae")
+OVERHEAD_METHODS = ("splitmask", "beit", "mae")  # the denoising family, by name: this module imports no torch
 MFU_GOAL = 0.40
 MFU_DEVICES = ("H100", "H200")
 BARE = "vit (bare)"  # the steps row of a plain timm ViT forward and backward

@@ -58,7 +58,7 @@ from benchmark.training.config import (
     write_config,
 )
 from benchmark.training.distributed import Context, barrier
-from benchmark.training.features import extract_features
+from benchmark.training.features import extract_features, topk_counts, topk_from_counts
 from benchmark.training.loop import train
 from benchmark.training.monitor import VAL_IMAGES, ValMonitor
 from benchmark.training.optim import build_optimizer, build_scheduler
@@ -161,19 +161,12 @@ def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> dict[str, float]:
     model.eval()
-    correct1 = correct5 = total = 0
+    counts = [0, 0, 0]
     for images, labels in loader:
         with autocast(device):
             logits = model(images.to(device))
-        labels = labels.to(device)
-        top = logits.float().topk(min(5, num_classes), dim=-1).indices
-        correct1 += int((top[:, 0] == labels).sum())
-        correct5 += int((top == labels[:, None]).any(-1).sum())
-        total += labels.numel()
-    metrics = {"top1": 100.0 * correct1 / total}
-    if num_classes >= 10:
-        metrics["top5"] = 100.0 * correct5 / total
-    return metrics
+        counts = [a + b for a, b in zip(counts, topk_counts(logits.float(), labels, num_classes))]
+    return topk_from_counts(counts, num_classes)
 
 
 def finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = True) -> dict[str, float]:

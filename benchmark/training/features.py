@@ -92,25 +92,36 @@ def gather_in_order(part: torch.Tensor, num_items: int, ctx: Context) -> torch.T
     return torch.stack(pieces, 1).flatten(0, 1)[:num_items]
 
 
+def topk_counts(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[int]:
+    """``[items, correct top-1, correct top-5]`` of class ``scores`` (N, C): exact integers, which
+    add up over batches and processes."""
+    top = scores.topk(min(5, num_classes), dim=-1).indices
+    labels = labels.to(top.device)
+    return [labels.numel(), int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(-1).sum())]
+
+
+def topk_from_counts(counts: list[int], num_classes: int) -> dict[str, float]:
+    """Top-1 (and top-5 with more than five classes) accuracy in percent, from :func:`topk_counts`."""
+    total = max(1, counts[0])
+    metrics = {"top1": 100.0 * counts[1] / total}
+    if num_classes > 5:
+        metrics["top5"] = 100.0 * counts[2] / total
+    return metrics
+
+
 def topk_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ctx: Context = SINGLE) -> dict[str, float]:
     """Top-1 (and top-5 with more than five classes) accuracy in percent of class ``scores`` (N, C).
 
     Under torchrun ``scores`` and ``labels`` are this process's share of the items: the counts of
     correct predictions and of items are summed over the processes (exact integers), so every
     process returns the metrics of all items."""
-    top = scores.topk(min(5, num_classes), dim=-1).indices
-    labels = labels.to(top.device)
-    counts = [labels.numel(), int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(-1).sum())]
+    counts = topk_counts(scores, labels, num_classes)
     if ctx.distributed:
-        device = labels.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        device = scores.device if dist.get_backend() == "nccl" else torch.device("cpu")
         summed = torch.tensor(counts, dtype=torch.int64, device=device)
         dist.all_reduce(summed)
         counts = summed.tolist()
-    total = max(1, counts[0])
-    metrics = {"top1": 100.0 * counts[1] / total}
-    if num_classes > 5:
-        metrics["top5"] = 100.0 * counts[2] / total
-    return metrics
+    return topk_from_counts(counts, num_classes)
 
 
 def nearest_neighbours(

@@ -15,6 +15,9 @@ log, so that a scale claiming trained models can show that val stopped rising (t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
@@ -40,6 +43,17 @@ def transformed(data: Dataset, indices: list[int], transform) -> tuple[torch.Ten
     return torch.stack([transform(image) for image, _ in items]), torch.tensor([label for _, label in items])
 
 
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 class KnnMonitor:
     """The k-NN top-1 of an encoder on fixed labelled images (module docstring)."""
 
@@ -57,12 +71,8 @@ class KnnMonitor:
 
     def __call__(self, encoder: nn.Module) -> dict[str, float]:
         device = next(encoder.parameters()).device
-        was_training = encoder.training
-        encoder.eval()
-        try:
+        with evaluating(encoder):
             bank, queries = self.features(encoder, self.bank, device), self.features(encoder, self.queries, device)
-        finally:
-            encoder.train(was_training)
         scores = knn_classify(bank, self.bank_labels.to(device), queries, self.num_classes, (self.k,), self.temperature)
         return {"knn_top1": topk_metrics(scores[self.k], self.query_labels, self.num_classes)["top1"]}
 
@@ -79,11 +89,6 @@ class ValMonitor:
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with autocast(device):
-                logits = torch.cat([model(chunk.to(device)).float() for chunk in self.images.split(MONITOR_BATCH)])
-        finally:
-            model.train(was_training)
+        with evaluating(model), autocast(device):
+            logits = torch.cat([model(chunk.to(device)).float() for chunk in self.images.split(MONITOR_BATCH)])
         return {"val_top1": topk_metrics(logits, self.labels, self.num_classes)["top1"]}

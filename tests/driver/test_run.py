@@ -15,6 +15,8 @@ from benchmark.experiments.model import Run, ref
 from benchmark.experiments.plan import locate, order_runs
 from benchmark.experiments.registry import plan_runs
 from benchmark.report.build import MISSING, build_report
+from benchmark.utils.io import write_json
+from benchmark.utils.timing import record_invocation
 
 
 def test_runs_come_after_what_they_refer_to() -> None:
@@ -106,6 +108,23 @@ def test_paper_dry_run_plans_each_pretraining_once_with_its_compute(tmp_path, ca
     assert "compute still to run:" in out and "GPU-hours" in out
     # Every real data set is missing here: each is named with its layout, and what it blocks.
     assert "missing data set 'imagenet'" in err and "train/<wnid>" in err and "blocks" in err
+
+
+def test_the_dry_run_prices_a_plan_at_the_pace_its_recorded_runs_went(tmp_path, capsys) -> None:
+    """The report's records keep each run's wall time and the driver's invocations: a dry run in an
+    empty runs directory reads them to say how long the plan takes (FLOPs say little for small models)."""
+    from benchmark.driver.run import main
+
+    records = tmp_path / "report" / "records"
+    write_json(records / "pretrain" / "pretrain-splitmask-smoke-0123456789ab" / "run.json",
+               {"name": "pretrain-splitmask-smoke", "kind": "pretrain", "tags": {"scale": "smoke"}, "wall_s": 36_000.0})
+    record_invocation(records, {"subset": "smoke", "scale": "smoke", "jobs": 3, "machine": "a test machine",
+                                "finished": "2999-01-01 00:00 UTC"})
+    assert main(["--subset", "smoke", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                 "--report-dir", str(tmp_path / "report")]) == 0
+    pace = capsys.readouterr().out.splitlines()[-1]
+    assert pace.startswith("time still to run: about") and pace.endswith("(on a test machine; --jobs 3)")
+    assert int(pace.split("about ")[1].split(" min")[0]) >= 36_000 / 3 / 60  # the 10-hour pre-training, 3 at a time
 
 
 # ---------------------------------------------------------------------------- what a plan may not lose

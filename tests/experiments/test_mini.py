@@ -272,6 +272,9 @@ def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
     assert resumed.seconds() == pytest.approx(30.0 + 20.0)
     side_by_side = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)], jobs=2)
     assert side_by_side.seconds() == pytest.approx((30.0 + 20.0) / 2)  # --jobs 2: two at a time
+    # Durations measured elsewhere (the report's records) price the runs, which are still to run here.
+    measured = TimeLeft(runs[2:], measured=[(runs[0], 30.0), (runs[1], 10.0), (runs[2], 50.0)])
+    assert measured.seconds() == pytest.approx(40.0 + 30.0)  # dino pretrain: (30 + 50) / 2; finetune: overall mean
 
 
 def test_time_left_prices_a_run_by_its_flops_at_the_rate_runs_were_seen_to_go() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -135,3 +136,17 @@ def test_a_run_two_scales_plan_alike_counts_at_each_that_ran(tmp_path) -> None:
     rows = collect(tmp_path)
     floor = rows[rows.method == "pixels-logistic"]
     assert set(floor.scale) == {"mini", "mini-gpu"} and set(floor.value) == {79.4} and floor.run_key.nunique() == 1
+
+
+def test_a_gpu_lease_brings_back_the_records_of_its_finished_runs(tmp_path, planned_run) -> None:
+    """scripts/gpu_miniature.py --parts records: what scripts/gpu_lease.sh packs into records.tgz."""
+    spec = importlib.util.spec_from_file_location("gpu_miniature", REPO / "scripts" / "gpu_miniature.py")
+    gpu_miniature = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_miniature)
+    runs_dir, out = tmp_path / "runs", tmp_path / "lease"
+    run_dir = planned_run(runs_dir, "finetune-splitmask-smoke", {"top1": 41.0})
+
+    assert gpu_miniature.main([str(out), "--parts", "records", "--runs-dir", str(runs_dir)]) == 0
+    record = out / RECORDS / run_dir.relative_to(runs_dir)
+    assert sorted(p.name for p in record.iterdir()) == ["result.json", "run.json"]  # no weights
+    assert json.loads((out / "records.json").read_text())["saved"] == 1

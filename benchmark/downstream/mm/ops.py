@@ -80,9 +80,18 @@ def forced() -> bool:
     return os.environ.get(FORCE_ENV, "").lower() == "torchvision"
 
 
+def mmcv_compiled_ops() -> bool:
+    """Whether this mmcv has compiled ops at all (not scripts/mmcv_ext_stub.py, whose every op
+    raises: what the GPU lease installs in seconds)."""
+    import importlib
+
+    return getattr(importlib.import_module("mmcv._ext"), "COMPILED_OPS", True)
+
+
 def needed(on_accelerator: bool) -> bool:
-    """Whether a run must use torchvision's kernels: forced, or on a GPU that this mmcv has no ops for."""
-    return forced() or (on_accelerator and not mmcv_cuda_ops())
+    """Whether a run must use torchvision's kernels: forced, on a GPU that this mmcv has no ops for,
+    or on any device where this mmcv has none."""
+    return forced() or (on_accelerator and not mmcv_cuda_ops()) or not mmcv_compiled_ops()
 
 
 def torchvision_ops(cfg: Any) -> list[str]:
@@ -101,6 +110,7 @@ def torchvision_ops(cfg: Any) -> list[str]:
     if not roi and not nms:
         return []
     register()
-    why = "forced by SSLBENCH_MM_OPS=torchvision" if forced() else "this mmcv has no CUDA ops"
+    why = ("forced by SSLBENCH_MM_OPS=torchvision" if forced() else
+           "this mmcv has no CUDA ops" if mmcv_compiled_ops() else "this mmcv has no compiled ops")
     return [f"{why}: {roi} RoIAlign layers and {nms} NMS settings use torchvision's kernels "
             "(rebuild mmcv with its CUDA ops to use its own: README, GPU)"]
