@@ -83,18 +83,17 @@ def print_pace(runs: list[Run], dirs: dict[str, Path], runs_dir: Path, report_di
     runs directory or in the report's records (the repository's too): a small model's steps are
     bound by kernel launches, not FLOPs, so the GPU-hours above say little there."""
     records = list(dict.fromkeys([REPO / RECORDS, report_dir / RECORDS]))  # the report dir's own win
-    walls = {run.name: (run, s) for folder in records for run, s in recorded_walls(runs, dirs, folder, scale)}
+    walls = recorded_walls(runs, dirs, records, scale)
     todo = [r for r in runs if not is_done(r, dirs[r.name])]
     # the walls were measured with that invocation's runs side by side: the same number shares them here
-    latest = [i for folder in records + [runs_dir] for i in read_invocations(folder) if i.get("scale") == scale]
-    latest.sort(key=lambda i: str(i.get("finished")))
-    side_by_side = int(latest[-1].get("jobs", jobs)) if latest else jobs
+    invocations = sorted((i for folder in records + [runs_dir] for i in read_invocations(folder) if i.get("scale") == scale),
+                         key=lambda i: str(i.get("finished")))
+    side_by_side = int(invocations[-1].get("jobs", jobs)) if invocations else jobs
     by_name = {r.name: r for r in runs}
-    seconds = TimeLeft(todo, jobs=side_by_side, flops=lambda run: flops_or_none(run, by_name),
-                       measured=walls.values()).seconds()
+    seconds = TimeLeft(todo, jobs=side_by_side, flops=lambda run: flops_or_none(run, by_name), measured=walls).seconds()
     if seconds is None or not todo:
         return
-    where = f"on {latest[-1].get('machine', 'unknown')}; " if latest else ""
+    where = f"on {invocations[-1].get('machine', 'unknown')}; " if invocations else ""
     print(f"time still to run: about {clock(seconds)} at the pace of {len(walls)} runs of this plan that finished "
           f"before ({where}--jobs {side_by_side})")
 

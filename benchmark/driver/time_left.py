@@ -86,13 +86,13 @@ def trains(run: Run) -> bool:
     return run_kind(run.kind).multi_process
 
 
-def recorded_walls(runs: list[Run], dirs: dict[str, Path], records_dir: Path, scale: str) -> list[tuple[Run, float]]:
-    """``(run, seconds)`` for each run of the plan that finished before: in its run directory, or
-    kept in ``records_dir`` (the report's records) under the same name at the same scale, an earlier
-    recipe's record too (a recipe changed a little runs about as long; :class:`TimeLeft` scales by
-    FLOPs where it knows them)."""
+def recorded_walls(runs: list[Run], dirs: dict[str, Path], records_dirs: list[Path], scale: str) -> list[tuple[Run, float]]:
+    """``(run, seconds)`` for each run of the plan that finished before: in its run directory, else
+    kept in one of ``records_dirs`` (the report's records; a later folder's record wins) under the
+    same name at the same scale, an earlier recipe's record too (a recipe changed a little runs about
+    as long; :class:`TimeLeft` scales by FLOPs where it knows them)."""
     by_name, walls = {r.name: r for r in runs}, {}
-    for path in sorted(records_dir.glob("*/*/run.json")):
+    for path in [path for folder in records_dirs for path in sorted(folder.glob("*/*/run.json"))]:
         try:
             record = json.loads(path.read_text())
             if record.get("name") in by_name and record.get("tags", {}).get("scale") == scale:
