@@ -96,8 +96,11 @@ class SkipCorrupt:
                 fh.write(f"{err.path}\t{err.reason}\n")
 
 
+SKIPPED = "skipped_images.txt"  # in a run's directory: the corrupt images it skipped (SkipCorrupt's log)
+
+
 def skipped_images(log: str | Path) -> list[str]:
-    """The distinct files a run's ``skipped_images.txt`` lists."""
+    """The distinct files a run's ``skipped_images.txt`` (:data:`SKIPPED`) lists."""
     path = Path(log)
     if not path.is_file():
         return []

@@ -1,7 +1,7 @@
 """The driver: resolve artifacts into runs, skip what is done, run the rest in dependency order.
 
-    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|mini-gpu|small|paper] [--runs-dir runs]
-                            [--data-root DATA] [--dry-run]
+    python -m benchmark.run [--subset smoke|mini|...] [--scale smoke|mini|mini-quick|mini-gpu|mini-gpu-quick|small|paper]
+                            [--runs-dir runs] [--data-root DATA] [--dry-run]
                             [--launcher inprocess|torchrun|slurm] [--nproc-per-node N] [--slurm-...] [--jobs N]
 
 Each run gets ``RUNS_DIR/<kind>/<name>-<key>/`` where ``key`` hashes the run's kind and
@@ -32,7 +32,7 @@ from benchmark.driver.jobs import POLL_S, RUNS_PER_GPU, check_jobs, cpu_cores, l
 from benchmark.driver.launch import Handle, InProcess, Launcher, Slurm, Torchrun
 from benchmark.driver.time_left import TimeLeft, recorded_walls, trains, wall_seconds
 from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, Preempted, SuiteError, error_line
-from benchmark.experiments.datasets import missing_datasets, resolve_data
+from benchmark.experiments.datasets import DEFAULT_DATA_ROOT, missing_datasets, resolve_data
 from benchmark.experiments.mini import MINIATURE_OF
 from benchmark.experiments.model import Run
 from benchmark.experiments.plan import is_done, locate, order_runs, resolve_refs
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "default --runs-dir, else RUNS_DIR/report)")
     parser.add_argument("--wait", action="store_true",
                         help="if another driver holds --runs-dir, wait for it instead of stopping")
-    parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(REPO / "data")),
+    parser.add_argument("--data-root", default=os.environ.get("SSLBENCH_DATA", str(DEFAULT_DATA_ROOT)),
                         help="the real data sets, one folder each (docs/datasets.md); default $SSLBENCH_DATA or ./data")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with compute estimates and exit")
     parser.add_argument("--launcher", choices=["inprocess", "torchrun", "slurm"], default="inprocess")

@@ -1,7 +1,8 @@
 """The paper's questions in miniature, on Fashion-MNIST (:mod:`benchmark.data.fashion_mnist`):
 ordinary comparisons of the registry (``Pre`` x ``Eval``, as the paper's artifacts are written),
 made concrete by the ``mini`` scale (:data:`~benchmark.experiments.scales.MINI`: sizes and lengths)
-and its reduced ``mini-quick`` (CI).
+and its reduced ``mini-quick`` (CI); ``mini-gpu`` trains further on a GPU (its reduced
+``mini-gpu-quick`` checks that plan on a CPU).
 
 Pre-training sees the 50,000 train images without labels; every evaluation sees 1,000 of their
 labels (100 per class, a draw per seed), settings are chosen on the val split (10,000 images

@@ -267,8 +267,9 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
             continue
         if not records:
             continue
-        first, last, method = records[0], records[-1], run["config"]["method"]
-        line = f"  - {method}: loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}"
+        first, last, method, seed = records[0], records[-1], run["config"]["method"], run["config"].get("seed", 0)
+        which = f"{method} (seed {seed})" if seed else method
+        line = f"  - {which}: loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}"
         if "train_acc" in last:
             line += f", train accuracy {last['train_acc'] * 100:.0f}% in its last batch"
         if "teacher_entropy" in last:

@@ -82,6 +82,12 @@ class Curve:
     knn: list[float]
     teacher_entropy: float | None = None
     out_dim: int | None = None
+    seed: int = 0  # the pre-training's own (beyond 0 where each seed pre-trains: Scale.seeded_pretraining)
+
+    @property
+    def label(self) -> str:
+        """Which pre-training, in a gate's text: its method and data, and its seed beyond 0."""
+        return f"{self.method} on {self.pretrain_data}" + (f" (seed {self.seed})" if self.seed else "")
 
 
 def monitor_curves(runs_dir: Path, scales: set[str]) -> list[Curve]:
@@ -101,7 +107,7 @@ def monitor_curves(runs_dir: Path, scales: set[str]) -> list[Curve]:
         entropy = [r["teacher_entropy"] for r in records if "teacher_entropy" in r]
         curves.append(Curve(run["tags"].get("method", "?"), run["tags"].get("pretrain_data", "?"), run["tags"]["scale"],
                             [p[0] for p in points], [p[1] for p in points], entropy[-1] if entropy else None,
-                            run["config"].get("method_args", {}).get("out_dim")))
+                            run["config"].get("method_args", {}).get("out_dim"), run["config"].get("seed", 0)))
     return curves
 
 
@@ -116,9 +122,10 @@ def plot_monitor_curves(curves: list[Curve]):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False, layout="constrained")
     for ax, data in zip(axes[0], panels):
         shown = [c for c in curves if c.pretrain_data == data]
-        for curve in sorted(shown, key=lambda c: names.method_rank(c.method)):
-            ax.plot(curve.steps, curve.knn, markersize=3, label=names.method_name(curve.method),
-                    **names.method_style(curve.method))  # the method's colour and marker in every figure
+        for curve in sorted(shown, key=lambda c: (names.method_rank(c.method), c.seed)):
+            # the method's colour and marker in every figure; its further pre-training seeds fainter, unlabelled
+            ax.plot(curve.steps, curve.knn, markersize=3, alpha=0.4 if curve.seed else 1.0,
+                    label="_nolegend_" if curve.seed else names.method_name(curve.method), **names.method_style(curve.method))
         start = [c.knn[0] for c in shown if c.steps[0] == 0]
         if start:
             ax.axhline(sum(start) / len(start), color="grey", linestyle="--", label="random-init features")
@@ -206,8 +213,8 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
         fell = [c for c in rose if c.knn[-1] <= c.knn[0]]
         failures["learned"] = frozenset((c.method, c.pretrain_data) for c in fell) if rose else EVERY
         lines.append(f"- {_mark(not failures['learned'])} learned: online k-NN at the end vs at step 0 (random-init "
-                     "features): " + ", ".join(f"{c.method} on {c.pretrain_data} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
-                     + (f"; did not rise: {', '.join(f'{c.method} on {c.pretrain_data}' for c in fell)}" if fell else "")
+                     "features): " + ", ".join(f"{c.label} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
+                     + (f"; did not rise: {', '.join(f'{c.label}' for c in fell)}" if fell else "")
                      + ".")
         joint_methods = methods_of(JOINT_EMBEDDING)
         joint = [c for c in curves if c.method in joint_methods]
@@ -215,14 +222,14 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
             problems, collapsed = [], set()
             for c in joint:
                 if c.knn[-1] < CHANCE_FACTOR * 10:
-                    problems.append(f"{c.method} on {c.pretrain_data}: k-NN {c.knn[-1]:.1f}, near chance (constant features)")
+                    problems.append(f"{c.label}: k-NN {c.knn[-1]:.1f}, near chance (constant features)")
                     collapsed.add((c.method, c.pretrain_data))
                 if c.teacher_entropy is not None and c.out_dim:
                     if c.teacher_entropy > COLLAPSE_SHARE * math.log(c.out_dim):
-                        problems.append(f"{c.method} on {c.pretrain_data}: teacher entropy {c.teacher_entropy:.2f} of "
+                        problems.append(f"{c.label}: teacher entropy {c.teacher_entropy:.2f} of "
                                         f"ln {c.out_dim} = {math.log(c.out_dim):.2f}")
                         collapsed.add((c.method, c.pretrain_data))
-            entropies = [f"{c.method} on {c.pretrain_data} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
+            entropies = [f"{c.label} {c.teacher_entropy:.2f} of ln {c.out_dim} = "
                          f"{math.log(c.out_dim):.2f}" for c in joint if c.teacher_entropy is not None and c.out_dim]
             failures["no collapse"] = frozenset(collapsed)
             lines.append(f"- {_mark(not collapsed)} no collapse: "
@@ -301,7 +308,7 @@ def _convergence_gates(results: pd.DataFrame, curves: list[Curve], runs_dir: Pat
         failures["flattened"] = frozenset((c.method, c.pretrain_data) for c in rising)
         lines.append(f"- {_mark(not rising)} flattened: online k-NN gained over the last fifth of the steps (less than "
                      f"{flat_within:g} points each): " + ", ".join(
-                         f"{c.method} on {c.pretrain_data} {gained_late(c.steps, c.knn):+.1f}"
+                         f"{c.label} {gained_late(c.steps, c.knn):+.1f}"
                          for c in curves if len(c.knn) > 1) + ".")
     tuned = [(name, tags, gained_late(steps, top1)) for name, tags, steps, top1 in val_curves(runs_dir, spec.name)]
     if tuned:

@@ -38,7 +38,7 @@ EVALUATIONS: dict[str, str] = {
 }
 METRICS = {"top1": "top-1 (%)", "bbox_mAP": "box AP", "segm_mAP": "mask AP", "mIoU": "mIoU"}
 SCALES = {"mini": "mini (2 CPU cores)", "mini-quick": "mini-quick (CI)", "mini-gpu": "mini-gpu (one GPU)",
-          "smoke": "smoke", "small": "small", "paper": "paper scale"}
+          "mini-gpu-quick": "mini-gpu-quick (a rehearsal)", "smoke": "smoke", "small": "small", "paper": "paper scale"}
 TAGS = {"tokenizer": "tokenizer", "epochs": "epochs", "hparams": "", "arch": "", "scale": ""}
 
 MARKERS = "osD^v<>ph*X"

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from benchmark.data.augment import EVAL_CROP, Augmentation, eval_transform, single_crop_spec
 from benchmark.data.batch_views import BatchViews, DeviceBatches, DeviceImages
 from benchmark.data.classification import READERS, Transformed, load_splits
-from benchmark.data.folders import EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
+from benchmark.data.folders import SKIPPED, EpochSampler, SeededTransform, fraction_subset, mix_seed, skipped_images
 from benchmark.data.loader import make_loader, resolve_workers
 from benchmark.errors import ConfigError
 from benchmark.models.checkpoints.export import checkpoint_pool_kwargs, load_pretrained
@@ -66,9 +66,7 @@ from benchmark.training.runtime import autocast, start_run
 from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.results import RESULT_FILE, load_result, write_result
 
-SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 HEAD_INITS = ("random", "linear-probe")
-
 
 
 @dataclass

@@ -33,6 +33,7 @@ from benchmark.data.batch_views import BatchViews, DeviceBatches, DeviceImages
 from benchmark.data.classification import READERS, load_classification
 from benchmark.data.device_decode import DeviceAugment, EncodedImages, collate_encoded
 from benchmark.data.folders import (
+    SKIPPED,
     EpochSampler,
     ImageFiles,
     SeededTransform,
@@ -74,7 +75,6 @@ from benchmark.training.stop import stop_signals_blocked
 from benchmark.utils.device import to_device
 from benchmark.utils.lock import main_process
 
-SKIPPED = "skipped_images.txt"  # the corrupt images a run skipped (benchmark.data.folders.SkipCorrupt)
 FIT_BATCHES = 8  # micro-batches of plain (unaugmented) images a method's prepare() fits on
 ENCODER = "encoder.safetensors"
 

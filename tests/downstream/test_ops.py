@@ -103,10 +103,18 @@ def test_segmentation_calls_no_compiled_mmcv_op(synthetic_root: Path, tmp_path: 
 
 
 # A process whose mmcv has no compiled ops (scripts/offline_install.sh ... none): the stub module in
-# mmcv._ext's place before anything imports mmcv.
+# mmcv._ext's place before anything imports mmcv. Its Python has no distutils, as 3.12 (the GPU
+# machine's), and the kit's setuptools is not in site-packages, so no .pth file provides one.
 _WITHOUT_COMPILED_OPS = """
-import importlib.util, json, sys
+import importlib.abc, importlib.util, json, sys
 from pathlib import Path
+class NoDistutils(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "distutils":
+            raise ModuleNotFoundError("No module named 'distutils'")
+sys.meta_path[:] = [NoDistutils()] + [f for f in sys.meta_path if type(f).__name__ != "DistutilsMetaFinder"]
+for name in [m for m in sys.modules if m.split(".")[0] == "distutils"]:
+    del sys.modules[name]
 spec = importlib.util.spec_from_file_location("mmcv._ext", sys.argv[1])
 sys.modules["mmcv._ext"] = stub = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(stub)
@@ -129,7 +137,8 @@ def test_mask_rcnn_trains_on_an_mmcv_installed_without_compiled_ops(synthetic_ro
     """What the GPU lease installs in seconds (scripts/offline_install.sh ... none): mmdet imports
     with scripts/mmcv_ext_stub.py as mmcv's compiled module, its ops raise naming themselves, and
     Mask R-CNN trains and scores with torchvision's kernels, chosen because this mmcv has no ops
-    (on the CPU here, as on a GPU)."""
+    (on the CPU here, as on a GPU), in a Python without distutils (3.12's, with the kit's setuptools
+    on PYTHONPATH: mmengine's Runner logs its environment with distutils)."""
     import json
     import os
     import subprocess

@@ -4,6 +4,7 @@ the val-split choice, the floors and the ceiling, the quick plan end to end."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from benchmark.errors import ConfigError
 from benchmark.experiments.datasets import TRAIN_IMAGES, data
 from benchmark.experiments.mini import CORE, FRACTIONS, SEEDS
 from benchmark.experiments.registry import SUBSETS, plan_runs
-from benchmark.experiments.scales import MINI, MINI_QUICK, MINI_SCALES, SCALE_SPECS, SMALL
+from benchmark.experiments.scales import MINI, MINI_GPU, MINI_GPU_QUICK, MINI_QUICK, MINI_SCALES, SCALE_SPECS, SMALL
 from benchmark.report.build import MISSING, build_report, expected_rows
 from benchmark.stages.select import choose
 from benchmark.training.config import apply_choice
@@ -30,7 +31,7 @@ def _finetunes(scale: str, artifact: str) -> list:
     return [r for r in plan_runs(artifact, scale) if r.kind == "finetune" and artifact in r.tags["artifacts"]]
 
 
-@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu"])
+@pytest.mark.parametrize("scale", ["mini", "mini-quick", "mini-gpu", "mini-gpu-quick"])
 def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale: str) -> None:
     """Random init, supervised and every self-supervised method: the same data, labels fraction,
     test split and recipe (the learning rate chosen on val, by the shared sweep or the
@@ -51,6 +52,31 @@ def test_every_initialisation_gets_the_same_split_and_fine_tuning_settings(scale
     assert random_init and all(r.config["checkpoint"] is None for r in random_init)
     seeds = {r.config["seed"] for r in runs}
     assert len(seeds) == len(SCALE_SPECS[scale].seeds)
+
+
+def test_the_gpu_scales_rehearsal_plans_every_run_of_the_gpu_scale_with_its_settings() -> None:
+    """mini-gpu-quick, the GPU plan checked on a CPU, plans the same runs as mini-gpu (their steps,
+    the select runs' scale and the grids' lengths aside) with its settings (images in memory, each seed's
+    pre-training, the val curves, the ceiling's own rate), a few steps of each."""
+    changed = {k for k in vars(MINI_GPU) if getattr(MINI_GPU, k) != getattr(MINI_GPU_QUICK, k)}
+    assert changed <= {"name", "steps_per_budget_epoch", "pretrain", "finetune_len", "finetune_by_downstream", "probe",
+                       "sweep", "sweep_by_init", "detect", "segment", "scenes"}
+    assert {k for k in MINI_GPU.pretrain if MINI_GPU.pretrain[k] != MINI_GPU_QUICK.pretrain[k]} <= {
+        "checkpoint_every", "log_every", "monitor_every", "monitor_bank", "monitor_queries"}
+    ceiling = "fashion-mnist-all-finetune"
+    assert MINI_GPU_QUICK.finetune_by_downstream[ceiling]["blr"] == MINI_GPU.finetune_by_downstream[ceiling]["blr"]
+
+    def names(scale: str) -> set[tuple[str, str]]:
+        """The plan's runs, their steps, seeds and sweep values (its grids are shorter) read alike."""
+        def alike(name: str) -> str:
+            return re.sub(r"-blr[\d.e-]+$", "-blrX", re.sub(r"-s\d+(?=-|$)", "-sN", name.replace(scale, "SCALE")))
+        return {(r.kind, alike(r.name)) for r in plan_runs("mini-all", scale)}
+
+    assert names("mini-gpu-quick") == names("mini-gpu")
+    quick = [r for r in plan_runs("mini-all", "mini-gpu-quick") if r.kind in ("pretrain", "finetune")]
+    assert all(r.config["images_on_device"] for r in quick)
+    assert {r.name for r in quick if r.kind == "pretrain" and r.name.endswith(("-p1", "-p2"))}  # each seed pre-trains
+    assert all(r.config["steps"] <= 6 for r in quick if r.kind == "pretrain")
 
 
 def test_the_mini_scale_changes_sizes_and_lengths_only() -> None:
@@ -315,6 +341,11 @@ def test_findings_flag_a_dino_run_whose_head_collapsed_to_uniform(tmp_path: Path
         json.dumps({"step": 150, "loss": 3.0, "teacher_entropy": 2.0}) + "\n")
     assert not any("collapsed" in line for line in _pretraining(tmp_path, {"mini"}))
     assert _pretraining(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this section's
+    pretraining("c", "mae", {"loss": 0.4})  # a further pre-training seed (Scale.seeded_pretraining)
+    seeded = tmp_path / "pretrain" / "pretrain-mae-fashion-mnist-100pct-vit-mini-s150-c" / "run.json"
+    seeded.write_text(json.dumps({**json.loads(seeded.read_text()), "config": {"method": "mae", "seed": 1}}))
+    assert [line for line in _pretraining(tmp_path, {"mini"}) if "- mae" in line] == [
+        "  - mae: loss 4.000 at step 25 -> 0.500 at step 150.", "  - mae (seed 1): loss 4.000 at step 25 -> 0.400 at step 150."]
 
 
 @pytest.mark.slow

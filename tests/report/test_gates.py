@@ -14,11 +14,11 @@ from benchmark.report.names import method_style
 
 
 def _pretraining(runs: Path, name: str, method: str, knn: list[float], entropy: float | None = None,
-                 data: str = "fashion-mnist-100%", scale: str = "mini") -> None:
+                 data: str = "fashion-mnist-100%", scale: str = "mini", seed: int = 0) -> None:
     run = runs / "pretrain" / name
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"tags": {"scale": scale, "method": method, "pretrain_data": data},
-                                              "config": {"method_args": {"out_dim": 1024}}}))
+                                              "config": {"method_args": {"out_dim": 1024}, "seed": seed}}))
     records = [{"step": 100 * i, "knn_top1": v} for i, v in enumerate(knn)]
     records.insert(1, {"step": 50, "loss": 3.0, **({"teacher_entropy": entropy} if entropy is not None else {})})
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -64,6 +64,22 @@ def test_every_gate_passes_on_models_that_learned(tmp_path) -> None:
     save(fig, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 5_000
     assert monitor_curves(tmp_path, {"mini-quick"}) == []  # another scale's runs are not this report's
+
+
+def test_pre_trainings_of_several_seeds_are_told_apart_in_the_gates_and_drawn_once_in_the_legend(tmp_path) -> None:
+    """Where each seed pre-trains (mini-gpu's Table 6), a gate names the seed of every pre-training
+    beyond seed 0, and the curves' legend has the method once."""
+    for seed, end in ((0, 66.0), (1, 49.0), (2, 64.0)):
+        _pretraining(tmp_path, f"dino-p{seed}", "dino", [50.0, 55.0, end], entropy=2.0, seed=seed)
+    curves = monitor_curves(tmp_path, {"mini"})
+    lines, _ = gate_lines(_results(82.0, 79.0), curves, tmp_path, "mini")
+    learned = next(line for line in lines if "learned:" in line)
+    assert "dino on fashion-mnist-100% 50.0 -> 66.0, dino on fashion-mnist-100% (seed 1) 50.0 -> 49.0" in learned
+    assert learned.endswith("did not rise: dino on fashion-mnist-100% (seed 1).")
+    assert "dino on fashion-mnist-100% (seed 2) 2.00 of ln 1024" in next(line for line in lines if "no collapse" in line)
+    fig = plot_monitor_curves(curves)
+    assert [line.get_label() for line in fig.axes[0].get_lines()].count("DINO") == 1
+    assert len(fig.axes[0].get_lines()) == 4  # three seeds and the random-init features
 
 
 def test_each_gate_fails_on_the_numbers_it_names(tmp_path) -> None:

@@ -253,6 +253,9 @@ def _fault_tolerant(cfg: Config, notes: list[str]) -> None:
 def build_runner(prepared: Prepared) -> Runner:
     """The mmengine Runner of a prepared run (model built, nothing trained), with the
     :class:`~benchmark.downstream.mm.faults.FaultTolerance` hook; logs the run's notes."""
+    # The Runner logs its environment with distutils, which Python 3.12 dropped; setuptools provides it
+    # once imported (otherwise only by its .pth file, which a PYTHONPATH folder like the lease's kit never runs).
+    import setuptools  # noqa: F401
     from mmengine.runner import Runner
 
     from benchmark.downstream.mm.faults import FaultTolerance

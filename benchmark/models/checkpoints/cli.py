@@ -12,12 +12,16 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from benchmark.errors import EXIT_BAD_INPUT, InputError, SuiteError, error_line
 from benchmark.models.checkpoints.export import save_encoder_state, to_mm
-from benchmark.models.checkpoints.published import SOURCES, dropped_summary, import_checkpoint
+from benchmark.models.checkpoints.published import SOURCES, Imported, dropped_summary, import_checkpoint
 from benchmark.models.vit import ARCHS
+
+T = TypeVar("T")
 
 
 def check_output(src: str, out: str) -> None:
@@ -33,6 +37,19 @@ def check_output(src: str, out: str) -> None:
                          "give another output path")
 
 
+def _converted(src: str, out: str, write: Callable[[], T]) -> T | None:
+    """What ``write()``, writing ``out`` from ``src``, returns; None, and why in one line on stderr,
+    where the input is bad or ``out`` cannot be written."""
+    try:
+        check_output(src, out)
+        return write()
+    except SuiteError as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+    except OSError as err:  # the output cannot be written (permissions, a read-only disk)
+        print(f"error: could not write {out}: {error_line(err)}", file=sys.stderr)
+    return None
+
+
 def _main_import(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark.convert import",
@@ -46,15 +63,13 @@ def _main_import(argv: list[str]) -> int:
     parser.add_argument("--arch", default=None, choices=sorted(ARCHS), help="default: inferred from tensor shapes")
     parser.add_argument("--which", default="teacher", choices=("teacher", "student"), help="of a DINO training checkpoint")
     args = parser.parse_args(argv)
-    try:
-        check_output(args.src, args.out)
+
+    def write() -> Imported:
         result = import_checkpoint(args.src, args.source, args.arch, args.which)
         save_encoder_state(result.state, result.spec, args.out, source=f"{result.source}:{args.src}")
-    except SuiteError as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as err:  # the output cannot be written (permissions, a read-only disk)
-        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
+        return result
+
+    if (result := _converted(args.src, args.out, write)) is None:
         return EXIT_BAD_INPUT
     print(f"source format: {result.source}; model: {json.dumps(result.spec)}; {len(result.state)} tensors")
     if result.dropped:
@@ -78,14 +93,7 @@ def _main_mm(argv: list[str]) -> int:
     parser.add_argument("encoder", help="an encoder export (.safetensors)")
     parser.add_argument("out", help="where to write the mm backbone checkpoint (.pth)")
     args = parser.parse_args(argv)
-    try:
-        check_output(args.encoder, args.out)
-        to_mm(args.encoder, args.out)
-    except SuiteError as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as err:  # the output cannot be written (permissions, a read-only disk)
-        print(f"error: could not write {args.out}: {error_line(err)}", file=sys.stderr)
+    if _converted(args.encoder, args.out, lambda: to_mm(args.encoder, args.out)) is None:
         return EXIT_BAD_INPUT
     print(f"wrote {args.out}")
     return 0
