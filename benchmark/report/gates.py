@@ -214,7 +214,7 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
         failures["learned"] = frozenset((c.method, c.pretrain_data) for c in fell) if rose else EVERY
         lines.append(f"- {_mark(not failures['learned'])} learned: online k-NN at the end vs at step 0 (random-init "
                      "features): " + ", ".join(f"{c.label} {c.knn[0]:.1f} -> {c.knn[-1]:.1f}" for c in rose)
-                     + (f"; did not rise: {', '.join(f'{c.label}' for c in fell)}" if fell else "")
+                     + (f"; did not rise: {', '.join(c.label for c in fell)}" if fell else "")
                      + ".")
         joint_methods = methods_of(JOINT_EMBEDDING)
         joint = [c for c in curves if c.method in joint_methods]
