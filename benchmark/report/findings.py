@@ -28,7 +28,17 @@ from benchmark.experiments.mini import (
 from benchmark.experiments.paper import Pre, pretrain_steps
 from benchmark.experiments.scales import MINI_SCALES, SCALE_SPECS
 from benchmark.methods.base import DENOISING, JOINT_EMBEDDING, methods_of
-from benchmark.report.gates import COLLAPSE_SHARE, EVERY, FLOORS, Stat, gate_lines, monitor_curves, pixel_floors, seed_verdict
+from benchmark.report.gates import (
+    COLLAPSE_SHARE,
+    EVERY,
+    FLOORS,
+    Stat,
+    gate_lines,
+    monitor_curves,
+    pixel_floors,
+    seed_verdict,
+    with_seed,
+)
 from benchmark.utils.io import read_log
 
 Floor = tuple[str, float] | None  # the best pixel floor of the section: (method, mean test top-1)
@@ -267,8 +277,7 @@ def _pretraining(runs_dir: Path, scales: set[str]) -> list[str]:
             continue
         if not records:
             continue
-        first, last, method, seed = records[0], records[-1], run["config"]["method"], run["config"].get("seed", 0)
-        which = f"{method} (seed {seed})" if seed else method
+        first, last, which = records[0], records[-1], with_seed(run["config"]["method"], run["config"].get("seed", 0))
         line = f"  - {which}: loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}"
         if "train_acc" in last:
             line += f", train accuracy {last['train_acc'] * 100:.0f}% in its last batch"

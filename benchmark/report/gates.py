@@ -73,6 +73,12 @@ def seed_verdict(a: Stat, b: Stat) -> tuple[float, str]:
     return diff, "within the seed noise"
 
 
+def with_seed(name: str, seed: int) -> str:
+    """A pre-training's name in the report, with its seed beyond 0 (where each seed pre-trains:
+    Scale.seeded_pretraining), so that a method's pre-trainings are told apart."""
+    return f"{name} (seed {seed})" if seed else name
+
+
 @dataclass
 class Curve:
     method: str
@@ -82,12 +88,12 @@ class Curve:
     knn: list[float]
     teacher_entropy: float | None = None
     out_dim: int | None = None
-    seed: int = 0  # the pre-training's own (beyond 0 where each seed pre-trains: Scale.seeded_pretraining)
+    seed: int = 0  # the pre-training's own
 
     @property
     def label(self) -> str:
         """Which pre-training, in a gate's text: its method and data, and its seed beyond 0."""
-        return f"{self.method} on {self.pretrain_data}" + (f" (seed {self.seed})" if self.seed else "")
+        return with_seed(f"{self.method} on {self.pretrain_data}", self.seed)
 
 
 def monitor_curves(runs_dir: Path, scales: set[str]) -> list[Curve]:
