@@ -5,10 +5,17 @@ a function whose n-th call fails (a full disk mid-write)."""
 from __future__ import annotations
 
 import hashlib
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# A suite started in the background by a non-interactive shell (`nohup ./run_tests.sh &`) inherits
+# SIGINT ignored, and so would every command it starts, so the Ctrl-C tests would see no Ctrl-C. A
+# handler of this process's own is reset to the default in each command it starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def learnable_clothes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

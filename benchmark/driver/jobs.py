@@ -69,10 +69,9 @@ def check_jobs(jobs: int, gpus: int) -> str | None:
     return None
 
 
-def longest_chain_first(runs: list[Run], cost: Callable[[Run], float]) -> list[Run]:
-    """``runs`` ordered by the cost of the costliest chain each heads (its own cost plus that of
-    the costliest chain among the runs of ``runs`` that need it), costliest first; ties keep the
-    given order. Any order is safe: a run starts only once the runs it needs have finished."""
+def chain_costs(runs: list[Run], cost: Callable[[Run], float]) -> dict[str, float]:
+    """The cost of the costliest chain each of ``runs`` heads: its own cost plus that of the
+    costliest chain among the runs of ``runs`` that need it."""
     needed_by: dict[str, list[Run]] = {r.name: [] for r in runs}
     for run in runs:
         for dep in run.refs():
@@ -85,8 +84,16 @@ def longest_chain_first(runs: list[Run], cost: Callable[[Run], float]) -> list[R
             chain[run.name] = cost(run) + max((chain_cost(r) for r in needed_by[run.name]), default=0.0)
         return chain[run.name]
 
+    return {r.name: chain_cost(r) for r in runs}
+
+
+def longest_chain_first(runs: list[Run], cost: Callable[[Run], float]) -> list[Run]:
+    """``runs`` ordered by the cost of the costliest chain each heads (:func:`chain_costs`),
+    costliest first; ties keep the given order. Any order is safe: a run starts only once the runs
+    it needs have finished."""
+    chain = chain_costs(runs, cost)
     order = {r.name: i for i, r in enumerate(runs)}
-    return sorted(runs, key=lambda r: (-chain_cost(r), order[r.name]))
+    return sorted(runs, key=lambda r: (-chain[r.name], order[r.name]))
 
 
 @dataclass

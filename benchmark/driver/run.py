@@ -374,6 +374,7 @@ def run_plan_concurrently(args: argparse.Namespace, runs: list[Run], keys: dict[
         _run_locked(run_kind(run.kind), configs[run.name], dirs[run.name])
 
     def on_start(run: Run, where: str) -> None:
+        left.started(run)
         print(f"{head()} start {run.kind} {run.name} ({where}) in {dirs[run.name]}", flush=True)
 
     def on_end(run: Run, seconds: float | None, error: str | None) -> None:

@@ -5,9 +5,11 @@ the dry run's estimate knows them), shared among the runs that go side by side.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from benchmark.driver.jobs import chain_costs
 from benchmark.experiments.model import Run
 from benchmark.stages.catalogue import run_kind
 
@@ -24,7 +26,9 @@ class TimeLeft:
     invocation finished (their ``run.json`` keeps ``wall_s``), so that a resumed plan is priced
     from the start; ``measured`` does the same with durations measured elsewhere (the report's
     records), of runs that are still to run here. With ``jobs`` runs side by side the sum is
-    shared among them."""
+    shared among them, yet the plan takes at least as long as its costliest chain of runs that
+    need each other (one long run, e.g. a ceiling of many epochs, is not shared among the slots).
+    A run that has :meth:`started` counts what is left of its price, not all of it."""
 
     def __init__(self, runs: list[Run], done: Iterable[tuple[Run, float]] = (), jobs: int = 1,
                  flops: Callable[[Run], float | None] | None = None,
@@ -35,13 +39,18 @@ class TimeLeft:
         self.flops: dict[str, float | None] = {}  # each run's, asked of ``flops`` once, when first needed
         self.durations: dict[tuple[str, ...], list[float]] = {}
         self.rates: dict[tuple[str, ...], list[float]] = {}  # key -> [seconds, FLOPs] of finished runs
+        self.starts: dict[str, float] = {}  # run name -> time.monotonic() at its start
         for run, seconds in done:
             self.finished(run, seconds)
         for run, seconds in measured:
             self.learn(run, seconds)
 
+    def started(self, run: Run, at: float | None = None) -> None:
+        self.starts[run.name] = time.monotonic() if at is None else at
+
     def finished(self, run: Run, seconds: float | None) -> None:
         self.pending.pop(run.name, None)
+        self.starts.pop(run.name, None)
         self.learn(run, seconds)
 
     def learn(self, run: Run, seconds: float | None) -> None:
@@ -75,10 +84,15 @@ class TimeLeft:
                 return sum(self.durations[key]) / len(self.durations[key])
         return 0.0
 
-    def seconds(self) -> float | None:
+    def seconds(self, now: float | None = None) -> float | None:
+        """The estimate at ``now`` (``time.monotonic()``'s clock; None: now)."""
         if () not in self.durations:
             return None
-        return sum(self._guess(r) for r in self.pending.values()) / self.jobs
+        now = time.monotonic() if now is None else now
+        guesses = {name: max(self._guess(run) - (now - self.starts[name] if name in self.starts else 0.0), 0.0)
+                   for name, run in self.pending.items()}
+        longest = max(chain_costs(list(self.pending.values()), lambda run: guesses[run.name]).values(), default=0.0)
+        return max(sum(guesses.values()) / self.jobs, longest)
 
 
 def trains(run: Run) -> bool:

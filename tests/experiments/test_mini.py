@@ -297,10 +297,30 @@ def test_time_left_follows_finished_runs_of_the_same_kind_and_method() -> None:
     resumed = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)])
     assert resumed.seconds() == pytest.approx(30.0 + 20.0)
     side_by_side = TimeLeft(runs[2:], done=[(runs[0], 30.0), (runs[1], 10.0)], jobs=2)
-    assert side_by_side.seconds() == pytest.approx((30.0 + 20.0) / 2)  # --jobs 2: two at a time
+    assert side_by_side.seconds() == pytest.approx(30.0)  # --jobs 2: two at a time, no sooner than the longest run
     # Durations measured elsewhere (the report's records) price the runs, which are still to run here.
     measured = TimeLeft(runs[2:], measured=[(runs[0], 30.0), (runs[1], 10.0), (runs[2], 50.0)])
     assert measured.seconds() == pytest.approx(40.0 + 30.0)  # dino pretrain: (30 + 50) / 2; finetune: overall mean
+
+
+def test_time_left_side_by_side_is_no_shorter_than_the_costliest_chain_of_runs() -> None:
+    """With many slots, a plan whose one long run (and the run that needs it) outlasts the rest
+    shared among the slots takes that chain's time, not the sum divided by the slots."""
+    from benchmark.experiments.model import Run, ref
+
+    pre = Run("p", "pretrain", {}, tags={"method": "dino"})
+    long_pre = Run("q", "pretrain", {}, tags={"method": "mae"})
+    tune = Run("f", "finetune", {"checkpoint": ref("q", "encoder.safetensors")}, tags={"method": "mae"})
+    done = [(pre, 10.0)]
+    measured = [(long_pre, 300.0), (tune, 60.0)]
+    left = TimeLeft([long_pre, tune], done=done, measured=measured, jobs=8)
+    assert left.seconds() == pytest.approx(300.0 + 60.0)  # the chain q -> f, not (300 + 60) / 8
+    left.started(long_pre, at=1000.0)
+    assert left.seconds(now=1100.0) == pytest.approx(200.0 + 60.0)  # what is left of a run under way
+    assert left.seconds(now=2000.0) == pytest.approx(60.0)  # one that overran its price: none left of it
+    quick = [Run(f"d{i}", "pretrain", {}, tags={"method": "dino"}) for i in range(16)]
+    many = TimeLeft([*quick, long_pre], done=done, measured=[(long_pre, 40.0)], jobs=2)
+    assert many.seconds() == pytest.approx((16 * 10.0 + 40.0) / 2)  # here the shared sum is the longer
 
 
 def test_time_left_prices_a_run_by_its_flops_at_the_rate_runs_were_seen_to_go() -> None:
