@@ -263,7 +263,8 @@ MINI_GPU = replace(
     finetune={**MINI.finetune, "images_on_device": True, "warmup_epochs": 5.0, "log_every": 100, "monitor_every": 2},
     # Lengths until val stops rising (val, CPU, seed 0; docs/mini.md): random init on 1,000 labels at blr 3e-2
     # reached 77.9 / 81.1 / 81.5 at 50 / 100 / 200 epochs, gaining 1.38 / 1.10 / 0.13 over the last fifth (seed 1:
-    # 80.1 / 81.7 at 100 / 200, gaining 0.55 / 0.27), hence 200.
+    # 80.1 / 81.7 at 100 / 200, gaining 0.55 / 0.27), hence 200. SplitMask's, BEiT's and DINO's starting points
+    # (this scale's pre-trainings, run on the CPU) gain under 0.3 over the last fifth at 200 too.
     finetune_len={"fashion-mnist-1k-finetune": (200, 64), "fashion-mnist-all-finetune": (120, 256)},
     # The ceiling's own rate, not the 1,000 labels' (val, CPU, 15 epochs, one seed; docs/mini.md): layer decay
     # 0.75 at blr 1e-3 / 3e-3 / 1e-2 / 3e-2 -> 82.2 / 85.4 / 87.3 / 81.5 (the last on test), none (1.0) at

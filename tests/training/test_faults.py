@@ -224,7 +224,8 @@ def test_sigterm_stops_detection_mid_epoch_and_it_resumes_bit_for_bit(synthetic_
         raise Preempted("detection stopped by SIGTERM after step 3/8; X holds it: run the same command again to resume")
 
     monkeypatch.setattr("benchmark.downstream.mm.runner.run", preempted)
-    assert main(DETECT, "", ["--ckpt", "none", "--config", str(DET_CONFIG), "--data-root", "x", "--work-dir", str(tmp_path / "preempted")]) == 75
+    argv = ["--ckpt", "none", "--config", str(DET_CONFIG), "--data-root", "x", "--work-dir", str(tmp_path / "preempted")]
+    assert main(DETECT, "", argv) == 75
 
 
 @pytest.mark.slow
