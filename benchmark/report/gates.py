@@ -16,9 +16,10 @@ REPORT.md (a finding that rests on a failed gate says so beside it):
   the difference, from the runs of several seeds; where none has run, every edge counts);
 - at a scale that claims trained models (:attr:`~benchmark.experiments.scales.Scale.converged`):
   **flattened**, every pre-training's online k-NN gained less than ``flat_within`` points over the
-  last fifth of its steps; **fine-tuned**, likewise every fine-tuning's top-1 on val (``val_top1``
-  in its log, where its ``monitor_every`` asked for it); and **ceiling**, supervised training on
-  all labels reaches ``ceiling_min``.
+  last fifth of its steps (read from a line through the fifth's points, :func:`gained_late`);
+  **fine-tuned**, likewise every fine-tuning's top-1 on val (``val_top1`` in its log, where its
+  ``monitor_every`` asked for it); and **ceiling**, supervised training on all labels reaches
+  ``ceiling_min``.
 
 The curves (``plots/<scale>_pretrain_curves.png``, one figure per scale of the miniature): the
 monitor's k-NN against the step for each method, one panel per pre-training subset, the random-init
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import linregress
 
 from benchmark.experiments.mini import CEILING, FINETUNE
 from benchmark.experiments.mini import FLOORS as FLOOR_EVALS
@@ -282,12 +284,30 @@ def gate_lines(results: pd.DataFrame, curves: list[Curve], runs_dir: Path, scale
     return lines, failures
 
 
-def gained_late(steps: list[int], values: list[float]) -> float:
-    """The points a curve gained over the last fifth of its steps (from its last point at or
-    before 80% of the steps to its end)."""
-    mark = 0.8 * steps[-1]
-    before = [value for step, value in zip(steps, values) if step <= mark]
-    return values[-1] - before[-1]
+@dataclass(frozen=True)
+class Gain:
+    """What a curve gained over the last fifth of its steps, and how sure that is."""
+
+    points: float
+    noise: float | None  # the standard error of ``points`` (None where the fifth holds under 3 points)
+
+    def __str__(self) -> str:
+        return f"{self.points:+.1f}" + (f" ± {self.noise:.1f}" if self.noise is not None else "")
+
+
+def gained_late(steps: list[int], values: list[float]) -> Gain:
+    """The points a curve gained over the last fifth of its steps: the slope of a least-squares line
+    through its points from the last one at or before 80% of the steps to the end, times that span.
+    A line, not the difference of two points: a val curve read every 2 epochs jitters by about 0.3
+    between points (the ceiling's gain was 0.46 read at epoch 92 and 0.83 at 96, of 120), so two
+    points would let that jitter flip the gate; the line's standard error says how far it can."""
+    start = max((i for i, step in enumerate(steps) if step <= 0.8 * steps[-1]), default=0)
+    x, y = steps[start:], values[start:]
+    if len(x) < 2 or x[-1] == x[0]:
+        return Gain(0.0, None)
+    fit = linregress(x, y)
+    span = x[-1] - x[0]
+    return Gain(fit.slope * span, fit.stderr * span if len(x) > 2 else None)
 
 
 def val_curves(runs_dir: Path, scale: str) -> list[tuple[str, dict, list[int], list[float]]]:
@@ -310,23 +330,23 @@ def _convergence_gates(results: pd.DataFrame, curves: list[Curve], runs_dir: Pat
     whose val stopped rising, the ceiling."""
     lines, flat_within, ceiling_min = [], spec.flat_within, spec.ceiling_min
     if curves:
-        rising = [c for c in curves if len(c.knn) > 1 and gained_late(c.steps, c.knn) >= flat_within]
+        gains = [(c, gained_late(c.steps, c.knn)) for c in curves if len(c.knn) > 1]
+        rising = [c for c, gain in gains if gain.points >= flat_within]
         failures["flattened"] = frozenset((c.method, c.pretrain_data) for c in rising)
         lines.append(f"- {_mark(not rising)} flattened: online k-NN gained over the last fifth of the steps (less than "
                      f"{flat_within:g} points each): " + ", ".join(
-                         f"{c.label} {gained_late(c.steps, c.knn):+.1f}"
-                         for c in curves if len(c.knn) > 1) + ".")
+                         f"{c.label} {gain}" for c, gain in gains) + ".")
     tuned = [(name, tags, gained_late(steps, top1)) for name, tags, steps, top1 in val_curves(runs_dir, spec.name)]
     if tuned:
-        rising = [(name, tags, gain) for name, tags, gain in tuned if gain >= flat_within]
+        rising = [(name, tags, gain) for name, tags, gain in tuned if gain.points >= flat_within]
         pairs = {(tags.get("method"), tags.get("pretrain_data", "none")) for _, tags, _ in rising}
         # random init (and the ceiling) is every comparison's reference: still rising, it concerns them all
         failures["fine-tuned"] = EVERY if any(data == "none" for _, data in pairs) else frozenset(pairs)
-        most = max(tuned, key=lambda item: item[2])
-        still = ", ".join(f"{name} {gain:+.1f}" for name, _, gain in rising)
+        most = max(tuned, key=lambda item: item[2].points)
+        still = ", ".join(f"{name} {gain}" for name, _, gain in rising)
         lines.append(f"- {_mark(not rising)} fine-tuned: top-1 on val gained over the last fifth of each fine-tuning's "
                      f"steps (less than {flat_within:g} points each): {len(tuned)} fine-tunings, at most "
-                     f"{most[2]:+.1f} ({most[0]})" + (f"; still rising: {still}" if rising else "") + ".")
+                     f"{most[2]} ({most[0]})" + (f"; still rising: {still}" if rising else "") + ".")
     runs = results[(results.metric == "top1") & (results.downstream == CEILING.downstream)].drop_duplicates("run_key")
     if not runs.empty:
         stat = Stat(runs.value)

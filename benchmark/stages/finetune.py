@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,6 +128,9 @@ class FinetuneConfig:
         return problems
 
 
+HEAD_FIT_ITERS = 1000  # LP-FT's logistic regression: L-BFGS iterations at most
+
+
 def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, ctx: Context,
              num_workers: int = 0) -> float:
     """LP-FT's first step (Kumar et al., 2022: fine-tuning from a random head distorts the
@@ -135,13 +139,19 @@ def fit_head(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     (the labelled images, evaluation transform); fine-tuning then starts from a head that fits the
     features. Every process fits the same head on the gathered features. Returns the fit's top-1
     on ``dataset``."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     was_training = model.training
     model.eval()
     features, labels = extract_features(model, dataset, batch_size, device, num_workers, ctx=ctx)
     x, y = features.cpu().numpy(), labels.cpu().numpy()
-    fit = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # said in one line below, not scikit-learn's eight
+        fit = LogisticRegression(C=1.0, max_iter=HEAD_FIT_ITERS).fit(x, y)
+    if ctx.is_main and int(np.max(fit.n_iter_)) >= HEAD_FIT_ITERS:
+        print(f"[finetune] the head's logistic regression used all its {HEAD_FIT_ITERS} L-BFGS iterations without "
+              "converging; fine-tuning goes on from that head", file=sys.stderr)
     num_classes = model.head.weight.shape[0]
     if len(fit.classes_) != num_classes:
         raise ConfigError(f"head_init = linear-probe: the labelled images hold {len(fit.classes_)} of the "

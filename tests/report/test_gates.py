@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from benchmark.report.figures import layout_problems, save
-from benchmark.report.gates import EVERY, gate_lines, monitor_curves, plot_monitor_curves
+from benchmark.report.gates import EVERY, gained_late, gate_lines, monitor_curves, plot_monitor_curves
 from benchmark.report.names import method_style
 
 
@@ -291,6 +293,24 @@ def test_a_scale_that_claims_trained_models_gates_flat_curves_and_its_ceiling(tm
     # the CPU miniature claims no trained models: neither gate is asked of it
     lines, failures = gate_lines(results.assign(scale="mini"), monitor_curves(tmp_path, {"mini-gpu"}), tmp_path, "mini")
     assert "flattened" not in failures and "ceiling" not in failures
+
+
+def test_the_gain_over_the_last_fifth_is_read_from_a_line_that_jitter_between_points_cannot_flip() -> None:
+    # val every 2 epochs of 120, rising 0.6 points over the last fifth, each point jittered by up to 0.3
+    # (as the ceiling's CPU trial was): the point at 80% happens to sit low and the last one high
+    epochs = list(range(0, 122, 2))
+    rng = random.Random(0)
+    jitter = [rng.uniform(-0.2, 0.2) for _ in epochs]
+    jitter[epochs.index(96)], jitter[-1] = -0.3, 0.2
+    values = [91.6 + 0.6 * (e - 96) / 24 + j for e, j in zip(epochs, jitter)]
+    assert values[-1] - values[epochs.index(96)] >= 1.0  # two points would call it still rising
+    gain = gained_late(epochs, values)
+    assert 0.4 < gain.points < 0.9 and 0 < gain.noise < 0.2 and gain.points + gain.noise < 1.0
+    # a curve that is still rising fails however it jitters, and a clean line reads exactly, with no noise
+    assert gained_late(epochs, [v + 2.0 * max(e - 96, 0) / 24 for e, v in zip(epochs, values)]).points > 2.0
+    clean = gained_late([0, 40, 80, 90, 100], [10.0, 20.0, 30.0, 30.5, 31.0])
+    assert clean.points == pytest.approx(1.0) and clean.noise == pytest.approx(0.0) and str(clean) == "+1.0 ± 0.0"
+    assert str(gained_late([0, 50, 100], [1.0, 2.0, 2.5])) == "+0.5"  # two points in the fifth: no noise to give
 
 
 def test_each_scale_of_the_miniature_has_its_own_findings_never_pooled(tmp_path) -> None:

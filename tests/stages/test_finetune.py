@@ -54,6 +54,24 @@ def test_linear_probe_head_classifies_as_the_logistic_regression(synthetic_root)
     assert fitted > 100 / 6 + 30  # six synthetic classes, separable from random features
 
 
+def test_a_head_fit_that_runs_out_of_iterations_says_so_in_one_line(synthetic_root, monkeypatch, capsys, recwarn) -> None:
+    # on the ceiling's 50,000 random-init features L-BFGS used all its iterations, and scikit-learn's
+    # warning spread eight lines over the log
+    from benchmark.stages import finetune as stage
+
+    train_set, _ = load_splits("imagefolder", str(synthetic_root / "classification"), "val")
+    labelled = Transformed(train_set, eval_transform(64, 1.0))
+    model = create_vit("vit-smoke", 64, num_classes=len(train_set.classes))
+    fit_head(model, labelled, 16, torch.device("cpu"), SINGLE)
+    assert "L-BFGS" not in capsys.readouterr().err  # these features converge
+    monkeypatch.setattr(stage, "HEAD_FIT_ITERS", 2)
+    fit_head(model, labelled, 16, torch.device("cpu"), SINGLE)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "L-BFGS" in line]
+    assert lines == ["[finetune] the head's logistic regression used all its 2 L-BFGS iterations without converging; "
+                     "fine-tuning goes on from that head"]
+    assert not [w for w in recwarn if "converge" in str(w.message).lower()]
+
+
 class Interrupted(Exception):
     pass
 
