@@ -16,7 +16,8 @@ REPORT.md (a finding that rests on a failed gate says so beside it):
   the difference, from the runs of several seeds; where none has run, every edge counts);
 - at a scale that claims trained models (:attr:`~benchmark.experiments.scales.Scale.converged`):
   **flattened**, every pre-training's online k-NN gained less than ``flat_within`` points over the
-  last fifth of its steps (read from a line through the fifth's points, :func:`gained_late`);
+  last fifth of its steps (read from a line through the fifth's points, :func:`gained_late`; the
+  line names the verdicts within twice their noise of the limit);
   **fine-tuned**, likewise every fine-tuning's top-1 on val (``val_top1`` in its log, where its
   ``monitor_every`` asked for it); and **ceiling**, supervised training on all labels reaches
   ``ceiling_min``.
@@ -294,6 +295,17 @@ class Gain:
     def __str__(self) -> str:
         return f"{self.points:+.1f}" + (f" ± {self.noise:.1f}" if self.noise is not None else "")
 
+    def near(self, limit: float) -> bool:
+        """Whether ``limit`` lies within twice the noise of the gain: its verdict is one that
+        another seed could turn."""
+        return self.noise is not None and abs(self.points - limit) <= 2 * self.noise
+
+
+def _near_limit(gains: list[tuple[str, Gain]], limit: float) -> str:
+    """The gate line's note on the verdicts that noise could turn (empty where there are none)."""
+    near = [f"{name} {gain}" for name, gain in gains if gain.near(limit)]
+    return f"; within twice their noise of the limit: {', '.join(near)}" if near else ""
+
 
 def gained_late(steps: list[int], values: list[float]) -> Gain:
     """The points a curve gained over the last fifth of its steps: the slope of a least-squares line
@@ -335,7 +347,8 @@ def _convergence_gates(results: pd.DataFrame, curves: list[Curve], runs_dir: Pat
         failures["flattened"] = frozenset((c.method, c.pretrain_data) for c in rising)
         lines.append(f"- {_mark(not rising)} flattened: online k-NN gained over the last fifth of the steps (less than "
                      f"{flat_within:g} points each): " + ", ".join(
-                         f"{c.label} {gain}" for c, gain in gains) + ".")
+                         f"{c.label} {gain}" for c, gain in gains)
+                     + _near_limit([(c.label, gain) for c, gain in gains], flat_within) + ".")
     tuned = [(name, tags, gained_late(steps, top1)) for name, tags, steps, top1 in val_curves(runs_dir, spec.name)]
     if tuned:
         rising = [(name, tags, gain) for name, tags, gain in tuned if gain.points >= flat_within]
@@ -346,7 +359,8 @@ def _convergence_gates(results: pd.DataFrame, curves: list[Curve], runs_dir: Pat
         still = ", ".join(f"{name} {gain}" for name, _, gain in rising)
         lines.append(f"- {_mark(not rising)} fine-tuned: top-1 on val gained over the last fifth of each fine-tuning's "
                      f"steps (less than {flat_within:g} points each): {len(tuned)} fine-tunings, at most "
-                     f"{most[2]} ({most[0]})" + (f"; still rising: {still}" if rising else "") + ".")
+                     f"{most[2]} ({most[0]})" + (f"; still rising: {still}" if rising else "")
+                     + _near_limit([(name, gain) for name, _, gain in tuned], flat_within) + ".")
     runs = results[(results.metric == "top1") & (results.downstream == CEILING.downstream)].drop_duplicates("run_key")
     if not runs.empty:
         stat = Stat(runs.value)

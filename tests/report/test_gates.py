@@ -351,5 +351,12 @@ def test_a_scale_that_claims_trained_models_gates_fine_tunings_whose_val_still_r
         (tmp_path / "finetune" / name / "log.jsonl").unlink()
     lines, failures = gate_lines(results, [], tmp_path, "mini-gpu")
     assert failures["fine-tuned"] == frozenset() and "**pass** fine-tuned" in "\n".join(lines)
+    assert "noise of the limit" not in "\n".join(lines)  # two points in each fifth: no noise to judge
+    # a pass that noise could turn says so: 0.9 points gained, with a standard error of 1.1
+    _finetuning(tmp_path, "ft-beit", "beit", "fashion-mnist-100%", [50.0, 60.0, 70.0, 75.0, 78.0, 79.0, 79.5, 79.8, 80.0,
+                                                                    81.4, 80.9])
+    lines, failures = gate_lines(results, [], tmp_path, "mini-gpu")
+    assert failures["fine-tuned"] == frozenset()
+    assert "at most +0.9 ± 1.1 (ft-beit); within twice their noise of the limit: ft-beit +0.9 ± 1.1." in "\n".join(lines)
     # the CPU miniature claims no trained models, and another scale's fine-tunings are not its own
     assert "fine-tuned" not in gate_lines(results.assign(scale="mini"), [], tmp_path, "mini")[1]
